@@ -1,0 +1,195 @@
+"""``uvkernel`` / ``jupyter uvkernel``: install, uninstall, list, check, unshadow, and the kernel launcher."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from . import __version__, kernelspec, pipeline
+from .errors import UvkernelError
+from .settings import from_config
+
+
+def _location(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--user", action="store_true", help="the user's Jupyter data folder (the default)")
+    group.add_argument("--sys-prefix", action="store_true", help="the prefix of the Python running this command")
+    group.add_argument("--prefix", metavar="DIR", help="DIR/share/jupyter/kernels")
+
+
+def _prefix(args: argparse.Namespace) -> tuple[bool, str | None]:
+    if args.sys_prefix:
+        return False, sys.prefix
+    if args.prefix:
+        return False, os.path.abspath(os.path.expanduser(args.prefix))
+    return True, None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uvkernel", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"uvkernel {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("install", help="write a kernel spec that uses the uvkernel provisioner")
+    _location(p)
+    p.add_argument("--name", default=kernelspec.DEFAULT_NAME, help="kernel name (default: %(default)s)")
+    p.add_argument("--display-name", default=None, help=f"shown in the picker (default: {kernelspec.DEFAULT_DISPLAY_NAME})")
+    p.add_argument("--host-python", default=None, metavar="PATH", help="the interpreter that holds torch/CUDA")
+    p.add_argument("--env", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="environment variable for the kernel (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=JSON",
+                   help="a provisioner setting, e.g. --set require_cuda='\"true\"' or --set min_gpus=1")
+
+    p = sub.add_parser("uninstall", help="remove a kernel spec")
+    _location(p)
+    p.add_argument("name")
+
+    p = sub.add_parser("list", help="list the installed uvkernel kernel specs")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("check", help="prepare the env for a folder and run the preflight, as a kernel start would")
+    p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("--host-python", default=None, metavar="PATH")
+    p.add_argument("--kernel", default=None, metavar="NAME", help="use this kernel spec's settings")
+    p.add_argument("--require-cuda", action="store_true", help="fail unless CUDA works")
+    p.add_argument("--recheck", action="store_true", help="ignore the preflight cache")
+    p.add_argument("--json", action="store_true", help="print every fact as JSON")
+
+    p = sub.add_parser("kernel", help="start a kernel directly (the spec's argv, for clients without provisioners)")
+    p.add_argument("-f", dest="connection_file", required=True)
+    p.add_argument("--kernel", default=kernelspec.DEFAULT_NAME, metavar="NAME")
+
+    p = sub.add_parser("unshadow", help="remove env copies of packages the host provides (asks nothing else)")
+    p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("--host-python", default=None, metavar="PATH")
+    p.add_argument("--kernel", default=None, metavar="NAME")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    return parser
+
+
+def _settings_for(kernel: str | None, host_python: str | None, **overrides: Any):
+    config: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    if kernel:
+        config, env, _path = kernelspec.load_config(kernel)
+    if host_python:
+        config["host_python"] = os.path.abspath(os.path.expanduser(host_python))
+    return from_config(config, **overrides), {**os.environ, **env}
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    user, prefix = _prefix(args)
+    config: dict[str, Any] = {}
+    for item in args.set:
+        key, _, raw = item.partition("=")
+        try:
+            config[key] = json.loads(raw)
+        except ValueError:
+            config[key] = raw
+    folder = kernelspec.install(name=args.name, display_name=args.display_name, host_python=args.host_python,
+                                env=dict(args.env), config=config, user=user, prefix=prefix)
+    print(f"Installed kernel spec {args.name} in {folder}")
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    user, prefix = _prefix(args)
+    explicit = args.user or args.sys_prefix or args.prefix
+    folder = kernelspec.uninstall(args.name, user=bool(explicit) and user, prefix=prefix)
+    print(f"Removed kernel spec {args.name} from {folder}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    specs = kernelspec.find_specs()
+    if args.json:
+        print(json.dumps({"kernelspecs": specs}, indent=1))
+        return 0
+    if not specs:
+        print("No uvkernel kernel specs installed. Install one with: uvkernel install --user")
+        return 0
+    width = max(len(s["name"]) for s in specs)
+    for s in specs:
+        print(f"{s['name']:<{width}}  {s['resource_dir']}  host: {s['host_python']}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    overrides = {"require_cuda": "true"} if args.require_cuda else {}
+    settings, environ = _settings_for(args.kernel, args.host_python, **overrides)
+    from .kernel_extension import render_text
+
+    try:
+        prepared = asyncio.run(pipeline.prepare(settings, cwd=os.path.abspath(args.dir), environ=environ,
+                                                recheck=args.recheck, log=_stderr_log(args.json)))
+        report = prepared.report()
+        code = 0
+    except UvkernelError as exc:
+        report = _failure_report(exc)
+        code = 1
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    else:
+        print(render_text(report, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+    return code
+
+
+def _failure_report(exc: UvkernelError) -> dict[str, Any]:
+    report = getattr(exc, "report", None)
+    if report is not None:
+        return report
+    return pipeline.report_dict(error=exc, result=getattr(exc, "result", None))
+
+
+def _stderr_log(quiet: bool):
+    def log(message: str) -> None:
+        if not quiet:
+            print(f"uvkernel: {message}", file=sys.stderr)
+    return log
+
+
+def cmd_kernel(args: argparse.Namespace) -> int:
+    """Prepare, then become the env's ipykernel (exec), so signals reach it directly."""
+    try:
+        settings, environ = _settings_for(args.kernel, None)
+        prepared = asyncio.run(pipeline.prepare(settings, cwd=os.getcwd(), environ=environ, log=_stderr_log(False)))
+    except UvkernelError as exc:
+        print(str(exc), file=sys.stderr)
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="uvkernel-error-", suffix=".json")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"message": str(exc), "code": exc.code}, fh)
+        os.environ["UVKERNEL_ERROR_FILE"] = path
+        os.execv(sys.executable, [sys.executable, "-m", "uvkernel.fallback_kernel", "-f", args.connection_file])
+    cmd = prepared.command(args.connection_file)
+    os.execve(cmd[0], cmd, prepared.kernel_env)
+    return 0  # not reached
+
+
+def cmd_unshadow(args: argparse.Namespace) -> int:
+    from . import unshadow
+
+    settings, environ = _settings_for(args.kernel, args.host_python)
+    return asyncio.run(unshadow.main(settings, os.path.abspath(args.dir), environ, dry_run=args.dry_run))
+
+
+COMMANDS = {"install": cmd_install, "uninstall": cmd_uninstall, "list": cmd_list, "check": cmd_check,
+            "kernel": cmd_kernel, "unshadow": cmd_unshadow}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UvkernelError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Stage 2: create, reuse or repair the env so it inherits the host's site-packages.
+
+Never deletes or rewrites what the user installed: a missing system-site flag is turned back on in place
+(``uv venv --allow-existing``), an env from another interpreter is reported with the fix.  Work happens
+under a per-env file lock, so concurrent starts build the env once; the state file is written last, so a
+start killed half-way is resumed by the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import stat
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from filelock import FileLock, Timeout
+
+from . import __version__, dependencies, process
+from .errors import EnvError, UvError
+from .host import HostPython
+from .host_packages import HostDist, is_stack_package, list_host_distributions
+from .project import Project
+from .settings import UvKernelSettings
+from .uvbin import uv_environment
+
+STATE_FILE = ".uvkernel-state.json"
+LAYER_PTH = "_uvkernel_host.pth"
+# For installs from inside the kernel: `!uv pip install` reads UV_EXCLUDE, `%pip install` PIP_CONSTRAINT.
+HOST_EXCLUDES = ".uvkernel-host-provided.txt"
+HOST_CONSTRAINTS = ".uvkernel-host-pins.txt"
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Env:
+    path: Path
+    python: Path
+    site_packages: Path
+    actions: list[str] = field(default_factory=list)  # what this start did ("created", "repaired …")
+    ipykernel_from: str = ""  # "host" or "env"
+    reused: bool = False
+    plan: dict[str, Any] = field(default_factory=dict)  # dependency plan (from host / installed / shadowed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "python": str(self.python), "site_packages": str(self.site_packages),
+                "actions": self.actions, "ipykernel_from": self.ipykernel_from, "reused": self.reused,
+                "dependencies": self.plan}
+
+
+def read_pyvenv_cfg(env: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    try:
+        text = (env / "pyvenv.cfg").read_text()
+    except OSError:
+        return values
+    for line in text.splitlines():
+        if "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip().lower()] = value.strip()
+    return values
+
+
+def site_packages_of(env: Path, version: tuple[int, ...]) -> Path:
+    return env / "lib" / f"python{version[0]}.{version[1]}" / "site-packages"
+
+
+def private_dir(path: Path) -> None:
+    """Create a folder only its owner can read (envs and caches of other users stay out of reach)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.chmod(path, stat.S_IRWXU)
+    except OSError:
+        pass
+
+
+def check_path(env: Path) -> None:
+    """Refuse paths that are not a folder we may use, before anything is written."""
+    if env.is_symlink() and not env.exists():
+        raise EnvError("ENV_BROKEN_LINK", env=str(env), target=os.readlink(env))
+    if env.exists() and not env.is_dir():
+        raise EnvError("ENV_IS_FILE", env=str(env))
+    if env.is_dir() and not (env / "pyvenv.cfg").exists() and any(env.iterdir()):
+        raise EnvError("ENV_NOT_A_VENV", env=str(env))
+
+
+def same_interpreter(env: Path, host: HostPython) -> tuple[bool, str]:
+    """Is the env built on the interpreter we would build it on?  Returns (same, env's interpreter)."""
+    cfg = read_pyvenv_cfg(env)
+    env_python = env / "bin" / "python"
+    target = os.path.realpath(env_python) if env_python.exists() else cfg.get("home", "?") + "/python"
+    expected = os.path.realpath(host.interpreter_for_env)
+    if os.path.realpath(target) == expected:
+        return True, target
+    # the same installation reached through another name (python3 vs python3.11)
+    version = cfg.get("version_info") or cfg.get("version") or ""
+    same_home = os.path.realpath(cfg.get("home", "")) == os.path.dirname(expected)
+    return same_home and version.startswith(host.version_str[:4]) and env_python.exists(), target
+
+
+def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) -> str:
+    """Everything that decides the env's contents; a match means the env needs no uv call at all."""
+    h = hashlib.sha256()
+    h.update(f"{__version__}\0{host.executable}\0{host.version_str}\0{host.has_ipykernel}\0".encode())
+    h.update(json.dumps([settings.install_ipykernel, settings.project_dependencies, sorted(settings.extras),
+                         sorted(settings.dependency_groups), sorted(settings.allow_shadowing)]).encode())
+    if project.root is not None:
+        for name in ("pyproject.toml", "uv.lock"):
+            try:
+                h.update(name.encode() + (project.root / name).read_bytes())
+            except OSError:
+                h.update(name.encode() + b"-absent")
+    return h.hexdigest()
+
+
+def read_state(env: Path) -> dict[str, Any]:
+    try:
+        return json.loads((env / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(env: Path, state: dict[str, Any]) -> None:
+    tmp = env / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, env / STATE_FILE)
+
+
+def layer_line(host: HostPython) -> str:
+    """The .pth line that puts a venv host's site-packages below the env's own."""
+    dirs = [p for p in host.site_packages if os.path.isdir(p)]
+    return "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n"
+
+
+def cheap_check(env: Path, host: HostPython) -> list[str]:
+    """What is wrong with an existing env, read from files only (no subprocess)."""
+    problems = []
+    cfg = read_pyvenv_cfg(env)
+    if cfg.get("include-system-site-packages", "").lower() != "true":
+        problems.append("system-site-packages is off")
+    if host.layered:
+        pth = site_packages_of(env, host.version) / LAYER_PTH
+        try:
+            if pth.read_text() != layer_line(host):
+                problems.append("host layer out of date")
+        except OSError:
+            problems.append("host layer missing")
+    return problems
+
+
+async def _uv(args: list[str], step: str, settings: UvKernelSettings, timeout: float | None = None,
+              cwd: Path | None = None) -> process.Completed:
+    done = await process.run(args, env=uv_environment(), timeout=timeout or settings.uv_timeout, cwd=cwd)
+    if done.timed_out:
+        raise UvError("UV_TIMEOUT", step=step, timeout=int(timeout or settings.uv_timeout))
+    if done.returncode != 0:
+        raise UvError("UV_FAILED", step=step, returncode=done.returncode, detail=done.output[-4000:],
+                      fix="read uv's message above; run uvkernel check in the notebook's folder for the full report")
+    return done
+
+
+async def _acquire(lock: FileLock, timeout: float, env: Path) -> None:
+    try:
+        await asyncio.to_thread(lock.acquire, timeout=timeout)
+    except Timeout:
+        raise EnvError("LOCK_TIMEOUT", env=str(env), timeout=int(timeout), lock=lock.lock_file) from None
+
+
+def lock_for(env: Path, cache_root: Path) -> FileLock:
+    private_dir(cache_root / "locks")
+    digest = hashlib.sha256(str(env).encode()).hexdigest()[:24]
+    return FileLock(str(cache_root / "locks" / f"{digest}.lock"), thread_local=False)
+
+
+async def prepare(
+    project: Project,
+    host: HostPython,
+    settings: UvKernelSettings,
+    *,
+    uv: str,
+    cache_root: Path,
+    log: Log = lambda _m: None,
+    project_requirements: Callable[..., Any] | None = None,
+) -> Env:
+    env_path = project.env_path
+    check_path(env_path)
+    site = site_packages_of(env_path, host.version)
+    env = Env(env_path, env_path / "bin" / "python", site)
+    wanted = fingerprint(project, host, settings)
+
+    # Fast path without the lock: a finished env whose inputs did not change.
+    if (env_path / "pyvenv.cfg").exists() and read_state(env_path).get("fingerprint") == wanted:
+        same, _ = same_interpreter(env_path, host)
+        if same and not cheap_check(env_path, host):
+            state = read_state(env_path)
+            env.reused = True
+            env.ipykernel_from = state.get("ipykernel_from", "")
+            env.plan = state.get("plan", {})
+            return env
+
+    lock = lock_for(env_path, cache_root)
+    await _acquire(lock, settings.lock_timeout, env_path)
+    try:
+        await _prepare_locked(env, project, host, settings, uv, wanted, log, project_requirements)
+    finally:
+        lock.release()
+    return env
+
+
+async def _prepare_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
+                          wanted: str, log: Log, project_requirements: Callable[..., Any] | None) -> None:
+    env_path = env.path
+    check_path(env_path)
+    if (env_path / "pyvenv.cfg").exists():
+        if read_state(env_path).get("fingerprint") == wanted and not cheap_check(env_path, host):
+            env.reused = True  # another start finished it while we waited for the lock
+        same, env_python = same_interpreter(env_path, host)
+        if not same:
+            raise EnvError("ENV_OTHER_INTERPRETER", env=str(env_path), env_python=env_python,
+                           host_python=host.interpreter_for_env)
+        if "system-site-packages is off" in cheap_check(env_path, host):
+            log(f"repairing {env_path}: turning system-site-packages back on (installed packages are kept)")
+            await _uv([uv, "venv", "--allow-existing", "--system-site-packages", "--no-project",
+                       "--python", host.interpreter_for_env, "--no-python-downloads", str(env_path)],
+                      "turned system-site-packages back on", settings)
+            env.actions.append("repaired: system-site-packages turned back on")
+        if env.reused:
+            state = read_state(env_path)
+            env.ipykernel_from = state.get("ipykernel_from", "")
+            env.plan = state.get("plan", {})
+            return
+    else:
+        if project.root is None:
+            private_dir(env_path.parent)
+        else:
+            _check_writable(env_path.parent, env_path)
+        log(f"creating {env_path} from {host.interpreter_for_env} with system site-packages")
+        await _uv([uv, "venv", "--system-site-packages", "--no-project", "--python", host.interpreter_for_env,
+                   "--no-python-downloads", "--prompt", (project.root or project.notebook_dir).name or "uvkernel",
+                   str(env_path)], "created the env", settings)
+        if project.root is None:
+            private_dir(env_path)
+        env.actions.append("created")
+
+    if host.layered:
+        pth = env.site_packages / LAYER_PTH
+        line = layer_line(host)
+        if not pth.exists() or pth.read_text() != line:
+            env.site_packages.mkdir(parents=True, exist_ok=True)
+            pth.write_text(line)
+            env.actions.append(f"layered the host venv {host.prefix} below the env")
+
+    host_dists: dict[str, HostDist] = await list_host_distributions(host.executable, host.site_packages)
+    write_host_files(env_path, host_dists, settings.allow_shadowing)
+    requirements: list[str] = []
+    if not host.has_ipykernel:
+        if settings.install_ipykernel:
+            requirements.append("ipykernel")
+        env.ipykernel_from = "env"
+    else:
+        env.ipykernel_from = "host"
+    if project_requirements is not None and settings.project_dependencies and project.root is not None:
+        requirements.extend(await project_requirements(project, settings, uv))
+    the_plan = await dependencies.install(
+        requirements, uv=uv, env_python=str(env.python), env_site_packages=str(env.site_packages), host=host_dists,
+        python_version=host.version, allow_shadowing=settings.allow_shadowing, root=str(project.root or ""),
+        timeout=settings.uv_timeout, log=log,
+    )
+    env.plan = {"from_host": the_plan.from_host, "installed": the_plan.to_install,
+                "shadowed_on_purpose": the_plan.shadowed_on_purpose}
+    if the_plan.to_install:
+        env.actions.append("installed " + ", ".join(the_plan.to_install))
+    write_state(env_path, {"fingerprint": wanted, "uvkernel": __version__, "host": host.executable,
+                           "ipykernel_from": env.ipykernel_from, "plan": env.plan,
+                           "python": sys.version.split()[0]})
+
+
+def write_host_files(env_path: Path, host_dists: dict[str, HostDist], allow_shadowing: list[str]) -> None:
+    """Files the kernel's installers read so they leave host packages alone (see launch.kernel_environment)."""
+    names = dependencies.exclusions(host_dists, allow_shadowing)
+    (env_path / HOST_EXCLUDES).write_text("\n".join(names) + "\n")
+    pins = [f"{d.name}=={d.version}" for d in host_dists.values()
+            if is_stack_package(d.name) and d.name not in allow_shadowing]
+    (env_path / HOST_CONSTRAINTS).write_text("\n".join(sorted(pins)) + "\n")
+
+
+def _check_writable(parent: Path, env_path: Path) -> None:
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EnvError("ENV_NOT_WRITABLE", env=str(env_path), detail=f"{parent} is not writable")

@@ -1,0 +1,267 @@
+"""One family of exceptions, and every user-facing error text in one place.
+
+Each error has a stable ``code``, a one-line summary, facts (``name: value`` lines) and the command or
+step that fixes it.  Texts avoid the percent sign: jupyter_server's REST layer doubles it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+
+@dataclass(frozen=True)
+class Message:
+    summary: str
+    fix: str
+
+
+# code -> (summary template, fix template).  Templates use str.format with the error's fields.
+MESSAGES: dict[str, Message] = {
+    # --- host interpreter ---------------------------------------------------------------------------
+    "HOST_PYTHON_MISSING": Message(
+        "the host interpreter {path} does not exist",
+        "point uvkernel at the Python that holds your torch: uvkernel install --user --host-python /path/to/python "
+        "(or set UVKERNEL_HOST_PYTHON)",
+    ),
+    "HOST_PYTHON_NOT_PYTHON": Message(
+        "the host interpreter {path} is not a working Python ({detail})",
+        "give the path of a python executable: uvkernel install --user --host-python /path/to/python3",
+    ),
+    "HOST_PYTHON_TOO_OLD": Message(
+        "the host interpreter {path} is Python {version}; uvkernel needs {minimum} or newer",
+        "choose a newer interpreter: uvkernel install --user --host-python /path/to/python3.11",
+    ),
+    # --- uv ----------------------------------------------------------------------------------------
+    "UV_NOT_FOUND": Message(
+        "no uv binary was found (looked at: {looked})",
+        "install uv next to Jupyter: python -m pip install uv (or set uv_path in the kernel spec)",
+    ),
+    "UV_FAILED": Message(
+        "uv failed while it {step} (exit status {returncode})",
+        "{fix}",
+    ),
+    "UV_TIMEOUT": Message(
+        "uv did not finish within {timeout} seconds while it {step}",
+        "check network access to the package index, then start the kernel again (it resumes where it stopped)",
+    ),
+    # --- project ------------------------------------------------------------------------------------
+    "PYPROJECT_INVALID": Message(
+        "{path} is not valid TOML: {detail}",
+        "fix the file (uvkernel never edits it), then start the kernel again",
+    ),
+    "REQUIRES_PYTHON_EXCLUDES_HOST": Message(
+        "the project at {root} requires Python {requires}, but the host interpreter {host} is Python {version}",
+        "widen requires-python in {root}/pyproject.toml, or choose a matching host: uvkernel install --user "
+        "--host-python /path/to/python",
+    ),
+    # --- env ----------------------------------------------------------------------------------------
+    "ENV_IS_FILE": Message(
+        "the environment path {env} is a file, not a folder",
+        "move it away (mv {env} {env}.bak) or set UV_PROJECT_ENVIRONMENT to another folder",
+    ),
+    "ENV_BROKEN_LINK": Message(
+        "the environment path {env} is a symbolic link to {target}, which does not exist",
+        "recreate the target folder (mkdir -p {target}) or remove the link (rm {env})",
+    ),
+    "ENV_NOT_A_VENV": Message(
+        "{env} exists but is not a virtual environment (no pyvenv.cfg)",
+        "move it away (mv {env} {env}.bak); uvkernel will create a new env there",
+    ),
+    "ENV_OTHER_INTERPRETER": Message(
+        "{env} was made from another interpreter ({env_python}) than the host ({host_python})",
+        "uvkernel does not delete envs. Keep it under another name and let uvkernel build a new one: "
+        "mv {env} {env}.old   (or choose that interpreter as host: --host-python {env_python})",
+    ),
+    "ENV_NOT_WRITABLE": Message(
+        "cannot create the environment at {env}: {detail}",
+        "make the folder writable, or set UV_PROJECT_ENVIRONMENT to a writable folder",
+    ),
+    "LOCK_TIMEOUT": Message(
+        "another start has been preparing {env} for more than {timeout} seconds",
+        "wait for it to finish, or remove a stale lock file: rm {lock}",
+    ),
+    # --- dependencies -------------------------------------------------------------------------------
+    "DEPENDENCY_CONFLICT": Message(
+        "the project needs {requirement}, but the host provides {name} {host_version}",
+        "either loosen the requirement in {root}/pyproject.toml to accept {host_version}, or install a host with "
+        "a matching {name}, or let the project have its own copy on purpose: add \"{name}\" to allow_shadowing "
+        "in the kernel spec config (the report will then say the host's copy is shadowed)",
+    ),
+    "DEPENDENCIES_UNRESOLVABLE": Message(
+        "uv could not resolve the project's dependencies",
+        "fix the requirements in {root}/pyproject.toml (uv's message above names the conflict)",
+    ),
+    # --- kernel spec --------------------------------------------------------------------------------
+    "KERNEL_NAME_INVALID": Message(
+        "{name!r} is not a valid kernel name: use lowercase letters, digits, '.', '_' and '-'",
+        "choose another name: uvkernel install --name my-kernel",
+    ),
+    "KERNEL_NOT_FOUND": Message(
+        "no kernel spec named {name} was found{where}",
+        "list the installed ones with: uvkernel list",
+    ),
+    "CONFIG_INVALID": Message(
+        "the kernel spec's provisioner config is invalid: {detail}",
+        "edit {spec} (metadata.kernel_provisioner.config), or reinstall it: uvkernel install --user",
+    ),
+    # --- preflight (codes from the policy) -------------------------------------------------------------
+    "TORCH_NOT_FOUND": Message(
+        "{package} is not importable from the kernel's environment",
+        "install it into the host interpreter ({host_python} -m pip install {package}) or remove it from "
+        "required_packages",
+    ),
+    "TORCH_SHADOWED": Message(
+        "{package} in the kernel resolves to {found}, which hides the host's copy {host}",
+        "remove the shadowing copy and keep the host's: uvkernel unshadow {project}",
+    ),
+    "TORCH_NOT_CUDA_BUILD": Message(
+        "the host's torch {version} is a CPU-only build, but CUDA is required",
+        "install a CUDA build of torch into the host ({host_python} -m pip install torch --index-url "
+        "https://download.pytorch.org/whl/cu128), or set require_cuda to auto",
+    ),
+    "NO_DRIVER": Message(
+        "no NVIDIA driver is reachable from the kernel ({detail})",
+        "run on a machine or container with the NVIDIA driver (nvidia-smi should work there; in containers use "
+        "--gpus all), or set require_cuda to false",
+    ),
+    "NO_DEVICE_FILES": Message(
+        "the NVIDIA device files are missing or not accessible ({detail})",
+        "give the kernel access to /dev/nvidia* (container: --gpus all; check the user's group membership)",
+    ),
+    "DRIVER_TOO_OLD": Message(
+        "the NVIDIA driver {driver} supports CUDA up to {driver_cuda}, but torch was built for CUDA {torch_cuda}",
+        "upgrade the NVIDIA driver, or install a torch built for CUDA {driver_cuda} or older into the host",
+    ),
+    "DRIVER_MISMATCH": Message(
+        "the NVIDIA kernel module and user-space driver library do not match (NVML error {detail})",
+        "this usually follows a driver upgrade: reboot the machine (or reload the nvidia kernel modules)",
+    ),
+    "NO_VISIBLE_DEVICES": Message(
+        "the driver sees {driver_devices} GPU(s) but none is visible to the kernel (CUDA_VISIBLE_DEVICES={cvd})",
+        "unset CUDA_VISIBLE_DEVICES or set it to valid indices or UUIDs (e.g. 0), in the kernel spec's env or "
+        "the server's environment",
+    ),
+    "TOO_FEW_GPUS": Message(
+        "the kernel sees {visible} GPU(s), but min_gpus is {min_gpus}",
+        "run on a machine with more GPUs, widen CUDA_VISIBLE_DEVICES, or lower min_gpus in the kernel spec",
+    ),
+    "ARCH_UNSUPPORTED": Message(
+        "GPU {device} has compute capability {capability}, which this torch build has no kernels for "
+        "(built for {arch_list})",
+        "install a torch build that supports {capability} into the host (a newer CUDA build usually does)",
+    ),
+    "TORCH_IMPORT_FAILED": Message(
+        "import torch failed in the kernel's environment: {detail}",
+        "check the CUDA libraries torch loads (LD_LIBRARY_PATH, nvidia-* wheels in the env: uvkernel check "
+        "{project} lists them)",
+    ),
+    "CUDA_INIT_FAILED": Message(
+        "torch could not initialise CUDA: {detail}",
+        "run nvidia-smi to check the driver; after a suspend, reload nvidia_uvm (sudo rmmod nvidia_uvm && "
+        "sudo modprobe nvidia_uvm) or reboot",
+    ),
+    "PROBE_TIMEOUT": Message(
+        "the preflight check did not finish within {timeout} seconds and was stopped",
+        "check for a hung GPU or driver (nvidia-smi), or raise preflight_timeout in the kernel spec",
+    ),
+    "PROBE_FAILED": Message(
+        "the preflight check could not run in the kernel's environment: {detail}",
+        "run: uvkernel check {project} --recheck   to see the full report",
+    ),
+    "IPYKERNEL_MISSING": Message(
+        "ipykernel is not importable from the kernel's environment",
+        "let uvkernel install it (install_ipykernel = true), or install it into the host: "
+        "{host_python} -m pip install ipykernel",
+    ),
+}
+
+
+class UvkernelError(Exception):
+    """Base of every error uvkernel reports to a user.
+
+    ``facts`` are shown as indented ``name: value`` lines; ``detail`` is extra text such as a tool's output.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        facts: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+        detail: str = "",
+        **fields: Any,
+    ) -> None:
+        self.code = code
+        self.fields = fields
+        self.facts = list(facts.items()) if isinstance(facts, Mapping) else list(facts)
+        self.detail = detail
+        message = MESSAGES.get(code)
+        if message is None:  # a programming error, still say something useful
+            message = Message(code.replace("_", " ").lower(), "see the server log")
+        self.summary = _fill(message.summary, fields)
+        self.fix = _fill(message.fix, fields)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"uvkernel: {self.summary} [{self.code}]"]
+        for name, value in self.facts:
+            lines.append(f"  {name}: {value}")
+        if self.detail:
+            lines.append("")
+            lines.extend("  " + line for line in self.detail.rstrip().splitlines())
+        lines.append("")
+        lines.append(f"How to fix: {self.fix}")
+        return "\n".join(lines).replace("%", " percent")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "summary": self.summary,
+            "facts": {str(k): v for k, v in self.facts},
+            "detail": self.detail,
+            "fix": self.fix,
+        }
+
+
+class HostError(UvkernelError):
+    """The host interpreter cannot be used."""
+
+
+class ProjectError(UvkernelError):
+    """The notebook's project cannot be read."""
+
+
+class EnvError(UvkernelError):
+    """The env cannot be created, reused or repaired."""
+
+
+class UvError(UvkernelError):
+    """uv is missing or failed."""
+
+
+class DependencyError(UvkernelError):
+    """The project's dependencies cannot be installed without breaking the host stack."""
+
+
+class PreflightError(UvkernelError):
+    """The host stack is not usable from the env; carries the preflight result."""
+
+    def __init__(self, code: str, *, result: Any = None, **kwargs: Any) -> None:
+        self.result = result
+        super().__init__(code, **kwargs)
+
+
+class SpecError(UvkernelError):
+    """A kernel spec or its config is wrong."""
+
+
+class _Defaulting(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _fill(template: str, fields: Mapping[str, Any]) -> str:
+    try:
+        return template.format_map(_Defaulting(fields))
+    except (ValueError, IndexError, KeyError, AttributeError):
+        return template

@@ -1,0 +1,192 @@
+"""The host interpreter: which one, why, and what it is (plain install, venv or conda prefix).
+
+The rule, first match wins (documented in the README):
+  1. ``host_python`` in the kernel spec config, a jupyter config file, or ``--host-python``;
+  2. the ``UVKERNEL_HOST_PYTHON`` environment variable of the process starting the kernel;
+  3. the interpreter running Jupyter itself (``sys.executable``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import process
+from .errors import HostError
+
+MINIMUM_PYTHON = (3, 9)
+HOST_ENV_VAR = "UVKERNEL_HOST_PYTHON"
+
+# Runs in the host interpreter (any version >= 3.6): stdlib only, prints one JSON object.
+_INTERROGATE = r"""
+import json, os, site, sys, sysconfig
+try:
+    import importlib.util as u
+    ipk = u.find_spec("ipykernel") is not None
+except Exception:
+    ipk = False
+paths = sysconfig.get_paths()
+sp = []
+for key in ("purelib", "platlib"):
+    p = paths.get(key)
+    if p and p not in sp:
+        sp.append(p)
+try:
+    extra = [p for p in site.getsitepackages() if p not in sp]
+except Exception:
+    extra = []
+print(json.dumps({
+    "executable": sys.executable,
+    "version": list(sys.version_info[:3]),
+    "implementation": sys.implementation.name,
+    "prefix": sys.prefix,
+    "base_prefix": getattr(sys, "base_prefix", sys.prefix),
+    "base_executable": getattr(sys, "_base_executable", sys.executable),
+    "site_packages": sp + extra,
+    "conda": os.path.isdir(os.path.join(sys.prefix, "conda-meta")),
+    "has_ipykernel": ipk,
+}))
+"""
+
+
+@dataclass
+class HostPython:
+    path: str  # as given (absolute)
+    reason: str  # why this interpreter was chosen
+    executable: str
+    version: tuple[int, int, int]
+    implementation: str
+    prefix: str
+    base_prefix: str
+    base_executable: str
+    site_packages: list[str] = field(default_factory=list)
+    conda: bool = False
+    has_ipykernel: bool = False
+
+    @property
+    def is_venv(self) -> bool:
+        return os.path.realpath(self.prefix) != os.path.realpath(self.base_prefix)
+
+    @property
+    def layered(self) -> bool:
+        """True when --system-site-packages alone does not inherit this host's packages (a venv host).
+
+        A conda prefix is its own base interpreter, so --system-site-packages inherits it directly.
+        """
+        return self.is_venv
+
+    @property
+    def interpreter_for_env(self) -> str:
+        """The interpreter the child env is built on.
+
+        A venv host's packages live outside the base interpreter, so the child is built on the base and the
+        host's site-packages are layered in with a .pth file.  A conda prefix is its own base interpreter.
+        """
+        if self.is_venv:
+            return self.base_executable
+        return self.executable
+
+    @property
+    def version_str(self) -> str:
+        return ".".join(map(str, self.version))
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["version"] = self.version_str
+        data["is_venv"] = self.is_venv
+        return data
+
+
+def choose(explicit: str | None, environ: dict[str, str] | None = None) -> tuple[str, str]:
+    """Apply the documented rule; return (path, reason)."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return explicit, "set by host_python in the kernel spec or configuration"
+    from_env = environ.get(HOST_ENV_VAR)
+    if from_env:
+        return from_env, f"set by the {HOST_ENV_VAR} environment variable"
+    return sys.executable, "the interpreter running Jupyter (no host_python setting, no " + HOST_ENV_VAR + ")"
+
+
+def _absolute(path: str) -> str:
+    expanded = os.path.expanduser(path)
+    if os.sep not in expanded:  # a bare name such as "python3": look it up on PATH
+        import shutil
+
+        found = shutil.which(expanded)
+        if found:
+            return found
+    return os.path.abspath(expanded)
+
+
+def _check_exists(path: str) -> None:
+    if not os.path.exists(path):
+        raise HostError("HOST_PYTHON_MISSING", path=path)
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise HostError("HOST_PYTHON_NOT_PYTHON", path=path, detail="not an executable file")
+
+
+def _parse(path: str, reason: str, returncode: int, stdout: str, stderr: str) -> HostPython:
+    if returncode != 0:
+        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        raise HostError("HOST_PYTHON_NOT_PYTHON", path=path, detail=f"it exited with status {returncode}: {tail[0]}")
+    try:
+        data = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise HostError("HOST_PYTHON_NOT_PYTHON", path=path, detail="it did not answer like a Python interpreter")
+    version = tuple(data["version"])
+    host = HostPython(path=path, reason=reason, executable=data["executable"], version=version,  # type: ignore[arg-type]
+                      implementation=data["implementation"], prefix=data["prefix"],
+                      base_prefix=data["base_prefix"], base_executable=data["base_executable"],
+                      site_packages=data["site_packages"], conda=data["conda"],
+                      has_ipykernel=data["has_ipykernel"])
+    if version[:2] < MINIMUM_PYTHON:
+        raise HostError("HOST_PYTHON_TOO_OLD", path=path, version=host.version_str,
+                        minimum=".".join(map(str, MINIMUM_PYTHON)))
+    return host
+
+
+def _argv(path: str) -> list[str]:
+    # -I: ignore PYTHON* variables and the user site, and never put the cwd on sys.path
+    return [path, "-I", "-c", _INTERROGATE]
+
+
+async def inspect(path: str, reason: str = "given", timeout: float = 30) -> HostPython:
+    """Ask the interpreter about itself (async, for the provisioner)."""
+    path = _absolute(path)
+    _check_exists(path)
+    try:
+        done = await process.run(_argv(path), timeout=timeout, env=_clean_env())
+    except OSError as exc:
+        raise HostError("HOST_PYTHON_NOT_PYTHON", path=path, detail=str(exc)) from None
+    if done.timed_out:
+        raise HostError("HOST_PYTHON_NOT_PYTHON", path=path, detail=f"it did not answer within {timeout} s")
+    return _parse(path, reason, done.returncode, done.stdout, done.stderr)
+
+
+def inspect_sync(path: str, reason: str = "given", timeout: float = 30) -> HostPython:
+    """Same as :func:`inspect`, for ``uvkernel install`` (no event loop there)."""
+    path = _absolute(path)
+    _check_exists(path)
+    try:
+        done = subprocess.run(_argv(path), capture_output=True, text=True, timeout=timeout, env=_clean_env())
+    except subprocess.TimeoutExpired:
+        raise HostError("HOST_PYTHON_NOT_PYTHON", path=path, detail=f"it did not answer within {timeout} s")
+    except OSError as exc:
+        raise HostError("HOST_PYTHON_NOT_PYTHON", path=path, detail=str(exc)) from None
+    return _parse(path, reason, done.returncode, done.stdout, done.stderr)
+
+
+def _clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV"):
+        env.pop(key, None)
+    return env
+
+
+def resolve_path(path: str | Path) -> str:
+    return str(Path(path).expanduser().resolve())

@@ -1,0 +1,116 @@
+"""Writing, removing and listing uvkernel kernel specs where jupyter_client looks for them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel, _is_valid_kernel_name
+
+from . import host as host_mod
+from .errors import SpecError
+from .settings import validate_config
+
+DEFAULT_NAME = "uvkernel"
+DEFAULT_DISPLAY_NAME = "Python (uv + host stack)"
+PROVISIONER = "uvkernel"
+LOGOS = Path(__file__).with_name("resources")
+
+
+def spec_dict(*, display_name: str, config: dict[str, Any], env: dict[str, str], name: str,
+              python: str | None = None) -> dict[str, Any]:
+    """The kernel.json content.
+
+    argv still starts a working kernel where a client ignores provisioners (VS Code): ``uvkernel kernel``
+    runs the same pipeline, then replaces itself with the env's ipykernel.
+    """
+    return {
+        "argv": [python or sys.executable, "-m", "uvkernel", "kernel", "--kernel", name, "-f", "{connection_file}"],
+        "display_name": display_name,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "env": dict(env),
+        "metadata": {
+            "debugger": True,
+            "kernel_provisioner": {"provisioner_name": PROVISIONER, "config": dict(config)},
+        },
+    }
+
+
+def validate_name(name: str) -> None:
+    if not _is_valid_kernel_name(name):
+        raise SpecError("KERNEL_NAME_INVALID", name=name)
+
+
+def install(
+    *,
+    name: str = DEFAULT_NAME,
+    display_name: str | None = None,
+    host_python: str | None = None,
+    env: dict[str, str] | None = None,
+    config: dict[str, Any] | None = None,
+    user: bool = False,
+    prefix: str | None = None,
+) -> str:
+    """Install a spec; returns the folder it was written to."""
+    validate_name(name)
+    settings = dict(config or {})
+    if host_python:
+        host = host_mod.inspect_sync(host_python, "uvkernel install --host-python")
+        settings["host_python"] = host.path
+    validate_config(settings)
+    data = spec_dict(display_name=display_name or DEFAULT_DISPLAY_NAME, config=settings, env=env or {}, name=name)
+    with tempfile.TemporaryDirectory(prefix="uvkernel-spec-") as tmp:
+        folder = Path(tmp) / name
+        folder.mkdir()
+        (folder / "kernel.json").write_text(json.dumps(data, indent=1) + "\n")
+        for logo in LOGOS.glob("logo-*"):
+            shutil.copy(logo, folder / logo.name)
+        return KernelSpecManager().install_kernel_spec(str(folder), name, user=user, prefix=prefix)
+
+
+def uninstall(name: str, *, user: bool = False, prefix: str | None = None) -> str:
+    """Remove a spec; with a location flag only from that location."""
+    manager = KernelSpecManager()
+    if user or prefix:
+        base = Path(manager.user_kernel_dir) if user else Path(prefix) / "share" / "jupyter" / "kernels"  # type: ignore[arg-type]
+        folder = base / name
+        if not (folder / "kernel.json").is_file():
+            raise SpecError("KERNEL_NOT_FOUND", name=name, where=f" in {base}")
+        shutil.rmtree(folder)
+        return str(folder)
+    try:
+        return manager.remove_kernel_spec(name)
+    except (NoSuchKernel, KeyError):
+        raise SpecError("KERNEL_NOT_FOUND", name=name, where="") from None
+
+
+def find_specs() -> list[dict[str, Any]]:
+    """Every installed spec that uses the uvkernel provisioner."""
+    out = []
+    for name, entry in sorted(KernelSpecManager().get_all_specs().items()):
+        spec = entry.get("spec") or {}
+        prov = (spec.get("metadata") or {}).get("kernel_provisioner") or {}
+        if prov.get("provisioner_name") != PROVISIONER:
+            continue
+        config = prov.get("config") or {}
+        host = config.get("host_python") or (
+            f"${host_mod.HOST_ENV_VAR}" if os.environ.get(host_mod.HOST_ENV_VAR) else "the server's interpreter")
+        out.append({"name": name, "display_name": spec.get("display_name"), "resource_dir": entry["resource_dir"],
+                    "host_python": host, "config": config})
+    return out
+
+
+def load_config(name: str) -> tuple[dict[str, Any], dict[str, str], str]:
+    """(provisioner config, env, kernel.json path) of a spec by name."""
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        raise SpecError("KERNEL_NOT_FOUND", name=name, where="") from None
+    prov = (spec.metadata or {}).get("kernel_provisioner") or {}
+    return dict(prov.get("config") or {}), dict(spec.env or {}), os.path.join(spec.resource_dir, "kernel.json")

@@ -1,0 +1,59 @@
+"""Stage 4: the kernel's command line and environment.
+
+The kernel runs the env's python directly (no ``uv run`` wrapper), so interrupts and restarts reach
+ipykernel.  The environment is a copy: the incoming dict is never mutated (jupyter_client saves it for
+restarts).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+# Variables that would make the env's python load another installation's stdlib or packages.
+_DROP = ("PYTHONHOME", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER", "CONDA_SHLVL",
+         "CONDA_PYTHON_EXE", "CONDA_EXE", "_CE_CONDA", "_CE_M", "PYTHONEXECUTABLE", "__PYVENV_LAUNCHER__",
+         "UV_PROJECT_ENVIRONMENT", "UV_PYTHON", "UV_SYSTEM_PYTHON")
+
+EXTENSION_FILE = Path(__file__).with_name("kernel_extension.py")
+REPORT_VAR = "UVKERNEL_REPORT"
+
+
+def kernel_environment(
+    base: Mapping[str, str],
+    env_path: Path,
+    *,
+    uv_dir: str | None = None,
+    report_file: Path | None = None,
+    excludes_file: Path | None = None,
+    constraints_file: Path | None = None,
+) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in _DROP}
+    env["VIRTUAL_ENV"] = str(env_path)
+    path_parts = [str(env_path / "bin")] + [p for p in env.get("PATH", os.defpath).split(os.pathsep)
+                                            if p and p != str(env_path / "bin")]
+    if uv_dir and uv_dir not in path_parts:
+        path_parts.append(uv_dir)  # `!uv pip install` works even where uv is not on the server's PATH
+    env["PATH"] = os.pathsep.join(path_parts)
+    env["PYTHONNOUSERSITE"] = "1"  # a `pip install --user` torch in ~/.local would win over the host's
+    if report_file is not None:
+        env[REPORT_VAR] = str(report_file)
+    if excludes_file is not None:
+        env["UV_EXCLUDE"] = str(excludes_file)  # `!uv pip install X` leaves host packages to the host
+    if constraints_file is not None:
+        env["PIP_CONSTRAINT"] = str(constraints_file)  # `%pip install X` may not replace the host's torch
+    return env
+
+
+def kernel_command(env_python: Path, connection_file: str, python_version: tuple[int, ...],
+                   extension: Path | None = EXTENSION_FILE) -> list[str]:
+    cmd = [str(env_python)]
+    if tuple(python_version[:2]) >= (3, 11):
+        cmd.append("-Xfrozen_modules=off")  # as `ipykernel install` does: the debugger needs it
+    cmd += ["-m", "ipykernel_launcher", "-f", connection_file]
+    if extension is not None:
+        # registers %uvkernel; the file is stdlib + IPython only and runs in its own namespace
+        line = f"import runpy as _u; _u.run_path({str(extension)!r})['_register'](get_ipython()); del _u"
+        cmd.append(f"--IPKernelApp.exec_lines={[line]!r}")
+    return cmd

@@ -1,0 +1,161 @@
+"""The whole preparation, shared by the provisioner and the CLI:
+
+    find the project -> prepare the env -> verify the host stack -> (the caller launches)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from . import __version__, environment, host as host_mod, launch, preflight, project as project_mod
+from .errors import PreflightError, ProjectError, UvkernelError
+from .host import HostPython
+from .project import Project
+from .settings import UvKernelSettings
+from .uvbin import find_uv
+
+Log = Callable[[str], None]
+REPORT_FILE = ".uvkernel-report.json"
+
+
+@dataclass
+class Prepared:
+    host: HostPython
+    project: Project
+    env: environment.Env
+    preflight: preflight.PreflightResult
+    kernel_env: dict[str, str]
+    uv: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def command(self, connection_file: str) -> list[str]:
+        return launch.kernel_command(self.env.python, connection_file, self.host.version)
+
+    def report(self) -> dict[str, Any]:
+        return report_dict(host=self.host, project=self.project, env=self.env, result=self.preflight,
+                           uv=self.uv, timings=self.timings)
+
+
+def report_dict(*, host: HostPython | None = None, project: Project | None = None,
+                env: environment.Env | None = None, result: preflight.PreflightResult | None = None,
+                uv: str = "", timings: Mapping[str, float] | None = None,
+                error: UvkernelError | None = None) -> dict[str, Any]:
+    return {
+        "uvkernel": __version__,
+        "ok": error is None and (result is None or result.ok),
+        "host": host.to_json() if host else None,
+        "project": project.to_json() if project else None,
+        "env": env.to_json() if env else None,
+        "preflight": result.to_json() if result else None,
+        "uv": uv,
+        "timings": dict(timings or {}),
+        "error": error.to_json() if error else None,
+        "message": str(error) if error else None,
+    }
+
+
+def cache_root(settings: UvKernelSettings) -> Path:
+    if settings.cache_dir:
+        root = Path(os.path.expanduser(settings.cache_dir))
+    else:
+        import platformdirs
+
+        root = Path(platformdirs.user_cache_dir("uvkernel", appauthor=False))
+    environment.private_dir(root)
+    return root
+
+
+def check_requires_python(project: Project, host: HostPython) -> None:
+    requires = project.requires_python
+    if not requires:
+        return
+    try:
+        spec = SpecifierSet(requires)
+    except InvalidSpecifier:
+        raise ProjectError("PYPROJECT_INVALID", path=str(project.root / "pyproject.toml"),  # type: ignore[operator]
+                           detail=f"requires-python = {requires!r} is not a valid version specifier") from None
+    if not spec.contains(host.version_str, prereleases=True):
+        raise ProjectError("REQUIRES_PYTHON_EXCLUDES_HOST", root=str(project.root), requires=requires,
+                           host=host.executable, version=host.version_str)
+
+
+async def prepare(
+    settings: UvKernelSettings,
+    *,
+    cwd: str | os.PathLike[str] | None,
+    environ: Mapping[str, str],
+    recheck: bool = False,
+    log: Log | None = None,
+    base_cwd: str | None = None,
+) -> Prepared:
+    """Run every stage; raise a UvkernelError with the user-facing message when one fails."""
+    say = log or logging.getLogger("uvkernel").info
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+
+    path, reason = host_mod.choose(settings.host_python, dict(environ))
+    host = await host_mod.inspect(path, reason)
+    say(f"host interpreter: {host.executable} (Python {host.version_str}; {reason})")
+    root = cache_root(settings)
+    project = project_mod.find_project(cwd, environ, cache_root=root, host_key=host.executable, base=base_cwd)
+    say(f"project: {project.root or 'none'}; env: {project.env_path} ({project.env_reason})")
+    check_requires_python(project, host)
+    uv, _how = find_uv(settings.uv_path)
+    timings["find"] = time.monotonic() - t0
+
+    from . import project_dependencies  # the project's requirement list (issue: project dependencies)
+
+    env = await environment.prepare(project, host, settings, uv=uv, cache_root=root, log=say,
+                                    project_requirements=project_dependencies.requirements)
+    timings["env"] = time.monotonic() - t0 - timings["find"]
+
+    report_file = env.path / REPORT_FILE
+    kernel_env = launch.kernel_environment(
+        environ, env.path, uv_dir=os.path.dirname(uv), report_file=report_file,
+        excludes_file=_existing(env.path / environment.HOST_EXCLUDES),
+        constraints_file=_existing(env.path / environment.HOST_CONSTRAINTS),
+    )
+    if settings.preflight:
+        result = await preflight.run(python=env.python, env=kernel_env, cwd=project.notebook_dir, settings=settings,
+                                     host=host, env_path=env.path, project_root=project.root, cache_root=root,
+                                     recheck=recheck)
+    else:
+        result = preflight.PreflightResult(skipped=True, notices=["preflight disabled (preflight = false)"])
+    timings["preflight"] = time.monotonic() - t0 - timings["find"] - timings["env"]
+    timings["total"] = time.monotonic() - t0
+    prepared = Prepared(host, project, env, result, kernel_env, uv, timings)
+    report = prepared.report()
+    error = result.error()
+    if error is not None:
+        report.update(ok=False, error=error.to_json(), message=str(error))
+        error.report = report  # type: ignore[attr-defined]  # the CLI prints every fact of a failed check
+    _write_report(report_file, report)
+    if error is not None:
+        raise error
+    for notice in result.notices:
+        say(f"preflight: {notice}")
+    return prepared
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.exists() else None
+
+
+def _write_report(path: Path, data: dict[str, Any]) -> None:
+    try:
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+__all__ = ["Prepared", "prepare", "report_dict", "cache_root", "PreflightError"]

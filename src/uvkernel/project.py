@@ -1,0 +1,138 @@
+"""Stage 1: find the notebook's project and where its env lives.
+
+Where the notebook is: the provisioner's ``cwd`` (absolute from JupyterLab and ``jupyter execute``,
+relative from ``nbconvert --execute sub/nb.ipynb``, None from papermill and ``jupyter console``), else the
+folder of ``JPY_SESSION_NAME``, else the server's working directory.  Relative paths resolve against
+the server's working directory.
+
+A project is the nearest folder, walking up, holding a ``uv.lock`` or a ``pyproject.toml`` with a
+``[project]`` or ``[tool.uv]`` table (a pyproject.toml that only configures tools, e.g. black, is not a
+project).  Its env is ``.venv`` there, or ``UV_PROJECT_ENVIRONMENT`` (relative to the project root).
+A notebook outside any project gets an env in the per-user cache keyed by its folder and the host, so
+nothing is written into a folder that is not a project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ProjectError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older Pythons only
+    import tomli as tomllib
+
+
+@dataclass
+class Project:
+    notebook_dir: Path  # where the notebook (and the kernel's cwd) is
+    root: Path | None  # the project folder, None for a notebook outside any project
+    env_path: Path  # the env the kernel runs from
+    env_reason: str  # why that env path
+    pyproject: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_project(self) -> bool:
+        return self.root is not None
+
+    @property
+    def has_lock(self) -> bool:
+        return self.root is not None and (self.root / "uv.lock").is_file()
+
+    @property
+    def requires_python(self) -> str | None:
+        return (self.pyproject.get("project") or {}).get("requires-python")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "notebook_dir": str(self.notebook_dir),
+            "root": str(self.root) if self.root else None,
+            "env": str(self.env_path),
+            "env_reason": self.env_reason,
+            "has_lock": self.has_lock,
+        }
+
+
+def notebook_folder(cwd: str | os.PathLike[str] | None, environ: Mapping[str, str], base: str | None = None) -> Path:
+    """Where the notebook is, from what the front end gave us."""
+    base_dir = Path(base or os.getcwd())
+    if cwd:
+        start = Path(cwd)
+    else:
+        session = environ.get("JPY_SESSION_NAME", "")
+        start = Path(session).parent if session and "/" in session.replace(os.sep, "/") else Path(".")
+    if not start.is_absolute():
+        start = base_dir / start
+    start = Path(os.path.normpath(start))
+    # a folder that vanished (renamed while the server ran): use its nearest existing parent
+    while not start.is_dir() and start != start.parent:
+        start = start.parent
+    return start
+
+
+def read_pyproject(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectError("PYPROJECT_INVALID", path=str(path), detail=str(exc)) from None
+    except OSError as exc:
+        raise ProjectError("PYPROJECT_INVALID", path=str(path), detail=exc.strerror or str(exc)) from None
+
+
+def _is_project(folder: Path) -> tuple[bool, dict[str, Any]]:
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        data = read_pyproject(pyproject)
+        if "project" in data or "uv" in (data.get("tool") or {}):
+            return True, data
+        if (folder / "uv.lock").is_file():
+            return True, data
+        return False, {}
+    if (folder / "uv.lock").is_file():
+        return True, {}
+    return False, {}
+
+
+def find_root(start: Path) -> tuple[Path | None, dict[str, Any]]:
+    for folder in (start, *start.parents):
+        found, data = _is_project(folder)
+        if found:
+            return folder, data
+    return None, {}
+
+
+def cache_env_path(cache_root: Path, notebook_dir: Path, host_key: str) -> Path:
+    """An env in the per-user cache for a folder that is not a project."""
+    digest = hashlib.sha256(f"{notebook_dir}\0{host_key}".encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", notebook_dir.name or "root").strip("-")[:40] or "folder"
+    return cache_root / "envs" / f"{slug}-{digest}"
+
+
+def find_project(
+    cwd: str | os.PathLike[str] | None,
+    environ: Mapping[str, str],
+    *,
+    cache_root: Path,
+    host_key: str,
+    base: str | None = None,
+) -> Project:
+    notebook_dir = notebook_folder(cwd, environ, base)
+    root, data = find_root(notebook_dir)
+    if root is None:
+        env = cache_env_path(cache_root, notebook_dir, host_key)
+        return Project(notebook_dir, None, env, "per-user cache (the notebook's folder is not in a project)")
+    override = environ.get("UV_PROJECT_ENVIRONMENT")
+    if override:
+        env_path = Path(os.path.expanduser(override))
+        if not env_path.is_absolute():
+            env_path = root / env_path
+        return Project(notebook_dir, root, Path(os.path.normpath(env_path)), "UV_PROJECT_ENVIRONMENT", data)
+    return Project(notebook_dir, root, root / ".venv", "the project's .venv", data)
