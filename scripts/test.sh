@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command (README): set up everything on a fresh machine, then run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --e2e
+export UV_PYTHON_DOWNLOADS=never
+mkdir -p test-artifacts
+exec .venv/bin/python -m pytest -n "${UVKERNEL_TEST_WORKERS:-2}" "$@"
