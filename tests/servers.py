@@ -1,0 +1,112 @@
+"""Real servers started by the tests on loopback, and always stopped (SIGTERM, then SIGKILL)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM the process group, then SIGKILL it after ``timeout`` (a server can hang on SIGTERM)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
+class JupyterServer:
+    """``jupyter server`` (or ``jupyter lab``) from the dev env, serving ``root`` on 127.0.0.1."""
+
+    def __init__(self, root: Path, app: str = "server", env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None, log_path: Path | None = None):
+        self.root = Path(root)
+        self.app = app
+        self.port = free_port()
+        self.token = "uvkernel-test-token"
+        self.env = dict(env or os.environ)
+        self.extra_args = extra_args or []
+        self.log_path = log_path or self.root.parent / f"jupyter-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> "JupyterServer":
+        self._log = open(self.log_path, "wb")
+        args = [sys.executable, "-m", "jupyter", self.app, "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+                f"--ServerApp.token={self.token}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={self.root}",
+                "--ServerApp.disable_check_xsrf=True", *self.extra_args]
+        self.proc = subprocess.Popen(args, cwd=self.root, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter {self.app} exited: {self.log()}")
+            try:
+                if self.get("/api/status", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"jupyter {self.app} did not start in {timeout}s: {self.log()}")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        headers["Authorization"] = f"token {self.token}"
+        kwargs.setdefault("timeout", 300)
+        return requests.request(method, self.url + path, headers=headers, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self) -> "JupyterServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
