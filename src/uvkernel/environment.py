@@ -290,5 +290,8 @@ def write_host_files(env_path: Path, host_dists: dict[str, HostDist], allow_shad
 
 
 def _check_writable(parent: Path, env_path: Path) -> None:
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise EnvError("ENV_NOT_WRITABLE", env=str(env_path), detail=f"{parent} is not writable")
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EnvError("ENV_NOT_WRITABLE", env=str(env_path), detail=f"{existing} is not writable")

@@ -198,6 +198,10 @@ class UvkernelError(Exception):
         message = MESSAGES.get(code)
         if message is None:  # a programming error, still say something useful
             message = Message(code.replace("_", " ").lower(), "see the server log")
+        if "{detail}" in message.summary + message.fix:
+            # short details go into the summary itself rather than a block below it
+            self.detail = ""
+            fields = {**fields, "detail": detail}
         self.summary = _fill(message.summary, fields)
         self.fix = _fill(message.fix, fields)
         super().__init__(self.render())

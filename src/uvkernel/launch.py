@@ -14,7 +14,8 @@ from typing import Mapping
 # Variables that would make the env's python load another installation's stdlib or packages.
 _DROP = ("PYTHONHOME", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER", "CONDA_SHLVL",
          "CONDA_PYTHON_EXE", "CONDA_EXE", "_CE_CONDA", "_CE_M", "PYTHONEXECUTABLE", "__PYVENV_LAUNCHER__",
-         "UV_PROJECT_ENVIRONMENT", "UV_PYTHON", "UV_SYSTEM_PYTHON")
+         "UV_PYTHON", "UV_SYSTEM_PYTHON")
+# UV_PROJECT_ENVIRONMENT is kept: `!uv add X` in the kernel must target the env the kernel runs from.
 
 EXTENSION_FILE = Path(__file__).with_name("kernel_extension.py")
 REPORT_VAR = "UVKERNEL_REPORT"

@@ -36,6 +36,14 @@ class Prepared:
     uv: str
     timings: dict[str, float] = field(default_factory=dict)
 
+    def environment_for(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The kernel's environment built on ``base`` (a copy; ``base`` is not changed)."""
+        return launch.kernel_environment(
+            base, self.env.path, uv_dir=os.path.dirname(self.uv), report_file=self.env.path / REPORT_FILE,
+            excludes_file=_existing(self.env.path / environment.HOST_EXCLUDES),
+            constraints_file=_existing(self.env.path / environment.HOST_CONSTRAINTS),
+        )
+
     def command(self, connection_file: str) -> list[str]:
         return launch.kernel_command(self.env.python, connection_file, self.host.version)
 
@@ -118,11 +126,7 @@ async def prepare(
     timings["env"] = time.monotonic() - t0 - timings["find"]
 
     report_file = env.path / REPORT_FILE
-    kernel_env = launch.kernel_environment(
-        environ, env.path, uv_dir=os.path.dirname(uv), report_file=report_file,
-        excludes_file=_existing(env.path / environment.HOST_EXCLUDES),
-        constraints_file=_existing(env.path / environment.HOST_CONSTRAINTS),
-    )
+    kernel_env = Prepared(host, project, env, preflight.PreflightResult(), {}, uv).environment_for(environ)
     if settings.preflight:
         result = await preflight.run(python=env.python, env=kernel_env, cwd=project.notebook_dir, settings=settings,
                                      host=host, env_path=env.path, project_root=project.root, cache_root=root,

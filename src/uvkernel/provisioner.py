@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+from string import Template
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
@@ -35,8 +36,12 @@ class KernelStartError(HTTPError):
 
     def __init__(self, error: UvkernelError) -> None:
         self.error = error
-        super().__init__(500, log_message=None, reason="uvkernel: kernel not started")
-        self.log_message = str(error)  # set after init: tornado would %-format it with no args
+        super().__init__(500, reason="uvkernel: kernel not started")
+
+    @property
+    def log_message(self) -> str:  # type: ignore[override]
+        # tornado's own property doubles '%'; jupyter_server sends this text as the reply's "message"
+        return str(self.error)
 
     def __str__(self) -> PlainText:  # type: ignore[override]
         return PlainText(str(self.error))
@@ -82,6 +87,9 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         restarting, self._restarting = self._restarting, False
         incoming_env = dict(kwargs.get("env") or os.environ)
+        # the spec's env is applied by the base class later; the pipeline must see it now (UV_PROJECT_ENVIRONMENT…)
+        spec_env = getattr(self.kernel_spec, "env", None) or {}
+        incoming_env.update({k: Template(v).safe_substitute(incoming_env) for k, v in spec_env.items()})
         cwd = kwargs.get("cwd")
         error: UvkernelError | None = self._config_error
         if error is None:
@@ -101,9 +109,7 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
             return kwargs
         assert self.prepared is not None
         kwargs["cmd"] = self.prepared.command(connection_file)
-        env = dict(kwargs["env"])  # a copy: the saved launch kwargs stay as they came
-        env.update(self.prepared.kernel_env)
-        kwargs["env"] = env
+        kwargs["env"] = self.prepared.environment_for(kwargs["env"])  # a copy: saved launch kwargs stay as they came
         if cwd is None:
             kwargs["cwd"] = str(self.prepared.project.notebook_dir)
         return kwargs

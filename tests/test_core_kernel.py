@@ -1,0 +1,241 @@
+"""Issue "Core": real kernels started through the provisioner from specs written by `uvkernel install`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers import Kernel, make_project, run_async
+
+from uvkernel import environment
+
+
+def _listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def _env_dists(env: Path) -> set[str]:
+    site = next(env.glob("lib/python*/site-packages"))
+    return {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
+
+
+def test_kernel_uses_host_torch_from_project_env(tmp_path, install_spec, host_torch_file):
+    project = make_project(tmp_path / "proj")
+    (project / "notebooks").mkdir()
+    name = install_spec()
+
+    async def scenario():
+        async with Kernel(name, cwd=project / "notebooks") as k:
+            facts = await k.value("{'torch': __import__('torch').__file__, 'prefix': __import__('sys').prefix,"
+                                  " 'cwd': __import__('os').getcwd(), 'venv': __import__('os').environ['VIRTUAL_ENV'],"
+                                  " 'path0': __import__('os').environ['PATH'].split(':')[0],"
+                                  " 'nousersite': __import__('os').environ.get('PYTHONNOUSERSITE')}")
+            report = await k.run("%uvkernel")
+            return facts, report
+
+    facts, report = run_async(scenario())
+    env = project / ".venv"
+    assert facts["torch"] == host_torch_file
+    assert Path(facts["prefix"]) == env
+    assert Path(facts["cwd"]) == project / "notebooks"
+    assert facts["venv"] == str(env)
+    assert facts["path0"] == str(env / "bin")
+    assert facts["nousersite"] == "1"
+    assert "include-system-site-packages = true" in (env / "pyvenv.cfg").read_text()
+    assert "torch" not in _env_dists(env)
+    assert not list(env.glob("lib/python*/site-packages/torch"))
+    assert report.error is None
+    assert "text/html" in report.data[0] and host_torch_file.rsplit("/", 1)[0] in report.data[0]["text/plain"]
+
+
+def test_second_start_reuses_env(tmp_path, install_spec):
+    project = make_project(tmp_path / "proj")
+    name = install_spec()
+
+    async def start_once():
+        async with Kernel(name, cwd=project) as k:
+            return await k.value("__import__('sys').prefix")
+
+    assert run_async(start_once()) == str(project / ".venv")
+    cfg = project / ".venv" / "pyvenv.cfg"
+    first_cfg = cfg.stat().st_mtime_ns
+    first_state = environment.read_state(project / ".venv")
+    assert first_state.get("fingerprint")
+    run_async(start_once())
+    assert cfg.stat().st_mtime_ns == first_cfg
+    import json
+
+    report = json.loads((project / ".venv" / ".uvkernel-report.json").read_text())
+    assert report["env"]["reused"] is True
+    assert report["env"]["actions"] == []
+
+
+def test_restart_and_interrupt(tmp_path, install_spec):
+    project = make_project(tmp_path / "proj")
+    name = install_spec()
+
+    async def scenario():
+        async with Kernel(name, cwd=project) as k:
+            pid1 = await k.value("__import__('os').getpid()")
+            await k.run("marker = 41")
+            await k.restart()
+            pid2 = await k.value("__import__('os').getpid()")
+            after = await k.run("print(marker)")
+            prefix = await k.value("__import__('sys').prefix")
+            # interrupt a running sleep
+            msg_id = k.kc.execute("import time\nfor _ in range(600): time.sleep(0.1)")
+            await asyncio.sleep(2)
+            t0 = time.monotonic()
+            await k.km.interrupt_kernel()
+            interrupted = None
+            while True:
+                msg = await k.kc.get_iopub_msg(timeout=30)
+                if msg["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] == "error":
+                    interrupted = msg["content"]["ename"]
+                if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    break
+            elapsed = time.monotonic() - t0
+            alive = await k.value("1 + 1")
+            return pid1, pid2, after, prefix, interrupted, elapsed, alive
+
+    pid1, pid2, after, prefix, interrupted, elapsed, alive = run_async(scenario())
+    assert pid1 != pid2
+    assert after.error is not None and after.error["ename"] == "NameError"  # a fresh kernel after restart
+    assert prefix == str(project / ".venv")
+    assert interrupted == "KeyboardInterrupt"
+    assert elapsed < 20
+    assert alive == 2
+
+
+def test_notebook_outside_project_writes_nothing_there(tmp_path, install_spec, isolated):
+    folder = tmp_path / "loose notebooks"
+    folder.mkdir()
+    (folder / "analysis.ipynb").write_text("{}")
+    before = _listing(folder)
+    name = install_spec()
+
+    async def scenario():
+        async with Kernel(name, cwd=folder) as k:
+            return await k.value("__import__('sys').prefix"), await k.value("__import__('torch').__file__")
+
+    prefix, torch_file = run_async(scenario())
+    assert _listing(folder) == before
+    cache = isolated / "cache" / "uvkernel" / "envs"
+    assert Path(prefix).parent == cache
+    assert oct(Path(prefix).stat().st_mode & 0o777) == oct(0o700)
+    assert "site-packages/torch" in torch_file and not torch_file.startswith(prefix)
+
+
+def test_uv_project_environment_is_honoured(tmp_path, install_spec):
+    project = make_project(tmp_path / "proj")
+    name = install_spec(env={"UV_PROJECT_ENVIRONMENT": "envs/kernel"})
+
+    async def scenario():
+        async with Kernel(name, cwd=project) as k:
+            return await k.value("__import__('sys').prefix"), await k.value(
+                "__import__('os').environ.get('UV_PROJECT_ENVIRONMENT')")
+
+    prefix, leftover = run_async(scenario())
+    assert prefix == str(project / "envs" / "kernel")
+    assert leftover == "envs/kernel"  # `!uv add` in the kernel targets the same env
+    assert not (project / ".venv").exists()
+
+
+def test_env_without_system_site_is_repaired_keeping_packages(tmp_path, install_spec, host_python, uv_bin):
+    project = make_project(tmp_path / "proj")
+    env = project / ".venv"
+    subprocess.run([uv_bin, "venv", "-q", "--python", host_python, str(env)], check=True)
+    # a package the user installed by hand: a tiny local one, no download
+    pkg = tmp_path / "userpkg"
+    make_project(pkg, name="user-installed-pkg")
+    (pkg / "user_installed_pkg.py").write_text("VALUE = 7\n")
+    (pkg / "pyproject.toml").write_text((pkg / "pyproject.toml").read_text() +
+                                        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+                                        '[tool.hatch.build.targets.wheel]\nonly-include = ["user_installed_pkg.py"]\n')
+    subprocess.run([uv_bin, "pip", "install", "-q", "--python", str(env / "bin" / "python"), str(pkg)], check=True)
+    assert "include-system-site-packages = false" in (env / "pyvenv.cfg").read_text()
+    name = install_spec()
+
+    async def scenario():
+        async with Kernel(name, cwd=project) as k:
+            return await k.value("__import__('user_installed_pkg').VALUE"), await k.value(
+                "__import__('torch').__file__")
+
+    value, torch_file = run_async(scenario())
+    assert value == 7
+    assert not torch_file.startswith(str(env))
+    assert "include-system-site-packages = true" in (env / "pyvenv.cfg").read_text()
+
+
+def test_env_from_another_interpreter_is_reported_not_deleted(tmp_path, install_spec, uv_bin):
+    other = "/usr/bin/python3"
+    if not Path(other).exists():
+        pytest.fail("this test needs a second interpreter at /usr/bin/python3 (Debian's python3 package)")
+    project = make_project(tmp_path / "proj")
+    env = project / ".venv"
+    subprocess.run([uv_bin, "venv", "-q", "--python", other, str(env)], check=True)
+    (env / "keep-me.txt").write_text("user data")
+    name = install_spec()
+
+    async def scenario():
+        k = Kernel(name, cwd=project)
+        with pytest.raises(Exception) as info:
+            await k.km.start_kernel(cwd=str(project))
+        await k.km.cleanup_resources() if hasattr(k.km, "cleanup_resources") else None
+        return str(info.value)
+
+    message = run_async(scenario())
+    assert "ENV_OTHER_INTERPRETER" in message
+    assert f"mv {env} {env}.old" in message
+    assert (env / "keep-me.txt").read_text() == "user data"
+    assert os.path.realpath(env / "bin" / "python").startswith("/usr/bin/")
+
+
+def test_concurrent_starts_build_env_once(tmp_path, install_spec):
+    project = make_project(tmp_path / "proj")
+    name = install_spec()
+
+    async def scenario():
+        kernels = [Kernel(name, cwd=project) for _ in range(3)]
+        await asyncio.gather(*(k.__aenter__() for k in kernels))
+        try:
+            return await asyncio.gather(*(k.value("__import__('sys').prefix") for k in kernels))
+        finally:
+            await asyncio.gather(*(k.__aexit__(None, None, None) for k in kernels))
+
+    prefixes = run_async(scenario())
+    assert prefixes == [str(project / ".venv")] * 3
+    import json
+
+    report = json.loads((project / ".venv" / ".uvkernel-report.json").read_text())
+    assert report["env"]["reused"] is True  # the last start found it built by the first
+
+
+def test_host_without_ipykernel_gets_it_installed_into_env(tmp_path, install_spec):
+    host = "/usr/bin/python3"
+    if not Path(host).exists():
+        pytest.fail("this test needs a host without ipykernel at /usr/bin/python3 (Debian's python3 package)")
+    if subprocess.run([host, "-I", "-c", "import ipykernel"], capture_output=True).returncode == 0:
+        pytest.fail(f"{host} has ipykernel; this test needs a host without it")
+    project = make_project(tmp_path / "proj")
+    name = install_spec(host=host, required_packages=[])
+
+    async def scenario():
+        async with Kernel(name, cwd=project) as k:
+            return await k.value("__import__('ipykernel').__file__"), await k.value("__import__('sys').prefix")
+
+    ipykernel_file, prefix = run_async(scenario())
+    assert ipykernel_file.startswith(str(project / ".venv"))
+    assert prefix == str(project / ".venv")
+    # host-provided distributions were left to the host
+    host_dists = subprocess.run([host, "-I", "-c", "import importlib.metadata as m; print('\\n'.join(sorted("
+                                 "{d.metadata['Name'].lower() for d in m.distributions()})))"],
+                                capture_output=True, text=True).stdout.split()
+    shadowing = _env_dists(project / ".venv") & {d.replace("-", "_") for d in host_dists}
+    assert not shadowing, f"the env shadows host packages: {shadowing}"
