@@ -13,6 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import REPO  # noqa: E402
 
 os.environ["UV_PYTHON_DOWNLOADS"] = "never"
+# As in an activated dev env: `jupyter X` dispatches to jupyter-X found on PATH, which must be the dev env's.
+_BIN = os.path.dirname(sys.executable)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 
 def pytest_addoption(parser):
