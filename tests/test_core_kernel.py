@@ -239,3 +239,28 @@ def test_host_without_ipykernel_gets_it_installed_into_env(tmp_path, install_spe
                                 capture_output=True, text=True).stdout.split()
     shadowing = _env_dists(project / ".venv") & {d.replace("-", "_") for d in host_dists}
     assert not shadowing, f"the env shadows host packages: {shadowing}"
+
+
+def test_kernel_environment_is_clean_and_not_accumulated(tmp_path, install_spec):
+    project = make_project(tmp_path / "proj")
+    name = install_spec()
+    incoming = dict(os.environ)
+    incoming.update({"PYTHONHOME": "/nonexistent/pythonhome", "CONDA_PREFIX": "/opt/conda",
+                     "CONDA_DEFAULT_ENV": "base", "KEEP_ME": "yes"})
+    snapshot = dict(incoming)
+
+    async def scenario():
+        async with Kernel(name, cwd=project, env=incoming) as k:
+            first = await k.value("{k: __import__('os').environ.get(k) for k in "
+                                  "['PYTHONHOME', 'CONDA_PREFIX', 'CONDA_DEFAULT_ENV', 'KEEP_ME', 'PATH']}")
+            await k.restart()
+            second = await k.value("__import__('os').environ['PATH']")
+            return first, second
+
+    first, second_path = run_async(scenario())
+    assert incoming == snapshot  # the caller's dict was not mutated
+    assert first["PYTHONHOME"] is None and first["CONDA_PREFIX"] is None and first["CONDA_DEFAULT_ENV"] is None
+    assert first["KEEP_ME"] == "yes"
+    env_bin = str(project / ".venv" / "bin")
+    assert first["PATH"].split(":").count(env_bin) == 1
+    assert second_path.split(":").count(env_bin) == 1  # restarts do not pile up PATH entries
