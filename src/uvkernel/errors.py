@@ -102,7 +102,7 @@ MESSAGES: dict[str, Message] = {
         "list the installed ones with: uvkernel list",
     ),
     "CONFIG_INVALID": Message(
-        "the kernel spec's provisioner config is invalid: {detail}",
+        "the provisioner config in {spec} is invalid (the problems are listed below)",
         "edit {spec} (metadata.kernel_provisioner.config), or reinstall it: uvkernel install --user",
     ),
     # --- preflight (codes from the policy) -------------------------------------------------------------
@@ -168,6 +168,12 @@ MESSAGES: dict[str, Message] = {
     "PROBE_FAILED": Message(
         "the preflight check could not run in the kernel's environment: {detail}",
         "run: uvkernel check {project} --recheck   to see the full report",
+    ),
+    # --- the fallback kernel (shown in every cell after a start failed where Jupyter drops the text) ----
+    "KERNEL_NOT_STARTED": Message(
+        "this cell was not run: the kernel could not be started",
+        "fix the problem above (if none is shown, the server log has it), then restart the kernel "
+        "(in JupyterLab: Kernel menu, Restart Kernel)",
     ),
     "IPYKERNEL_MISSING": Message(
         "ipykernel is not importable from the kernel's environment",

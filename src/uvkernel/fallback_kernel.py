@@ -1,49 +1,68 @@
 """A kernel that only shows why the uvkernel kernel could not start, and refuses to run code.
 
-Started by the provisioner where Jupyter would otherwise lose the error text (a restart).  It runs in the
-server's interpreter but never executes user code there: every cell answers with the error.
+Started by the provisioner where Jupyter would otherwise lose the error text (a restart, an automatic
+restart after a crash).  It runs in the server's interpreter but never executes user code there: every
+cell answers with the error, and a console shows it as its banner.  ipykernel is imported only when the
+kernel runs, so the server importing this module for the constants below stays cheap.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
-from ipykernel.kernelapp import IPKernelApp
-from ipykernel.kernelbase import Kernel
+from .errors import MESSAGES
+
+ERROR_FILE_VAR = "UVKERNEL_ERROR_FILE"  # a JSON file {"message", "code"} written by the provisioner
 
 
-def _message() -> str:
-    path = os.environ.get("UVKERNEL_ERROR_FILE", "")
+def message() -> str:
+    path = os.environ.get(ERROR_FILE_VAR, "")
     try:
         with open(path) as fh:
-            return json.load(fh)["message"]
-    except (OSError, ValueError, KeyError):
-        return "uvkernel: the kernel could not be started (the reason was not recorded; see the server log)"
+            return str(json.load(fh)["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # the note from cell_text still says where the reason is
 
 
-class UvkernelErrorKernel(Kernel):
-    implementation = "uvkernel-error"
-    implementation_version = "1"
-    language_info = {"name": "python", "mimetype": "text/x-python", "file_extension": ".py"}
-    banner = "uvkernel could not start the kernel; this placeholder shows why and runs no code."
-
-    async def do_execute(self, code, silent, store_history=True, user_expressions=None, allow_stdin=False,
-                         *, cell_meta=None, cell_id=None):
-        message = _message()
-        text = message + "\n\nThis cell was not run. Fix the problem above, then restart the kernel."
-        if not silent:
-            self.send_response(self.iopub_socket, "stream", {"name": "stderr", "text": text})
-        return {"status": "error", "execution_count": self.execution_count, "ename": "UvkernelStartError",
-                "evalue": message.splitlines()[0] if message else "", "traceback": [text]}
+def cell_text(error_message: str) -> str:
+    """What every cell shows: the start error, then why nothing ran and what to do."""
+    note = MESSAGES["KERNEL_NOT_STARTED"]
+    head = f"{error_message}\n\n" if error_message else ""
+    return f"{head}{note.summary[0].upper()}{note.summary[1:]}. {note.fix[0].upper()}{note.fix[1:]}."
 
 
-class UvkernelErrorApp(IPKernelApp):
-    kernel_class = UvkernelErrorKernel  # type: ignore[assignment]
+def kernel_app() -> Any:
+    from ipykernel.kernelapp import IPKernelApp
+    from ipykernel.kernelbase import Kernel
+
+    class UvkernelErrorKernel(Kernel):
+        implementation = "uvkernel-error"
+        implementation_version = "1"
+        language_info = {"name": "python", "mimetype": "text/x-python", "file_extension": ".py"}
+
+        @property  # type: ignore[override]
+        def banner(self) -> str:
+            return cell_text(message())
+
+        async def do_execute(self, code, silent, store_history=True, user_expressions=None, allow_stdin=False,
+                             *, cell_meta=None, cell_id=None):
+            error_message = message()
+            text = cell_text(error_message)
+            if not silent:
+                self.send_response(self.iopub_socket, "stream", {"name": "stderr", "text": text})
+            return {"status": "error", "execution_count": self.execution_count, "ename": "UvkernelStartError",
+                    "evalue": (error_message or text).splitlines()[0], "traceback": [text]}
+
+    class UvkernelErrorApp(IPKernelApp):
+        kernel_class = UvkernelErrorKernel  # type: ignore[assignment]
+
+    return UvkernelErrorApp
 
 
 def main() -> None:
-    UvkernelErrorApp.launch_instance()
+    kernel_app().launch_instance()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+import textwrap
 from string import Template
 from typing import Any
 
@@ -21,6 +22,7 @@ from tornado.web import HTTPError
 
 from . import pipeline
 from .errors import SpecError, UvkernelError
+from .fallback_kernel import ERROR_FILE_VAR
 from .settings import UvKernelSettings, validate_config
 
 
@@ -31,23 +33,41 @@ class PlainText(str):
         return str.__str__(self)
 
 
+DIALOG_WIDTH = 92  # columns JupyterLab's dialog shows without scrolling (1280 px wide window)
+
+
+def dialog_text(text: str, width: int = DIALOG_WIDTH) -> str:
+    """Hard-wrap long lines at spaces, keeping every word (paths, commands) whole.
+
+    JupyterLab's "Error Starting Kernel" dialog shows the message in a ``<pre>`` that does not wrap: a long
+    line would run out of the dialog and need horizontal scrolling.  Continuation lines are indented.
+    """
+    out: list[str] = []
+    for line in text.splitlines():
+        if len(line) <= width:
+            out.append(line)
+            continue
+        indent = line[: len(line) - len(line.lstrip())]
+        out.extend(textwrap.wrap(line, width, subsequent_indent=indent + "    ", break_long_words=False,
+                                 break_on_hyphens=False))
+    return "\n".join(out)
+
+
 class KernelStartError(HTTPError):
     """A start failure as jupyter_server wants it: its message is shown, not replaced by 'Unhandled error'."""
 
     def __init__(self, error: UvkernelError) -> None:
         self.error = error
-        super().__init__(500, reason="uvkernel: kernel not started")
-
-    @property
-    def log_message(self) -> str:  # type: ignore[override]
-        # tornado's own property doubles '%'; jupyter_server sends this text as the reply's "message"
-        return str(self.error)
+        self.text = dialog_text(str(error))
+        # No positional args: tornado never %-formats the message (messages avoid '%' all the same, since
+        # tornado >= 6.5 doubles it in ``log_message``, which jupyter_server sends to the client).
+        super().__init__(500, self.text, reason="uvkernel: kernel not started")
 
     def __str__(self) -> PlainText:  # type: ignore[override]
-        return PlainText(str(self.error))
+        return PlainText(self.text)
 
     def __repr__(self) -> str:
-        return str(self.error)
+        return self.text
 
 
 _BASE_KEYS = {"kernel_id", "kernel_spec", "parent", "config", "log"} | set(LocalProvisioner.class_traits())
@@ -74,12 +94,19 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         super().__init__(**base, **kwargs)
         self._config_error = config_error
         self._restarting = False
+        self._error_file = ""
         self.prepared: pipeline.Prepared | None = None
         self.last_error: UvkernelError | None = None
 
     async def cleanup(self, restart: bool = False) -> None:
         self._restarting = restart
         await super().cleanup(restart=restart)
+        if self._error_file:  # the fallback kernel that read it has exited
+            try:
+                os.unlink(self._error_file)
+            except OSError:
+                pass
+            self._error_file = ""
 
     def _log(self, message: str) -> None:
         self.log.info("uvkernel: %s", message)
@@ -120,6 +147,7 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         fd, path = tempfile.mkstemp(prefix="uvkernel-error-", suffix=".json")
         with os.fdopen(fd, "w") as fh:
             json.dump({"message": str(error), "code": error.code}, fh)
+        self._error_file = path
         env = dict(env)
-        env["UVKERNEL_ERROR_FILE"] = path
+        env[ERROR_FILE_VAR] = path
         return [sys.executable, "-m", "uvkernel.fallback_kernel", "-f", connection_file], env

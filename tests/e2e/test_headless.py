@@ -1,0 +1,144 @@
+"""Headless front ends: ``jupyter execute``, ``jupyter nbconvert --execute``, papermill (with and without
+``--cwd``), nbclient's API and ``jupyter console --kernel``.  Each must find the notebook's project, and
+show our message when the start fails.
+
+Each front end gets the cwd it really passes (FIELD-NOTES: absolute, relative, or none at all).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from e2e.support import assert_readable, install_spec, server_environment, write_notebook
+from helpers import make_project
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+# find_spec, not import: the path torch would be imported from, without paying for the import
+FACTS = ("import importlib.util, json, os, sys; print(json.dumps({'cwd': os.getcwd(), 'prefix': sys.prefix, "
+         "'torch': importlib.util.find_spec('torch').origin}))")
+ERROR_CODE = "REQUIRES_PYTHON_EXCLUDES_HOST"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, host_python):
+    base = tmp_path_factory.mktemp("headless")
+    env = server_environment(base / "home", host_python)
+    install_spec(env, "uvk", host_python)
+    root = base / "root"
+    make_project(root / "proj")
+    make_project(root / "bad", requires_python=">=3.99")
+    return root, env
+
+
+def run(args: list[str], cwd: Path, env: dict, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, input=stdin, timeout=300)
+
+
+def notebook_facts(path: Path) -> dict:
+    nb = nbformat.read(str(path), as_version=4)
+    outputs = nb.cells[0].outputs
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert text, outputs
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def check_facts(got: dict, project: Path, cwd: Path, host_torch_file: str) -> None:
+    assert got["cwd"] == str(cwd)
+    assert got["prefix"] == str(project / ".venv")
+    assert got["torch"] == host_torch_file
+
+
+def check_failure(done: subprocess.CompletedProcess, bad: Path) -> None:
+    """The command failed and its stderr ends with our message, whole and readable."""
+    assert done.returncode != 0, done.stdout + done.stderr
+    marker = "KernelStartError: "
+    assert marker in done.stderr, done.stderr[-3000:]
+    message = done.stderr[done.stderr.rindex(marker) + len(marker):].strip()
+    assert message.startswith("uvkernel: "), message
+    assert_readable(message, ERROR_CODE, ">=3.99", str(bad / "pyproject.toml"))
+    # the provisioner also logs it before the traceback, for front ends that swallow exceptions
+    assert "uvkernel: kernel not started" in done.stderr
+
+
+# front end -> (command with {nb}, the folder it runs from, the kernel's expected cwd), per project folder
+def commands(folder: Path) -> dict:
+    return {
+        "jupyter-execute": ([str(BIN / "jupyter"), "execute", "--kernel_name=uvk", "--inplace",
+                             f"{folder.name}/sub/execute.ipynb"], folder.parent, folder / "sub"),
+        # a relative path: nbconvert hands the kernel manager the RELATIVE cwd 'sub'
+        "nbconvert": ([str(BIN / "jupyter"), "nbconvert", "--execute", "--to", "notebook", "--inplace",
+                       "--ExecutePreprocessor.kernel_name=uvk", "sub/nbconvert.ipynb"], folder, folder / "sub"),
+        # no --cwd: papermill gives no cwd at all, the kernel runs where papermill runs
+        "papermill": ([str(BIN / "papermill"), "-k", "uvk", "sub/papermill.ipynb", "sub/papermill.ipynb"],
+                      folder, folder),
+        "papermill-cwd": ([str(BIN / "papermill"), "-k", "uvk", "--cwd", f"{folder.name}/sub",
+                           f"{folder.name}/sub/papermill-cwd.ipynb", f"{folder.name}/sub/papermill-cwd.ipynb"],
+                          folder.parent, folder / "sub"),
+    }
+
+
+@pytest.mark.parametrize("front_end", ["jupyter-execute", "nbconvert", "papermill", "papermill-cwd"])
+def test_command_line_front_end_finds_project(site, front_end, host_torch_file):
+    root, env = site
+    project = root / "proj"
+    args, cwd, kernel_cwd = commands(project)[front_end]
+    notebook = project / "sub" / (front_end.replace("jupyter-", "") + ".ipynb")
+    write_notebook(notebook, FACTS)
+    done = run(args, cwd, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    check_facts(notebook_facts(notebook), project, kernel_cwd, host_torch_file)
+
+
+@pytest.mark.parametrize("front_end", ["jupyter-execute", "nbconvert", "papermill", "papermill-cwd"])
+def test_command_line_front_end_shows_start_error(site, front_end):
+    root, env = site
+    bad = root / "bad"
+    args, cwd, _ = commands(bad)[front_end]
+    notebook = bad / "sub" / (front_end.replace("jupyter-", "") + ".ipynb")
+    write_notebook(notebook, "open('ran.txt', 'w').write('ran')")
+    check_failure(run(args, cwd, env), bad)
+    assert not list(bad.rglob("ran.txt"))
+
+
+def test_nbclient_api(site, install_spec, tmp_path, host_torch_file):
+    from nbclient import NotebookClient
+
+    root, _env = site
+    name = install_spec("uvk-api")
+    project = make_project(tmp_path / "api proj ü")
+    nb = nbformat.read(str(write_notebook(project / "sub" / "nb.ipynb", FACTS, kernel=name)), as_version=4)
+    NotebookClient(nb, kernel_name=name, resources={"metadata": {"path": str(project / "sub")}}).execute()
+    got = json.loads("".join(o["text"] for o in nb.cells[0].outputs).strip())
+    check_facts(got, project, project / "sub", host_torch_file)
+
+    bad = make_project(tmp_path / "bad", requires_python=">=3.99")
+    nb = nbformat.read(str(write_notebook(bad / "nb.ipynb", "print('ran')", kernel=name)), as_version=4)
+    with pytest.raises(Exception) as info:
+        NotebookClient(nb, kernel_name=name, resources={"metadata": {"path": str(bad)}}).execute()
+    assert type(info.value).__name__ == "KernelStartError"
+    assert_readable(str(info.value), ERROR_CODE, ">=3.99", str(bad / "pyproject.toml"))
+    assert nb.cells[0].outputs == []
+
+
+def test_jupyter_console(site, host_torch_file):
+    root, env = site
+    project = root / "proj"
+    console = [str(BIN / "jupyter"), "console", "--kernel", "uvk", "--simple-prompt",
+               "--ZMQTerminalInteractiveShell.kernel_timeout=120"]
+    done = run(console, project / "sub", env, stdin=FACTS + "\nexit\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if '"prefix"' in line)
+    check_facts(json.loads(line[line.index("{"):]), project, project / "sub", host_torch_file)
+
+    (root / "bad" / "sub").mkdir(exist_ok=True)
+    done = run(console, root / "bad" / "sub", env, stdin="open('ran.txt', 'w').write('ran')\nexit\n")
+    check_failure(done, root / "bad")
+    assert not list((root / "bad").rglob("ran.txt"))
