@@ -159,13 +159,10 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         prepared = asyncio.run(pipeline.prepare(settings, cwd=os.getcwd(), environ=environ, log=_stderr_log(False)))
     except UvkernelError as exc:
         print(str(exc), file=sys.stderr)
-        import tempfile
+        from . import fallback_kernel
 
-        fd, path = tempfile.mkstemp(prefix="uvkernel-error-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"message": str(exc), "code": exc.code}, fh)
-        os.environ["UVKERNEL_ERROR_FILE"] = path
-        os.execv(sys.executable, [sys.executable, "-m", "uvkernel.fallback_kernel", "-f", args.connection_file])
+        cmd, env, _path = fallback_kernel.prepare(exc, args.connection_file, dict(os.environ))
+        os.execve(cmd[0], cmd, env)
     cmd = prepared.command(args.connection_file)
     os.execve(cmd[0], cmd, prepared.kernel_env)
     return 0  # not reached

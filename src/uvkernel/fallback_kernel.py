@@ -10,11 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 from typing import Any
 
 from .errors import MESSAGES
 
 ERROR_FILE_VAR = "UVKERNEL_ERROR_FILE"  # a JSON file {"message", "code"} written by the provisioner
+
+
+def prepare(error: Any, connection_file: str, env: dict[str, str]) -> tuple[list[str], dict[str, str], str]:
+    """(command, environment, error file) for a fallback kernel that shows ``error``.
+
+    The message travels in a private temporary file (not argv or the environment: it can be long).
+    """
+    fd, path = tempfile.mkstemp(prefix="uvkernel-error-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"message": str(error), "code": getattr(error, "code", "")}, fh)
+    env = dict(env)
+    env[ERROR_FILE_VAR] = path
+    return [sys.executable, "-m", "uvkernel.fallback_kernel", "-f", connection_file], env, path
 
 
 def message() -> str:

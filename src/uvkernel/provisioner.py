@@ -9,10 +9,7 @@ and runs no code.
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import tempfile
 import textwrap
 from string import Template
 from typing import Any
@@ -20,9 +17,8 @@ from typing import Any
 from jupyter_client.provisioning import LocalProvisioner
 from tornado.web import HTTPError
 
-from . import pipeline
+from . import fallback_kernel, pipeline
 from .errors import SpecError, UvkernelError
-from .fallback_kernel import ERROR_FILE_VAR
 from .settings import UvKernelSettings, validate_config
 
 
@@ -144,10 +140,5 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
     def _fallback(self, error: UvkernelError, connection_file: str,
                   env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
         """A kernel in the server's interpreter that only shows the error (never runs user code)."""
-        fd, path = tempfile.mkstemp(prefix="uvkernel-error-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"message": str(error), "code": error.code}, fh)
-        self._error_file = path
-        env = dict(env)
-        env[ERROR_FILE_VAR] = path
-        return [sys.executable, "-m", "uvkernel.fallback_kernel", "-f", connection_file], env
+        cmd, env, self._error_file = fallback_kernel.prepare(error, connection_file, env)
+        return cmd, env
