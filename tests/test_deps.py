@@ -223,3 +223,24 @@ def test_env_from_another_interpreter_is_reported_not_replaced(tmp_path, host_py
     error = failure(host_python, project)
     assert error.code == "ENV_OTHER_INTERPRETER" and "mv " in str(error)
     assert (project / ".venv" / "pyvenv.cfg").read_text() == before
+
+
+def test_packaged_project_is_installed_editable_without_its_dependencies(tmp_path, host_python):
+    project = make_project(tmp_path / "proj", ["torch", "tomli-w"], name="mypkg", extra="""
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+""")
+    (project / "src" / "mypkg").mkdir(parents=True)
+    (project / "src" / "mypkg" / "__init__.py").write_text("VALUE = 1\n")
+    prepared = prepare(host_python, project)
+    env = project / ".venv"
+    assert prepared.env.plan["project"] == f"{project} (editable)"
+    assert {"mypkg", "tomli-w"} <= set(dists(env))
+    assert_no_stack(env)
+    import subprocess
+
+    (project / "src" / "mypkg" / "__init__.py").write_text("VALUE = 2\n")  # editable: the source is what runs
+    out = subprocess.run([str(env / "bin" / "python"), "-c", "import mypkg; print(mypkg.VALUE, mypkg.__file__)"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.split() == ["2", str(project / "src" / "mypkg" / "__init__.py")], out.stderr

@@ -366,6 +366,26 @@ def _site_of(env_python: str) -> Path:
     return found[0] if found else env / "lib" / "site-packages"
 
 
+async def install_editable(root: Path, *, uv: str, env_python: str, host: dict[str, HostDist],
+                           allow_shadowing: Iterable[str] = (), timeout: float = 900,
+                           log: Log = lambda _m: None) -> None:
+    """The project itself, editable and without its dependencies (they were resolved against the host)."""
+    keep = provided(host, allow_shadowing)
+    with tempfile.TemporaryDirectory(prefix="uvkernel-install-") as tmp:
+        excludes = Path(tmp) / "host-provided.txt"
+        excludes.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
+        log(f"uv pip install --no-deps -e {root}")
+        done = await process.run([uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes",
+                                  str(excludes), "-e", str(root)], env=uv_environment(), cwd=root, timeout=timeout)
+    if done.timed_out:
+        raise UvError("UV_TIMEOUT", step="installed the project itself (editable)", timeout=int(timeout))
+    if done.returncode != 0:
+        raise UvError("UV_FAILED", step=f"installed the project itself ({root}, editable)",
+                      returncode=done.returncode, detail=done.output[-4000:],
+                      fix=f"fix the build configuration in {root}/pyproject.toml, or, when the project is not "
+                          "meant to be installed, set package = false under [tool.uv] there")
+
+
 # --- what the env holds, and what of it hides the host ---------------------------------------------------
 
 @dataclass

@@ -343,10 +343,24 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
     env.plan = {**the_plan.to_json(), "sources": sources}
     if the_plan.installed:
         env.actions.append("installed " + ", ".join(the_plan.installed))
+    if settings.project_dependencies and project.root is not None and is_package(project):
+        # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
+        await dependencies.install_editable(project.root, uv=uv, env_python=str(env.python), host=host_dists,
+                                            allow_shadowing=settings.allow_shadowing, timeout=settings.uv_timeout,
+                                            log=log)
+        env.plan["project"] = f"{project.root} (editable)"
     write_state(env_path, {"fingerprint": wanted, "uvkernel": __version__, "host": host.executable,
                            "ipykernel_from": env.ipykernel_from, "plan": env.plan,
                            "host_dists": {k: [d.name, d.version, d.location] for k, d in host_dists.items()},
                            "python": sys.version.split()[0]})
+
+
+def is_package(project: Project) -> bool:
+    """uv's rule: a project is installed itself when it has a build system, unless [tool.uv] package says."""
+    tool_uv = (project.pyproject.get("tool") or {}).get("uv") or {}
+    if isinstance(tool_uv.get("package"), bool):
+        return tool_uv["package"]
+    return "build-system" in project.pyproject and "project" in project.pyproject
 
 
 def write_host_files(env_path: Path, host_dists: dict[str, HostDist], allow_shadowing: list[str]) -> None:
