@@ -23,7 +23,7 @@ def test_direct_torch_project_and_installs_from_the_notebook(tmp_path, install_s
     env = project / ".venv"
     name = install_spec()
     host_before = host_dists(host_python)
-    for newcomer in ("pytorch-ignite", "tabulate", "torchmetrics"):
+    for newcomer in ("pytorch-ignite", "tabulate", "torchmetrics", "humanize"):
         assert newcomer not in host_before, f"the host already has {newcomer}: pick another package for this test"
 
     async def scenario():
@@ -45,9 +45,15 @@ def test_direct_torch_project_and_installs_from_the_notebook(tmp_path, install_s
                 "__import__('subprocess').run([__import__('sys').executable, '-c', 'import torch, ignite, tabulate,"
                 " torchmetrics; print(torch.__file__, ignite.__file__, tabulate.__file__, torchmetrics.__file__)'],"
                 " capture_output=True, text=True).stdout.split()")
-            return first, pip_magic, pip_shell, uv_shell, which, other_torch_pip, other_torch_uv, after
+            # !uv add: uv edits pyproject.toml and uv.lock itself but does not sync (UV_NO_SYNC): no torch comes
+            # in; the restart installs the new requirement the uvkernel way
+            uv_add = await k.run("!uv add -q humanize")
+            await k.restart()
+            added = await k.value("[__import__('humanize').__file__, __import__('torch').__file__]")
+            return first, pip_magic, pip_shell, uv_shell, which, other_torch_pip, other_torch_uv, after, uv_add, added
 
-    first, pip_magic, pip_shell, uv_shell, which, other_torch_pip, other_torch_uv, after = run_async(scenario())
+    (first, pip_magic, pip_shell, uv_shell, which, other_torch_pip, other_torch_uv, after, uv_add,
+     added) = run_async(scenario())
     assert first == [host_torch_file, str(env / "lib/python3.11/site-packages/tomli_w/__init__.py")]
     for cell in (pip_magic, pip_shell, uv_shell):
         assert cell.error is None and cell.status == "ok", cell
@@ -59,8 +65,11 @@ def test_direct_torch_project_and_installs_from_the_notebook(tmp_path, install_s
     assert torch_after == host_torch_file, (pip_magic.stdout, uv_shell.stdout)
     for path in (ignite, tabulate, torchmetrics):
         assert path.startswith(str(env) + "/"), path
+    assert uv_add.error is None and "humanize" in (project / "pyproject.toml").read_text()
+    assert (project / "uv.lock").exists()  # written by uv itself, as the user asked
+    assert added[0].startswith(str(env) + "/") and added[1] == host_torch_file
     held = dists(env)
-    assert {"tomli-w", "pytorch-ignite", "tabulate", "torchmetrics", "lightning-utilities"} <= set(held)
+    assert {"tomli-w", "pytorch-ignite", "tabulate", "torchmetrics", "lightning-utilities", "humanize"} <= set(held)
     assert_no_stack(env)
     assert host_dists(host_python) == host_before  # nothing went into the host
 

@@ -51,6 +51,10 @@ def kernel_environment(
         ours = str(constraints_file)
         env["PIP_CONSTRAINT"] = f"{theirs} {ours}" if theirs and " " not in ours and ours not in theirs.split() else ours
     env["PIP_REQUIRE_VIRTUALENV"] = "1"  # a host pip found further down PATH refuses to install into the host
+    # `!uv add X` / `!uv remove X` / `!uv run` must not sync: a sync installs torch and its CUDA wheels into the
+    # env (uv cannot see the host's). uv still edits pyproject.toml and uv.lock as asked; the next kernel
+    # (re)start installs the change the uvkernel way.
+    env["UV_NO_SYNC"] = "1"
     return env
 
 
