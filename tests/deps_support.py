@@ -20,15 +20,19 @@ WHEEL_DIR = REPO / ".whl"  # ignored by git; pip copies the wheel from its find-
 def torch_wheel_file(host_python: str) -> Path:
     """The host's CPU torch wheel, as ``pip download --no-deps torch==X`` yields it (no network on this kind of
     machine: pip's find-links holds it).  Fails loudly when it cannot be had."""
+    from filelock import FileLock
+
     WHEEL_DIR.mkdir(exist_ok=True)
-    found = sorted(WHEEL_DIR.glob(f"torch-{TORCH_VERSION}*.whl"))
-    if not found:
-        done = subprocess.run([host_python, "-m", "pip", "download", "-q", "--no-deps", f"torch=={TORCH_VERSION}",
-                               "-d", str(WHEEL_DIR)], capture_output=True, text=True, timeout=1200)
+    with FileLock(str(WHEEL_DIR / ".download.lock")):  # xdist workers: one download, nobody sees half a file
         found = sorted(WHEEL_DIR.glob(f"torch-{TORCH_VERSION}*.whl"))
-        if done.returncode != 0 or not found:
-            pytest.fail(f"could not get the torch {TORCH_VERSION} wheel with pip download:\n{done.stderr[-2000:]}",
-                        pytrace=False)
+        if not found:
+            done = subprocess.run([host_python, "-m", "pip", "download", "-q", "--no-deps",
+                                   f"torch=={TORCH_VERSION}", "-d", str(WHEEL_DIR)],
+                                  capture_output=True, text=True, timeout=1200)
+            found = sorted(WHEEL_DIR.glob(f"torch-{TORCH_VERSION}*.whl"))
+            if done.returncode != 0 or not found:
+                pytest.fail(f"could not get the torch {TORCH_VERSION} wheel with pip download:\n"
+                            f"{done.stderr[-2000:]}", pytrace=False)
     return found[0]
 
 
