@@ -244,3 +244,12 @@ build-backend = "hatchling.build"
     out = subprocess.run([str(env / "bin" / "python"), "-c", "import mypkg; print(mypkg.VALUE, mypkg.__file__)"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.split() == ["2", str(project / "src" / "mypkg" / "__init__.py")], out.stderr
+
+
+def test_malformed_dependency_tables_are_clear_errors(tmp_path, host_python):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "0"\ndependencies = "torch"\n')
+    error = failure(host_python, project)
+    assert error.code == "DEPENDENCY_TABLE_INVALID" and "[project].dependencies must be a list" in str(error)
+    assert (project / "pyproject.toml").read_text().endswith('dependencies = "torch"\n')

@@ -31,11 +31,11 @@ def test_direct_torch_project_and_installs_from_the_notebook(tmp_path, install_s
             first = await k.value("[__import__('torch').__file__, __import__('tomli_w').__file__]")
             # %pip: the env's python runs pip (inherited from the host); pytorch-ignite needs torch: pip keeps
             # the host's (PIP_CONSTRAINT holds the host's exact versions)
-            pip_magic = await k.run("%pip install -q pytorch-ignite")
+            pip_magic = await k.run("%pip install -q pytorch-ignite==0.5.5")
             # !pip: the shell finds the env's pip command first on PATH (never the host's pip)
             pip_shell = await k.run("!pip install -q tabulate")
             # !uv pip: installs into VIRTUAL_ENV; UV_EXCLUDE keeps torch (and every host name) out
-            uv_shell = await k.run("!uv pip install torchmetrics")
+            uv_shell = await k.run("!uv pip install torchmetrics==1.9.0")
             which = await k.run("!command -v pip")
             # asking for another torch outright: pip refuses (the host's version is a constraint), uv skips it
             other_torch_pip = await k.run("%pip install torch==2.12.0")
@@ -75,7 +75,7 @@ def test_direct_torch_project_and_installs_from_the_notebook(tmp_path, install_s
 
 
 def test_transitive_torch_through_torchmetrics_with_a_lock(tmp_path, install_spec, host_python, host_torch_file):
-    project = make_project(tmp_path / "proj", ["torchmetrics"], requires_python=">=3.10")
+    project = make_project(tmp_path / "proj", ["torchmetrics<=1.9.0"], requires_python=">=3.10")
     uv("lock", "-q", "--python", host_python, cwd=project)
     lock = (project / "uv.lock").read_bytes()
     pyproject = (project / "pyproject.toml").read_bytes()

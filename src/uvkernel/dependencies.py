@@ -202,7 +202,8 @@ async def resolve(
         tmp = Path(tmp_name)
         compile_ = _Compile(uv, env_python, tmp, cwd, timeout)
         placeholders = tmp / "host"
-        pins, unversioned = write_placeholders(keep, placeholders)
+        # a few hundred small files: off the event loop (the Jupyter server keeps answering)
+        pins, unversioned = await asyncio.to_thread(write_placeholders, keep, placeholders)
         done = await compile_(requirements, pins=pins, locked=locked_rest, placeholders=placeholders,
                               excludes=unversioned)
         if done.returncode == 0:

@@ -106,6 +106,10 @@ MESSAGES: dict[str, Message] = {
         "uv could not resolve the project's dependencies (with or without the host's packages)",
         "fix the requirements in {root}/pyproject.toml (uv's message above names the conflict)",
     ),
+    "DEPENDENCY_TABLE_INVALID": Message(
+        "{path}: {detail}",
+        "fix that table (uvkernel never edits pyproject.toml), then start the kernel again",
+    ),
     "REQUIREMENT_INVALID": Message(
         "the project at {root} lists a requirement that is not valid: {requirement}",
         "fix it in {root}/pyproject.toml (PEP 508 syntax, e.g. numpy>=1.26)",

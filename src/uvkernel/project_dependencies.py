@@ -18,7 +18,7 @@ from typing import Any, Callable
 from packaging.requirements import InvalidRequirement, Requirement
 
 from . import process
-from .errors import DependencyError, UvError
+from .errors import DependencyError, ProjectError, UvError
 from .host_packages import canonical
 from .project import Project
 from .uvbin import uv_environment
@@ -52,6 +52,16 @@ def _self_expand(reqs: list[str], own: str, optional: dict[str, list[str]], seen
     return out
 
 
+def _strings(value: Any, where: str, project: Project) -> list[str]:
+    """A TOML list of requirement strings, or a clear error naming the table (the file is never edited)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, (str, dict)) for v in value):
+        raise ProjectError("DEPENDENCY_TABLE_INVALID", path=str(project.root / "pyproject.toml") if project.root else "",
+                           detail=f"{where} must be a list of requirement strings, not {value!r}"[:300])
+    return value
+
+
 def _group(groups: dict[str, Any], name: str, seen: set[str]) -> list[str]:
     if name in seen:
         return []
@@ -77,17 +87,20 @@ def declared(project: Project, settings: Any) -> tuple[list[str], list[str]]:
     table = data.get("project") or {}
     tool_uv = (data.get("tool") or {}).get("uv") or {}
     own = canonical(table.get("name", "")) if table.get("name") else ""
-    optional = {canonical(k): v for k, v in (table.get("optional-dependencies") or {}).items()}
+    optional = {canonical(k): _strings(v, f"[project.optional-dependencies].{k}", project)
+                for k, v in (table.get("optional-dependencies") or {}).items()}
     notes: list[str] = []
     if "dependencies" in (table.get("dynamic") or []):
         notes.append("[project].dependencies is dynamic: uvkernel installs only what pyproject.toml lists")
-    reqs: list[str] = list(table.get("dependencies") or [])
+    reqs: list[str] = [r for r in _strings(table.get("dependencies"), "[project].dependencies", project)
+                       if isinstance(r, str)]
     for extra in settings.extras:
         if canonical(extra) not in optional:
             raise _missing("extra", extra, list(table.get("optional-dependencies") or {}), project.root)
         reqs.extend(optional[canonical(extra)])
-    groups = {canonical(k): v for k, v in (data.get("dependency-groups") or {}).items()}
-    legacy_dev = tool_uv.get("dev-dependencies") or []
+    groups = {canonical(k): _strings(v, f"[dependency-groups].{k}", project)
+              for k, v in (data.get("dependency-groups") or {}).items()}
+    legacy_dev = _strings(tool_uv.get("dev-dependencies"), "[tool.uv].dev-dependencies", project)
     if legacy_dev:
         groups["dev"] = list(groups.get("dev", [])) + list(legacy_dev)
     defaults = tool_uv.get("default-groups", ["dev"])
