@@ -20,10 +20,9 @@ from typing import Any, Callable
 
 from filelock import FileLock, Timeout
 
-from . import __version__, dependencies, process
+from . import __version__, dependencies, host_packages, process
 from .errors import EnvError, UvError
 from .host import HostPython
-from . import host_packages
 from .host_packages import HostDist, list_host_distributions, provided
 from .project import Project
 from .settings import UvKernelSettings
@@ -123,7 +122,12 @@ def layer_dirs(host: HostPython) -> list[str]:
     if not host.layered:
         return []
     prefix = os.path.realpath(host.prefix) + os.sep
-    return [d for d in host.site_packages if os.path.realpath(d).startswith(prefix) and os.path.isdir(d)]
+    dirs: list[str] = []
+    for d in host.site_packages:
+        real = os.path.realpath(d)
+        if real.startswith(prefix) and os.path.isdir(real) and real not in map(os.path.realpath, dirs):
+            dirs.append(d)  # lib64 -> lib links name one folder twice
+    return dirs
 
 
 def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) -> str:
