@@ -1,22 +1,39 @@
-"""Installing requirements into the env without shadowing what the host provides.
+"""Installing requirements into the env while the host keeps providing its packages (torch and the rest).
 
-Mechanism (why: uv cannot see inherited packages, FIELD-NOTES section 1):
-  1. every requirement that names a host-provided distribution is checked against the host's version with
-     ``packaging``: satisfied means the host keeps providing it; not satisfied is a DEPENDENCY_CONFLICT
-     (nothing installed) unless the user put the name in ``allow_shadowing``;
-  2. uv installs the rest with ``--excludes`` listing every host-provided name, so it neither installs nor
-     traverses torch and its CUDA closure (nothing of it is even downloaded);
-  3. edges from newly installed packages to host-provided ones are checked after the install (uv skipped
-     them); a violated one removes exactly what this run added and reports the conflict.
+Why a mechanism at all: uv never sees inherited packages, so every plain ``uv pip install`` or ``uv sync``
+into a system-site-packages venv installs torch and its CUDA wheels again, and they shadow the host's
+(FIELD-NOTES section 1).  ``uv sync`` is not used: it recreates the venv without system site-packages when the
+interpreter does not match, removes what the lock does not list, and ``--no-install-package`` skips torch
+but not its CUDA closure.
+
+The mechanism, in three steps, none of which edits pyproject.toml or uv.lock:
+
+1. **Direct check** (:func:`plan`): each requirement naming a host-provided distribution is checked against
+   the host's version with ``packaging``.  Satisfied: the host keeps providing it.  Not satisfied:
+   DEPENDENCY_CONFLICT naming both versions and the options, before anything is installed, unless the name
+   is in ``allow_shadowing`` (then the env gets its own copy and the report says so).
+2. **Resolve against the host** (:func:`resolve`): ``uv pip compile`` for the env's interpreter, with every
+   host distribution offered as a placeholder wheel pinned to the host's exact version
+   (:func:`host_packages.write_placeholders`) and, with a uv.lock, the locked versions of everything else as
+   constraints.  uv picks versions of the project's packages that work with the host's (e.g. a torchvision
+   built for the host's torch) and never needs torch's own metadata, so the CUDA closure never enters the
+   resolution.  When no such versions exist, the failure is diagnosed (lock vs host vs plainly unresolvable)
+   and reported with uv's explanation; nothing is installed.
+3. **Install** (:func:`install`): the resolved versions of what the host does not provide, with ``--no-deps``
+   and an ``--excludes`` file listing every host name, so nothing of the host's stack is even downloaded.
+
+The kernel's own installers get the same protection (launch.kernel_environment): ``UV_EXCLUDE`` for
+``!uv pip install``, ``PIP_CONSTRAINT`` with the host's exact versions for ``%pip``/``!pip``.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
@@ -25,29 +42,22 @@ from packaging.version import InvalidVersion, Version
 
 from . import process
 from .errors import DependencyError, UvError
-from .host_packages import HostDist, canonical
+from .host_packages import HostDist, allowed, canonical, provided, write_placeholders
 from .uvbin import uv_environment
 
 Log = Callable[[str], None]
 
-# Runs in the env (stdlib only): the env's own distributions and what they require.
-_ENV_DISTS = r"""
-import json, sys
-from importlib import metadata
-out = {}
-for d in metadata.distributions(path=[sys.argv[1]]):
-    name = d.metadata["Name"]
-    if name:
-        out[name] = {"version": d.version, "requires": d.requires or []}
-print(json.dumps(out))
-"""
-
 
 @dataclass
 class InstallPlan:
-    to_install: list[str] = field(default_factory=list)  # requirement strings given to uv
+    requirements: list[str] = field(default_factory=list)  # handed to the resolver
     from_host: dict[str, str] = field(default_factory=dict)  # name -> host version, left to the host
     shadowed_on_purpose: dict[str, str] = field(default_factory=dict)  # name -> host version the env replaces
+    installed: list[str] = field(default_factory=list)  # name==version this run installed into the env
+
+    def to_json(self) -> dict[str, Any]:
+        return {"requirements": self.requirements, "from_host": self.from_host,
+                "shadowed_on_purpose": self.shadowed_on_purpose, "installed": self.installed}
 
 
 def marker_environment(python_version: tuple[int, ...]) -> dict[str, str]:
@@ -57,13 +67,17 @@ def marker_environment(python_version: tuple[int, ...]) -> dict[str, str]:
     return env
 
 
-def _satisfied(spec: SpecifierSet, version: str) -> bool:
+def satisfied(spec: SpecifierSet, version: str) -> bool:
     if not str(spec):
         return True
     try:
         return spec.contains(Version(version), prereleases=True)
     except InvalidVersion:
         return False
+
+
+def _allow_option(name: str) -> str:
+    return "'[\"" + name + "\"]'"
 
 
 def plan(
@@ -75,70 +89,213 @@ def plan(
     root: str = "",
     extras: Iterable[str] = (),
 ) -> InstallPlan:
-    """Decide, per requirement, host or env; raise on a conflict with the host."""
-    allowed = {canonical(n) for n in allow_shadowing}
+    """Decide, per requirement, host or resolver; raise on a conflict with the host (nothing installed yet)."""
+    patterns = list(allow_shadowing)
     marker_env = marker_environment(python_version)
     result = InstallPlan()
     for text in requirements:
         try:
             req = Requirement(text)
         except InvalidRequirement as exc:
-            raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=root or ".",
-                                  detail=f"{text!r}: {exc}") from None
+            raise DependencyError("REQUIREMENT_INVALID", root=root or ".", requirement=repr(text),
+                                  detail=str(exc)) from None
         if req.marker is not None and not any(
             req.marker.evaluate({**marker_env, "extra": extra}) for extra in ("", *extras)
         ):
             continue
-        key = canonical(req.name)
-        provided = host.get(key)
-        if provided is None or req.url:
-            result.to_install.append(text)
-        elif _satisfied(req.specifier, provided.version):
-            result.from_host[provided.name] = provided.version
-        elif key in allowed or "*" in allowed:
-            result.shadowed_on_purpose[provided.name] = provided.version
-            result.to_install.append(text)
+        dist = host.get(canonical(req.name))
+        if dist is None:
+            result.requirements.append(text)
+            continue
+        wants_own = bool(req.url) or not satisfied(req.specifier, dist.version)
+        if not wants_own:
+            result.from_host[dist.name] = dist.version
+            result.requirements.append(text)  # resolved to the host's placeholder: its users see the host version
+        elif allowed(dist.name, patterns):
+            result.shadowed_on_purpose[dist.name] = dist.version
+            result.requirements.append(text)
         else:
-            raise DependencyError("DEPENDENCY_CONFLICT", requirement=str(req), name=provided.name,
-                                  host_version=provided.version, root=root or ".",
-                                  facts=[("required", str(req)), ("host provides", f"{provided.name} "
-                                         f"{provided.version} at {provided.location}")])
+            needed = str(req.url) if req.url else (str(req.specifier) or "any version")
+            raise DependencyError(
+                "DEPENDENCY_CONFLICT", requirement=str(req), name=dist.name, host_version=dist.version,
+                root=root or ".", allow=_allow_option(dist.name),
+                facts=[("the project requires", f"{req.name} {needed}"),
+                       ("the host provides", f"{dist.name} {dist.version} (at {dist.location})"),
+                       ("installed", "nothing")])
     return result
 
 
-def exclusions(host: dict[str, HostDist], shadowed: Iterable[str]) -> list[str]:
-    keep_out = {canonical(n) for n in shadowed}
-    return sorted(d.name for key, d in host.items() if key not in keep_out)
-
-
-async def env_distributions(env_python: str, site_packages: str) -> dict[str, dict]:
-    done = await process.run([env_python, "-I", "-c", _ENV_DISTS, site_packages], timeout=120)
-    if done.returncode != 0:
-        return {}
-    return json.loads(done.stdout.strip().splitlines()[-1] or "{}")
-
-
-def broken_host_edges(env_dists: dict[str, dict], host: dict[str, HostDist], python_version: tuple[int, ...],
-                      only: Iterable[str]) -> list[tuple[str, str, str]]:
-    """(env package, requirement, host version) for requirements on host packages the host does not meet."""
-    marker_env = marker_environment(python_version)
-    names = {canonical(n) for n in only}
-    broken = []
-    for name, info in env_dists.items():
-        if canonical(name) not in names:
+def _parse_compiled(text: str) -> list[tuple[Requirement, str]]:
+    """``uv pip compile --annotation-style line`` output -> (pinned requirement, via)."""
+    out = []
+    for line in text.splitlines():
+        body, _, via = line.partition("  #")
+        body = body.strip()
+        if not body or body.startswith(("#", "-")):
             continue
-        for text in info.get("requires") or []:
-            try:
-                req = Requirement(text)
-            except InvalidRequirement:
-                continue
-            if req.marker is not None and not req.marker.evaluate({**marker_env, "extra": ""}):
-                continue
-            provided = host.get(canonical(req.name))
-            if provided is not None and canonical(req.name) not in {canonical(n) for n in env_dists}:
-                if not _satisfied(req.specifier, provided.version):
-                    broken.append((name, str(req), provided.version))
-    return broken
+        try:
+            out.append((Requirement(body), via.strip().removeprefix("via").strip()))
+        except InvalidRequirement:
+            continue
+    return out
+
+
+def _mentioned(host: dict[str, HostDist], text: str) -> list[HostDist]:
+    found = []
+    lowered = text.lower()
+    for dist in host.values():
+        for spelling in {dist.name.lower(), canonical(dist.name)}:
+            if re.search(r"(?<![\w.-])" + re.escape(spelling) + r"(?![\w-])", lowered):
+                found.append(dist)
+                break
+    return sorted(found, key=lambda d: canonical(d.name))
+
+
+class _Compile:
+    """``uv pip compile`` runs for one resolution and its diagnosis."""
+
+    def __init__(self, uv: str, env_python: str, tmp: Path, cwd: Path | None, timeout: float):
+        self.uv, self.env_python, self.tmp, self.cwd, self.timeout = uv, env_python, tmp, cwd, timeout
+        self.count = 0
+
+    def _file(self, stem: str, lines: Iterable[str]) -> str:
+        self.count += 1
+        path = self.tmp / f"{self.count}-{stem}.txt"
+        path.write_text("\n".join(lines) + "\n")
+        return str(path)
+
+    async def __call__(self, requirements: list[str], *, pins: list[str] = (), locked: list[str] = (),
+                       placeholders: Path | None = None, excludes: list[str] = ()) -> process.Completed:
+        argv = [self.uv, "pip", "compile", "--python", self.env_python, "--no-header", "--annotation-style", "line",
+                self._file("requirements", requirements)]
+        if pins:
+            argv += ["--constraints", self._file("host-versions", pins)]
+        if locked:
+            argv += ["--constraints", self._file("locked-versions", locked)]
+        if excludes:
+            argv += ["--excludes", self._file("excludes", excludes)]
+        if placeholders is not None:
+            argv += ["--find-links", str(placeholders)]
+        done = await process.run(argv, env=uv_environment(), cwd=self.cwd, timeout=self.timeout)
+        if done.timed_out:
+            raise UvError("UV_TIMEOUT", step="resolved the project's dependencies", timeout=int(self.timeout))
+        return done
+
+
+async def resolve(
+    requirements: list[str],
+    *,
+    uv: str,
+    env_python: str,
+    host: dict[str, HostDist],
+    python_version: tuple[int, ...],
+    allow_shadowing: Iterable[str] = (),
+    locked: list[str] = (),
+    root: str = "",
+    cwd: Path | None = None,
+    timeout: float = 900,
+) -> list[tuple[Requirement, str]]:
+    """Pinned versions for ``requirements`` that work with the host's packages (step 2 of the module doc)."""
+    keep = provided(host, allow_shadowing)
+    locked_rest = [line for line in locked if canonical(_name(line)) not in keep]
+    with tempfile.TemporaryDirectory(prefix="uvkernel-resolve-") as tmp_name:
+        tmp = Path(tmp_name)
+        compile_ = _Compile(uv, env_python, tmp, cwd, timeout)
+        placeholders = tmp / "host"
+        # a few hundred small files: off the event loop (the Jupyter server keeps answering)
+        pins, unversioned = await asyncio.to_thread(write_placeholders, keep, placeholders)
+        done = await compile_(requirements, pins=pins, locked=locked_rest, placeholders=placeholders,
+                              excludes=unversioned)
+        if done.returncode == 0:
+            return _parse_compiled(done.stdout)
+        explanation = _tail(done.output)
+        marker_env = marker_environment(python_version)
+        # Diagnose: is it the lock, the host, or are the requirements unresolvable anyway?
+        if locked_rest:
+            without_lock = await compile_(requirements, pins=pins, placeholders=placeholders, excludes=unversioned)
+            if without_lock.returncode == 0:
+                fits = _versions(r for r, _ in _parse_compiled(without_lock.stdout))
+                facts = []
+                for line in locked_rest:
+                    req = _requirement(line)
+                    if req is None or (req.marker is not None and not req.marker.evaluate(marker_env)):
+                        continue
+                    have = _versions([req]).get(canonical(req.name))
+                    if canonical(req.name) in fits and have != fits[canonical(req.name)]:
+                        facts.append((f"uv.lock pins {req.name}", f"{have}; with the host's packages it would be "
+                                                                 f"{fits[canonical(req.name)]}"))
+                raise DependencyError("LOCK_CONFLICTS_WITH_HOST", root=root or ".",
+                                      constraints=_constraint_list(keep, explanation),
+                                      facts=facts[:10] + [("installed", "nothing")], detail=explanation)
+        free = await compile_(requirements)
+        if free.returncode != 0:
+            raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=root or ".", detail=explanation)
+        wanted = {canonical(r.name): (r, via) for r, via in _parse_compiled(free.stdout)}
+        differ = [d for k, d in sorted(keep.items()) if k in wanted
+                  and _versions([wanted[k][0]]).get(k) != _normal(d.version)]
+        mentioned = _mentioned(keep, explanation)
+        culprits = [d for d in mentioned if d in differ] or mentioned or differ
+        facts = []
+        for dist in culprits[:8]:
+            facts.append((f"the host provides {dist.name}", dist.version))
+            if canonical(dist.name) in wanted:
+                req, via = wanted[canonical(dist.name)]
+                facts.append((f"without the host, uv picks {dist.name}",
+                              _versions([req]).get(canonical(dist.name), str(req)) + (f" (via {via})" if via else "")))
+        facts.append(("installed", "nothing"))
+        names = ", ".join(d.name for d in culprits[:8]) or "host packages"
+        first = culprits[0].name if culprits else "torch"
+        raise DependencyError("DEPENDENCY_CONFLICT_TRANSITIVE", root=root or ".", names=names,
+                              allow=_allow_option(first), facts=facts, detail=explanation)
+
+
+def _tail(text: str, lines: int = 30) -> str:
+    """uv's explanation ends with the decisive steps: keep whole lines from the end."""
+    kept = text.strip().splitlines()
+    if len(kept) <= lines:
+        return "\n".join(kept)
+    return "(uv's explanation, last lines)\n" + "\n".join(kept[-lines:])
+
+
+def _requirement(line: str) -> Requirement | None:
+    try:
+        return Requirement(line)
+    except InvalidRequirement:
+        return None
+
+
+def _normal(version: str) -> str:
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
+
+
+def _versions(reqs: Iterable[Requirement]) -> dict[str, str]:
+    """canonical name -> version for ``name==version`` requirements."""
+    out = {}
+    for req in reqs:
+        for spec in req.specifier:
+            if spec.operator in ("==", "===") and "*" not in spec.version:
+                out[canonical(req.name)] = _normal(spec.version)
+    return out
+
+
+def _constraint_list(keep: dict[str, HostDist], explanation: str) -> str:
+    """``"torch==2.13.0"``, ... for [tool.uv] constraint-dependencies (public versions: no +local part)."""
+    mentioned = _mentioned(keep, explanation) or [d for k, d in keep.items() if k == "torch"]
+    out = []
+    for dist in mentioned[:4]:
+        try:
+            out.append(f'"{dist.name}=={Version(dist.version).public}"')
+        except InvalidVersion:
+            continue
+    return ", ".join(out)
+
+
+def _name(line: str) -> str:
+    req = _requirement(line)
+    return req.name if req is not None else re.split(r"[\s=<>!~;@\[]", line.strip(), maxsplit=1)[0]
 
 
 async def install(
@@ -146,44 +303,150 @@ async def install(
     *,
     uv: str,
     env_python: str,
-    env_site_packages: str,
     host: dict[str, HostDist],
     python_version: tuple[int, ...],
+    env_site_packages: str | Path | None = None,
     allow_shadowing: Iterable[str] = (),
+    locked: list[str] = (),
     root: str = "",
+    cwd: Path | None = None,
     timeout: float = 900,
     log: Log = lambda _m: None,
     what: str = "installed the project's dependencies",
 ) -> InstallPlan:
-    """Plan, install with host packages excluded, verify the edges uv could not see."""
+    """Plan, resolve against the host, install what the host does not provide (uv never touches the host's)."""
     the_plan = plan(requirements, host, python_version, allow_shadowing, root=root)
-    if not the_plan.to_install:
+    keep = provided(host, allow_shadowing)
+    if all(canonical(Requirement(r).name) in keep for r in the_plan.requirements):
+        return the_plan  # everything is the host's: no resolver, no network
+    resolved = await resolve(the_plan.requirements, uv=uv, env_python=env_python, host=host,
+                             python_version=python_version, allow_shadowing=allow_shadowing, locked=locked,
+                             root=root, cwd=cwd, timeout=timeout)
+    pinned = []
+    for req, _via in resolved:
+        key = canonical(req.name)
+        if key in keep:
+            the_plan.from_host[keep[key].name] = keep[key].version
+        else:
+            pinned.append(str(req))
+    present = {k: d.version for k, d in (await env_distributions(env_site_packages or _site_of(env_python))).items()}
+    pinned = [line for line in pinned if not _already(line, present)]
+    if not pinned:
         return the_plan
-    before = await env_distributions(env_python, env_site_packages)
-    with tempfile.TemporaryDirectory(prefix="uvkernel-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="uvkernel-install-") as tmp:
         excludes = Path(tmp) / "host-provided.txt"
-        excludes.write_text("\n".join(exclusions(host, the_plan.shadowed_on_purpose)) + "\n")
+        excludes.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
         reqs = Path(tmp) / "requirements.txt"
-        reqs.write_text("\n".join(the_plan.to_install) + "\n")
-        argv = [uv, "pip", "install", "--python", env_python, "--compile-bytecode",
+        reqs.write_text("\n".join(pinned) + "\n")
+        log("uv pip install " + " ".join(pinned))
+        argv = [uv, "pip", "install", "--python", env_python, "--compile-bytecode", "--no-deps",
                 "--excludes", str(excludes), "-r", str(reqs)]
-        log("uv pip install " + " ".join(the_plan.to_install))
-        done = await process.run(argv, env=uv_environment(), timeout=timeout)
+        done = await process.run(argv, env=uv_environment(), cwd=cwd, timeout=timeout)
     if done.timed_out:
         raise UvError("UV_TIMEOUT", step=what, timeout=int(timeout))
     if done.returncode != 0:
-        raise UvError("UV_FAILED", step=f"{what} ({', '.join(the_plan.to_install)})", returncode=done.returncode,
+        raise UvError("UV_FAILED", step=f"{what} ({', '.join(pinned)})", returncode=done.returncode,
                       detail=done.output[-4000:],
                       fix=f"read uv's message above; fix the requirement in {root or 'the project'} and start again")
-    after = await env_distributions(env_python, env_site_packages)
-    added = [n for n in after if n not in before]
-    broken = broken_host_edges(after, host, python_version, added)
-    if broken:
-        await process.run([uv, "pip", "uninstall", "--python", env_python, *added], env=uv_environment(),
-                          timeout=timeout)
-        pkg, req, host_version = broken[0]
-        name = Requirement(req).name
-        raise DependencyError("DEPENDENCY_CONFLICT", requirement=f"{req} (required by {pkg})", name=name,
-                              host_version=host_version, root=root or ".",
-                              facts=[(p, f"requires {r}, host has {v}") for p, r, v in broken])
+    the_plan.installed = pinned
     return the_plan
+
+
+def _already(line: str, present: dict[str, str]) -> bool:
+    req = _requirement(line)
+    if req is None or req.url:
+        return False
+    key = canonical(req.name)
+    return key in present and _versions([req]).get(key) == _normal(present[key])
+
+
+def _site_of(env_python: str) -> Path:
+    """The env's site-packages, from its python's path (bin/python -> lib/pythonX.Y/site-packages)."""
+    env = Path(env_python).parent.parent
+    found = sorted(env.glob("lib/python3*/site-packages"))
+    return found[0] if found else env / "lib" / "site-packages"
+
+
+async def install_editable(root: Path, *, uv: str, env_python: str, host: dict[str, HostDist],
+                           allow_shadowing: Iterable[str] = (), timeout: float = 900,
+                           log: Log = lambda _m: None) -> None:
+    """The project itself, editable and without its dependencies (they were resolved against the host)."""
+    keep = provided(host, allow_shadowing)
+    with tempfile.TemporaryDirectory(prefix="uvkernel-install-") as tmp:
+        excludes = Path(tmp) / "host-provided.txt"
+        excludes.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
+        log(f"uv pip install --no-deps -e {root}")
+        done = await process.run([uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes",
+                                  str(excludes), "-e", str(root)], env=uv_environment(), cwd=root, timeout=timeout)
+    if done.timed_out:
+        raise UvError("UV_TIMEOUT", step="installed the project itself (editable)", timeout=int(timeout))
+    if done.returncode != 0:
+        raise UvError("UV_FAILED", step=f"installed the project itself ({root}, editable)",
+                      returncode=done.returncode, detail=done.output[-4000:],
+                      fix=f"fix the build configuration in {root}/pyproject.toml, or, when the project is not "
+                          "meant to be installed, set package = false under [tool.uv] there")
+
+
+# --- what the env holds, and what of it hides the host ---------------------------------------------------
+
+@dataclass
+class EnvDist:
+    name: str
+    version: str
+    location: str
+    requires: list[str]
+
+
+def _read_env_distributions(site_packages: str) -> dict[str, EnvDist]:
+    from importlib import metadata
+
+    out: dict[str, EnvDist] = {}
+    for dist in metadata.distributions(path=[site_packages]):
+        name = dist.metadata["Name"]
+        if not name or canonical(name) in out:
+            continue
+        out[canonical(name)] = EnvDist(name, dist.version, site_packages, list(dist.requires or []))
+    return out
+
+
+async def env_distributions(site_packages: str | Path) -> dict[str, EnvDist]:
+    """The env's own distributions, read from its dist-info folders (no interpreter started)."""
+    if not Path(site_packages).is_dir():
+        return {}
+    return await asyncio.to_thread(_read_env_distributions, str(site_packages))
+
+
+def shadowing(env_dists: dict[str, EnvDist], host: dict[str, HostDist],
+              allow_shadowing: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Every env distribution that hides a host one (the env's copy wins on sys.path)."""
+    patterns = list(allow_shadowing)
+    out = []
+    for key, mine in sorted(env_dists.items()):
+        theirs = host.get(key)
+        if theirs is None:
+            continue
+        out.append({"name": theirs.name, "env_version": mine.version, "host_version": theirs.version,
+                    "env_location": mine.location, "host_location": theirs.location,
+                    "on_purpose": allowed(theirs.name, patterns)})
+    return out
+
+
+def broken_requirements(env_dists: dict[str, EnvDist], host: dict[str, HostDist],
+                        python_version: tuple[int, ...]) -> list[tuple[str, str, str]]:
+    """(env package, requirement, host version) for requirements on host packages the host's version misses."""
+    marker_env = marker_environment(python_version)
+    broken = []
+    for key, mine in sorted(env_dists.items()):
+        for text in mine.requires:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.marker is not None and not req.marker.evaluate({**marker_env, "extra": ""}):
+                continue
+            dep = canonical(req.name)
+            if dep in env_dists or dep not in host:
+                continue
+            if not satisfied(req.specifier, host[dep].version):
+                broken.append((mine.name, str(req), host[dep].version))
+    return broken

@@ -20,10 +20,10 @@ from typing import Any, Callable
 
 from filelock import FileLock, Timeout
 
-from . import __version__, dependencies, process
+from . import __version__, dependencies, host_packages, process
 from .errors import EnvError, UvError
 from .host import HostPython
-from .host_packages import HostDist, is_stack_package, list_host_distributions
+from .host_packages import HostDist, list_host_distributions, provided
 from .project import Project
 from .settings import UvKernelSettings
 from .uvbin import uv_environment
@@ -46,11 +46,13 @@ class Env:
     ipykernel_from: str = ""  # "host" or "env"
     reused: bool = False
     plan: dict[str, Any] = field(default_factory=dict)  # dependency plan (from host / installed / shadowed)
+    shadowing: list[dict[str, Any]] = field(default_factory=list)  # env packages that hide host ones
+    layer: list[str] = field(default_factory=list)  # host venv site-packages layered below the env's own
 
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "python": str(self.python), "site_packages": str(self.site_packages),
                 "actions": self.actions, "ipykernel_from": self.ipykernel_from, "reused": self.reused,
-                "dependencies": self.plan}
+                "dependencies": self.plan, "shadowing": self.shadowing, "host_layer": self.layer}
 
 
 def read_pyvenv_cfg(env: Path) -> dict[str, str]:
@@ -90,23 +92,50 @@ def check_path(env: Path) -> None:
 
 
 def same_interpreter(env: Path, host: HostPython) -> tuple[bool, str]:
-    """Is the env built on the interpreter we would build it on?  Returns (same, env's interpreter)."""
+    """Is the env built on the interpreter we would build it on?  Returns (same, env's interpreter).
+
+    The same installation may be reached through another name (python3 vs python3.11), so the link target and
+    pyvenv.cfg's ``home`` both count; the Python version must match too (an in-place upgrade from 3.11 to
+    3.12 keeps the path but leaves the env's lib/python3.11 unread).
+    """
     cfg = read_pyvenv_cfg(env)
     env_python = env / "bin" / "python"
     target = os.path.realpath(env_python) if env_python.exists() else cfg.get("home", "?") + "/python"
     expected = os.path.realpath(host.interpreter_for_env)
-    if os.path.realpath(target) == expected:
-        return True, target
-    # the same installation reached through another name (python3 vs python3.11)
     version = cfg.get("version_info") or cfg.get("version") or ""
-    same_home = os.path.realpath(cfg.get("home", "")) == os.path.dirname(expected)
-    return same_home and version.startswith(host.version_str[:4]) and env_python.exists(), target
+    same_version = not version or version.split(".")[:2] == [str(v) for v in host.version[:2]]
+    if os.path.realpath(target) == expected:
+        return same_version, target
+    same_home = bool(cfg.get("home")) and os.path.realpath(cfg["home"]) == os.path.dirname(expected)
+    return same_home and same_version and env_python.exists(), target
+
+
+def expected_system_site(host: HostPython) -> bool:
+    """Plain and conda hosts: inherit their site-packages.  A venv host: inherit the base's only if it does."""
+    if not host.layered:
+        return True
+    return read_pyvenv_cfg(Path(host.prefix)).get("include-system-site-packages", "false").lower() == "true"
+
+
+def layer_dirs(host: HostPython) -> list[str]:
+    """A venv host's own site-packages folders (not its base's, which system-site-packages brings)."""
+    if not host.layered:
+        return []
+    prefix = os.path.realpath(host.prefix) + os.sep
+    dirs: list[str] = []
+    for d in host.site_packages:
+        real = os.path.realpath(d)
+        if real.startswith(prefix) and os.path.isdir(real) and real not in map(os.path.realpath, dirs):
+            dirs.append(d)  # lib64 -> lib links name one folder twice
+    return dirs
 
 
 def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) -> str:
     """Everything that decides the env's contents; a match means the env needs no uv call at all."""
     h = hashlib.sha256()
     h.update(f"{__version__}\0{host.executable}\0{host.version_str}\0{host.has_ipykernel}\0".encode())
+    # a package added, removed or upgraded in the host changes what the env must leave to it
+    h.update(host_packages.signature(host.site_packages).encode())
     h.update(json.dumps([settings.install_ipykernel, settings.project_dependencies, sorted(settings.extras),
                          sorted(settings.dependency_groups), sorted(settings.allow_shadowing)]).encode())
     if project.root is not None:
@@ -133,23 +162,28 @@ def write_state(env: Path, state: dict[str, Any]) -> None:
 
 def layer_line(host: HostPython) -> str:
     """The .pth line that puts a venv host's site-packages below the env's own."""
-    dirs = [p for p in host.site_packages if os.path.isdir(p)]
-    return "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n"
+    return "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in layer_dirs(host)) + "\n"
+
+
+SYSTEM_SITE_WRONG = "system-site-packages flag differs from the host's"
 
 
 def cheap_check(env: Path, host: HostPython) -> list[str]:
-    """What is wrong with an existing env, read from files only (no subprocess)."""
+    """What is wrong with an existing env, read from files only (no subprocess): each one is repairable."""
     problems = []
     cfg = read_pyvenv_cfg(env)
-    if cfg.get("include-system-site-packages", "").lower() != "true":
-        problems.append("system-site-packages is off")
+    flag = cfg.get("include-system-site-packages", "").lower() == "true"
+    if flag != expected_system_site(host):
+        problems.append(SYSTEM_SITE_WRONG + (" (off)" if not flag else " (on)"))
+    pth = site_packages_of(env, host.version) / LAYER_PTH
     if host.layered:
-        pth = site_packages_of(env, host.version) / LAYER_PTH
         try:
             if pth.read_text() != layer_line(host):
                 problems.append("host layer out of date")
         except OSError:
             problems.append("host layer missing")
+    elif pth.exists():
+        problems.append("host layer left from an earlier venv host")
     return problems
 
 
@@ -190,17 +224,17 @@ async def prepare(
     env_path = project.env_path
     check_path(env_path)
     site = site_packages_of(env_path, host.version)
-    env = Env(env_path, env_path / "bin" / "python", site)
+    env = Env(env_path, env_path / "bin" / "python", site, layer=layer_dirs(host))
     wanted = fingerprint(project, host, settings)
 
-    # Fast path without the lock: a finished env whose inputs did not change.
+    # Fast path without the lock: a finished env whose inputs did not change and whose state (interpreter,
+    # system-site flag, host layer) is still right.  Files only: no uv, no interpreter.
     if (env_path / "pyvenv.cfg").exists() and read_state(env_path).get("fingerprint") == wanted:
         same, _ = same_interpreter(env_path, host)
         if same and not cheap_check(env_path, host):
-            state = read_state(env_path)
+            _from_state(env, read_state(env_path))
             env.reused = True
-            env.ipykernel_from = state.get("ipykernel_from", "")
-            env.plan = state.get("plan", {})
+            await _find_shadowing(env, settings)
             return env
 
     lock = lock_for(env_path, cache_root)
@@ -209,7 +243,46 @@ async def prepare(
         await _prepare_locked(env, project, host, settings, uv, wanted, log, project_requirements)
     finally:
         lock.release()
+    await _find_shadowing(env, settings)
     return env
+
+
+def _from_state(env: Env, state: dict[str, Any]) -> None:
+    env.ipykernel_from = state.get("ipykernel_from", "")
+    env.plan = state.get("plan", {})
+
+
+async def _find_shadowing(env: Env, settings: UvKernelSettings) -> None:
+    """Every env package that hides a host one (for the report, ``uvkernel check`` and ``unshadow``)."""
+    host = {k: HostDist(*v, requires=[]) for k, v in (read_state(env.path).get("host_dists") or {}).items()}
+    env_dists = await dependencies.env_distributions(env.site_packages)
+    env.shadowing = dependencies.shadowing(env_dists, host, settings.allow_shadowing)
+
+
+async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: str, log: Log) -> None:
+    """Put the env's state back without touching its packages."""
+    problems = cheap_check(env.path, host)
+    if any(p.startswith(SYSTEM_SITE_WRONG) for p in problems):
+        flag = expected_system_site(host)
+        word = "on" if flag else "off (the host venv does not inherit its base either)"
+        log(f"repairing {env.path}: turning system-site-packages {word}; installed packages are kept")
+        await _uv([uv, "venv", "--allow-existing", *(["--system-site-packages"] if flag else []), "--no-project",
+                   "--python", host.interpreter_for_env, "--no-python-downloads", str(env.path)],
+                  f"turned system-site-packages {'on' if flag else 'off'}", settings)
+        env.actions.append(f"repaired: system-site-packages turned {'on' if flag else 'off'}")
+    pth = env.site_packages / LAYER_PTH
+    if host.layered:
+        line = layer_line(host)
+        if not pth.exists() or pth.read_text() != line:
+            env.site_packages.mkdir(parents=True, exist_ok=True)
+            tmp = pth.with_name(pth.name + ".tmp")
+            tmp.write_text(line)
+            os.replace(tmp, pth)
+            env.actions.append(f"layered the host venv {host.prefix} below the env")
+    elif pth.exists():
+        pth.unlink()  # uvkernel's own file, from a host that was a venv
+        env.actions.append("removed the layer of an earlier venv host")
+    write_pip_command(env.path)
 
 
 async def _prepare_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
@@ -217,43 +290,33 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
     env_path = env.path
     check_path(env_path)
     if (env_path / "pyvenv.cfg").exists():
-        if read_state(env_path).get("fingerprint") == wanted and not cheap_check(env_path, host):
-            env.reused = True  # another start finished it while we waited for the lock
         same, env_python = same_interpreter(env_path, host)
         if not same:
             raise EnvError("ENV_OTHER_INTERPRETER", env=str(env_path), env_python=env_python,
                            host_python=host.interpreter_for_env)
-        if "system-site-packages is off" in cheap_check(env_path, host):
-            log(f"repairing {env_path}: turning system-site-packages back on (installed packages are kept)")
-            await _uv([uv, "venv", "--allow-existing", "--system-site-packages", "--no-project",
-                       "--python", host.interpreter_for_env, "--no-python-downloads", str(env_path)],
-                      "turned system-site-packages back on", settings)
-            env.actions.append("repaired: system-site-packages turned back on")
-        if env.reused:
-            state = read_state(env_path)
-            env.ipykernel_from = state.get("ipykernel_from", "")
-            env.plan = state.get("plan", {})
+        if read_state(env_path).get("fingerprint") == wanted:
+            # the contents are right (or another start finished them while we waited for the lock): at most
+            # the state needs repair, no dependency work
+            await _repair(env, host, settings, uv, log)
+            _from_state(env, read_state(env_path))
+            env.reused = True
             return
     else:
         if project.root is None:
             private_dir(env_path.parent)
         else:
             _check_writable(env_path.parent, env_path)
-        log(f"creating {env_path} from {host.interpreter_for_env} with system site-packages")
-        await _uv([uv, "venv", "--system-site-packages", "--no-project", "--python", host.interpreter_for_env,
-                   "--no-python-downloads", "--prompt", (project.root or project.notebook_dir).name or "uvkernel",
-                   str(env_path)], "created the env", settings)
+        flag = expected_system_site(host)
+        log(f"creating {env_path} from {host.interpreter_for_env}"
+            + (" with system site-packages" if flag else "") + (f", layered on {host.prefix}" if host.layered else ""))
+        await _uv([uv, "venv", *(["--system-site-packages"] if flag else []), "--no-project",
+                   "--python", host.interpreter_for_env, "--no-python-downloads",
+                   "--prompt", (project.root or project.notebook_dir).name or "uvkernel", str(env_path)],
+                  "created the env", settings)
         if project.root is None:
             private_dir(env_path)
         env.actions.append("created")
-
-    if host.layered:
-        pth = env.site_packages / LAYER_PTH
-        line = layer_line(host)
-        if not pth.exists() or pth.read_text() != line:
-            env.site_packages.mkdir(parents=True, exist_ok=True)
-            pth.write_text(line)
-            env.actions.append(f"layered the host venv {host.prefix} below the env")
+    await _repair(env, host, settings, uv, log)
 
     host_dists: dict[str, HostDist] = await list_host_distributions(host.executable, host.site_packages)
     write_host_files(env_path, host_dists, settings.allow_shadowing)
@@ -264,29 +327,80 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
         env.ipykernel_from = "env"
     else:
         env.ipykernel_from = "host"
+    if "pip" not in host_dists:
+        requirements.append("pip")  # %pip runs the env's python -m pip: the host has none to inherit
+    locked: list[str] = []
+    sources: list[str] = []
     if project_requirements is not None and settings.project_dependencies and project.root is not None:
-        requirements.extend(await project_requirements(project, settings, uv))
+        found = await project_requirements(project, settings, uv)
+        if isinstance(found, list):
+            requirements.extend(found)
+        else:
+            requirements.extend(found.requirements)
+            locked, sources = found.locked, found.sources
     the_plan = await dependencies.install(
-        requirements, uv=uv, env_python=str(env.python), env_site_packages=str(env.site_packages), host=host_dists,
-        python_version=host.version, allow_shadowing=settings.allow_shadowing, root=str(project.root or ""),
-        timeout=settings.uv_timeout, log=log,
+        requirements, uv=uv, env_python=str(env.python), host=host_dists, python_version=host.version,
+        env_site_packages=env.site_packages,
+        allow_shadowing=settings.allow_shadowing, locked=locked, root=str(project.root or ""),
+        cwd=project.root, timeout=settings.uv_timeout, log=log,
     )
-    env.plan = {"from_host": the_plan.from_host, "installed": the_plan.to_install,
-                "shadowed_on_purpose": the_plan.shadowed_on_purpose}
-    if the_plan.to_install:
-        env.actions.append("installed " + ", ".join(the_plan.to_install))
+    env.plan = {**the_plan.to_json(), "sources": sources}
+    if the_plan.installed:
+        env.actions.append("installed " + ", ".join(the_plan.installed))
+    if settings.project_dependencies and project.root is not None and is_package(project):
+        # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
+        await dependencies.install_editable(project.root, uv=uv, env_python=str(env.python), host=host_dists,
+                                            allow_shadowing=settings.allow_shadowing, timeout=settings.uv_timeout,
+                                            log=log)
+        env.plan["project"] = f"{project.root} (editable)"
     write_state(env_path, {"fingerprint": wanted, "uvkernel": __version__, "host": host.executable,
                            "ipykernel_from": env.ipykernel_from, "plan": env.plan,
+                           "host_dists": {k: [d.name, d.version, d.location] for k, d in host_dists.items()},
                            "python": sys.version.split()[0]})
 
 
+def is_package(project: Project) -> bool:
+    """uv's rule: a project is installed itself when it has a build system, unless [tool.uv] package says."""
+    tool_uv = (project.pyproject.get("tool") or {}).get("uv") or {}
+    if isinstance(tool_uv.get("package"), bool):
+        return tool_uv["package"]
+    return "build-system" in project.pyproject and "project" in project.pyproject
+
+
 def write_host_files(env_path: Path, host_dists: dict[str, HostDist], allow_shadowing: list[str]) -> None:
-    """Files the kernel's installers read so they leave host packages alone (see launch.kernel_environment)."""
-    names = dependencies.exclusions(host_dists, allow_shadowing)
-    (env_path / HOST_EXCLUDES).write_text("\n".join(names) + "\n")
-    pins = [f"{d.name}=={d.version}" for d in host_dists.values()
-            if is_stack_package(d.name) and d.name not in allow_shadowing]
-    (env_path / HOST_CONSTRAINTS).write_text("\n".join(sorted(pins)) + "\n")
+    """Files the kernel's installers read so they leave host packages alone (see launch.kernel_environment).
+
+    HOST_EXCLUDES: every host name, for uv (``UV_EXCLUDE``): uv never installs or downloads them.
+    HOST_CONSTRAINTS: the host's exact versions, for pip (``PIP_CONSTRAINT``): pip sees the host's packages
+    and keeps them; a package that needs another version of one fails instead of shadowing it.
+    """
+    keep = provided(host_dists, allow_shadowing)
+    names = sorted(d.name for d in keep.values())
+    pins = sorted(p for p in (d.pin for d in keep.values()) if p)
+    for name, lines in ((HOST_EXCLUDES, names), (HOST_CONSTRAINTS, pins)):
+        tmp = env_path / (name + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, env_path / name)
+
+
+PIP_SHIM_MARK = "# uvkernel: pip for this env"
+_PIP_SHIM = f"""#!/bin/sh
+{PIP_SHIM_MARK} (uv venvs have no pip of their own). The env's python runs pip, so it installs here,
+# never into the host; the kernel's PIP_CONSTRAINT keeps the host's packages.
+exec "$(dirname -- "$0")/python" -m pip "$@"
+"""
+
+
+def write_pip_command(env_path: Path) -> None:
+    """``!pip install X`` in the kernel must reach this env's pip, not the host's ``pip`` further down PATH."""
+    for name in ("pip", "pip3"):
+        target = env_path / "bin" / name
+        if target.exists() or target.is_symlink():
+            continue  # the env has a pip of its own (uv venv --seed, or pip installed into it)
+        tmp = target.with_name(name + ".uvkernel-tmp")
+        tmp.write_text(_PIP_SHIM)
+        tmp.chmod(0o755)
+        os.replace(tmp, target)
 
 
 def _check_writable(parent: Path, env_path: Path) -> None:

@@ -83,14 +83,66 @@ MESSAGES: dict[str, Message] = {
     ),
     # --- dependencies -------------------------------------------------------------------------------
     "DEPENDENCY_CONFLICT": Message(
-        "the project needs {requirement}, but the host provides {name} {host_version}",
-        "either loosen the requirement in {root}/pyproject.toml to accept {host_version}, or install a host with "
-        "a matching {name}, or let the project have its own copy on purpose: add \"{name}\" to allow_shadowing "
-        "in the kernel spec config (the report will then say the host's copy is shadowed)",
+        "the project needs {requirement}, but the host provides {name} {host_version}; nothing was installed",
+        "choose one: (1) loosen the requirement in {root}/pyproject.toml so it accepts {host_version}; "
+        "(2) use a host interpreter whose {name} matches: uvkernel install --user --host-python /path/to/python; "
+        "(3) give the project its own {name} on purpose, shadowing the host's: uvkernel install --user "
+        "--set allow_shadowing={allow} (or add it to allow_shadowing in the kernel spec's provisioner config)",
+    ),
+    "DEPENDENCY_CONFLICT_TRANSITIVE": Message(
+        "the project's dependencies need other versions of packages the host provides ({names}); "
+        "nothing was installed",
+        "choose one: (1) require versions that work with the host's (uv's explanation above names the package "
+        "that pulls in the other version: pin it in {root}/pyproject.toml); (2) use a host interpreter with "
+        "matching versions: uvkernel install --user --host-python /path/to/python; (3) give the project its own "
+        "copy on purpose, shadowing the host's: uvkernel install --user --set allow_shadowing={allow}",
+    ),
+    "LOCK_CONFLICTS_WITH_HOST": Message(
+        "{root}/uv.lock pins versions that do not work with the host's packages; nothing was installed",
+        "lock against the host's versions: add constraint-dependencies = [{constraints}] under [tool.uv] in "
+        "{root}/pyproject.toml and run uv lock there (uvkernel never edits either file)",
     ),
     "DEPENDENCIES_UNRESOLVABLE": Message(
-        "uv could not resolve the project's dependencies",
+        "uv could not resolve the project's dependencies (with or without the host's packages)",
         "fix the requirements in {root}/pyproject.toml (uv's message above names the conflict)",
+    ),
+    "DEPENDENCY_TABLE_INVALID": Message(
+        "{path}: {detail}",
+        "fix that table (uvkernel never edits pyproject.toml), then start the kernel again",
+    ),
+    "REQUIREMENT_INVALID": Message(
+        "the project at {root} lists a requirement that is not valid: {requirement}",
+        "fix it in {root}/pyproject.toml (PEP 508 syntax, e.g. numpy>=1.26)",
+    ),
+    "DEPENDENCY_SELECTION_MISSING": Message(
+        "the project at {root} has no {kind} named {name} (it has: {available})",
+        "correct {setting} in the kernel spec's provisioner config (uvkernel install --user --set {setting}=...)",
+    ),
+    # --- uvkernel unshadow (not errors: what the command did) ----------------------------------------------
+    "UNSHADOW_NONE": Message(
+        "no package in {env} hides a host package",
+        "nothing to do",
+    ),
+    "UNSHADOW_DRY_RUN": Message(
+        "{count} package(s) in {env} hide host packages; dry run, nothing removed",
+        "remove them: uvkernel unshadow {project}",
+    ),
+    "UNSHADOW_DONE": Message(
+        "removed {count} package(s) from {env}; the host's copies are used again",
+        "verify: uvkernel check {project}",
+    ),
+    "UNSHADOW_NO_ENV": Message(
+        "there is no env at {env} yet",
+        "nothing to do: a kernel start (or uvkernel check {project}) creates it without shadowing copies",
+    ),
+    "UNSHADOW_BROKEN": Message(
+        "some env packages require versions other than the host's now-visible copies",
+        "reinstall them at versions that fit the host, e.g. from the notebook: !uv pip install 'PACKAGE' "
+        "(the kernel's uv keeps host packages out), or add the host package to allow_shadowing",
+    ),
+    "UNSHADOW_FAILED": Message(
+        "uv could not remove the shadowing packages from {env} (exit status {returncode})",
+        "read uv's message above; the env is unchanged where uv failed",
     ),
     # --- kernel spec --------------------------------------------------------------------------------
     "KERNEL_NAME_INVALID": Message(

@@ -1,15 +1,29 @@
 """What the host provides: its installed distributions, read in the host interpreter.
 
-uv cannot see inherited packages, so uvkernel tells it: host-provided names go into an ``--excludes``
-file (uv then neither installs nor traverses them) and their versions are checked against what the
-project asks for with ``packaging``.
+uv cannot see inherited packages (FIELD-NOTES section 1), so uvkernel tells it in two ways:
+
+* for resolving, every host distribution becomes a tiny placeholder wheel (name, version, no files, no
+  requirements) in a temporary find-links folder, pinned to the host's exact version by a constraint.  uv
+  then resolves the project's requirements *against the host's versions*: it backtracks to a
+  ``torchvision`` built for the host's torch, or says precisely which requirement the host cannot meet;
+* for installing (and for ``!uv pip install`` in the kernel), every host name goes into an ``--excludes``
+  file, so uv neither installs nor downloads torch and its CUDA closure.
+
+``pip`` sees inherited packages by itself; in the kernel it gets the host's exact versions as constraints.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 import re
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from packaging.version import InvalidVersion, Version
 
 from . import process
 
@@ -52,12 +66,26 @@ def is_stack_package(name: str) -> bool:
     return bool(_STACK.match(canonical(name)))
 
 
+def allowed(name: str, patterns: Iterable[str]) -> bool:
+    """Is ``name`` in ``allow_shadowing``?  Entries are names or shell patterns (``nvidia-*``, ``*``)."""
+    key = canonical(name)
+    return any(fnmatch.fnmatchcase(key, canonical(p)) for p in patterns)
+
+
 @dataclass
 class HostDist:
     name: str
     version: str
     location: str
     requires: list[str]
+
+    @property
+    def pin(self) -> str | None:
+        """``name==version`` for a constraint file, or None when the version is not a valid one."""
+        try:
+            return f"{self.name}=={Version(self.version)}"
+        except InvalidVersion:
+            return None
 
 
 async def list_host_distributions(python: str, site_packages: list[str], timeout: float = 60) -> dict[str, HostDist]:
@@ -69,3 +97,48 @@ async def list_host_distributions(python: str, site_packages: list[str], timeout
     except (ValueError, IndexError):
         return {}
     return {key: HostDist(v["name"], v["version"], v["location"], v.get("requires") or []) for key, v in data.items()}
+
+
+def provided(host: dict[str, HostDist], allow_shadowing: Iterable[str] = ()) -> dict[str, HostDist]:
+    """The host distributions uv must leave alone: all of them, less those the user allows to be replaced."""
+    patterns = list(allow_shadowing)
+    return {key: d for key, d in host.items() if not allowed(d.name, patterns)}
+
+
+def signature(site_packages: Iterable[str]) -> str:
+    """Changes when a package is added, removed or upgraded in the host (each install touches the folder)."""
+    parts = []
+    for folder in site_packages:
+        try:
+            st = os.stat(folder)
+            parts.append(f"{folder}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{folder}:absent")
+    return "|".join(parts)
+
+
+def write_placeholders(host: dict[str, HostDist], folder: Path) -> tuple[list[str], list[str]]:
+    """Placeholder wheels for the resolver; returns (constraint lines, names without a valid version).
+
+    A placeholder is a wheel holding only a dist-info: the host's name and version and no requirements (the
+    host is responsible for its own packages' dependencies).  It is never installed: everything host-provided
+    is excluded from the install that follows.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    pins, unversioned = [], []
+    for dist in host.values():
+        pin = dist.pin
+        if pin is None:
+            unversioned.append(dist.name)
+            continue
+        version = str(Version(dist.version))
+        stem = re.sub(r"[-_.]+", "_", dist.name).lower()
+        info = f"{stem}-{version}.dist-info"
+        with zipfile.ZipFile(folder / f"{stem}-{version}-py3-none-any.whl", "w") as whl:
+            whl.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {dist.name}\nVersion: {version}\n"
+                                             "Summary: provided by the host interpreter (uvkernel placeholder)\n")
+            whl.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: uvkernel\nRoot-Is-Purelib: true\n"
+                                          "Tag: py3-none-any\n")
+            whl.writestr(f"{info}/RECORD", "")
+        pins.append(pin)
+    return sorted(pins), sorted(unversioned)

@@ -37,6 +37,16 @@ def _rows(report):
             rows.append(("env", "left to the host", ", ".join("%s %s" % kv for kv in sorted(deps["from_host"].items())), ""))
         if deps.get("shadowed_on_purpose"):
             rows.append(("env", "shadowed on purpose", ", ".join(sorted(deps["shadowed_on_purpose"])), _NOTE))
+        if deps.get("installed"):
+            rows.append(("env", "installed", ", ".join(deps["installed"]), ""))
+        for layer in env.get("host_layer") or []:
+            rows.append(("env", "host layer", layer, ""))
+        for item in env.get("shadowing") or []:
+            # an env copy that hides the host's: wanted (allow_shadowing) or to be removed (uvkernel unshadow)
+            rows.append(("env", "hides host", "%s %s in the env hides the host's %s%s" % (
+                item.get("name"), item.get("env_version"), item.get("host_version"),
+                " (on purpose)" if item.get("on_purpose") else "; remove with: uvkernel unshadow"),
+                _NOTE if item.get("on_purpose") else _BAD))
     for name, info in sorted((facts.get("packages") or {}).items()):
         status = _GOOD if info.get("origin") == "host" else (_BAD if info.get("origin") in ("missing", "env", "user") else _NOTE)
         value = "%s  [%s]" % (info.get("location") or "not found", info.get("origin"))

@@ -40,10 +40,22 @@ def kernel_environment(
     env["PYTHONNOUSERSITE"] = "1"  # a `pip install --user` torch in ~/.local would win over the host's
     if report_file is not None:
         env[REPORT_VAR] = str(report_file)
+    # Installing from the notebook (docs/dependencies.md): `%pip`, `!pip` and `!uv pip` all install into the env
+    # (VIRTUAL_ENV, the env's bin first on PATH, which holds a `pip` that runs the env's python) and keep the
+    # host's packages.
     if excludes_file is not None:
-        env["UV_EXCLUDE"] = str(excludes_file)  # `!uv pip install X` leaves host packages to the host
+        env["UV_EXCLUDE"] = str(excludes_file)  # `!uv pip install X`: host names are never installed/downloaded
     if constraints_file is not None:
-        env["PIP_CONSTRAINT"] = str(constraints_file)  # `%pip install X` may not replace the host's torch
+        # `%pip install X`: the host's exact versions are kept (a constraint the server already had is kept too;
+        # pip splits this variable on whitespace)
+        theirs = env.get("PIP_CONSTRAINT", "")
+        ours = str(constraints_file)
+        env["PIP_CONSTRAINT"] = f"{theirs} {ours}" if theirs and " " not in ours and ours not in theirs.split() else ours
+    env["PIP_REQUIRE_VIRTUALENV"] = "1"  # a host pip found further down PATH refuses to install into the host
+    # `!uv add X` / `!uv remove X` / `!uv run` must not sync: a sync installs torch and its CUDA wheels into the
+    # env (uv cannot see the host's). uv still edits pyproject.toml and uv.lock as asked; the next kernel
+    # (re)start installs the change the uvkernel way.
+    env["UV_NO_SYNC"] = "1"
     return env
 
 

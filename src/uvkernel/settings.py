@@ -59,7 +59,8 @@ class UvKernelSettings(LoggingConfigurable):
     extras: list = List(Unicode(), default_value=[], config=True, help="Project extras to install.")  # type: ignore[assignment]
     allow_shadowing: list = List(
         Unicode(), default_value=[], config=True,
-        help="Host packages the project may replace with its own copy on purpose (reported as shadowed).",
+        help="Host packages the project may replace with its own copy on purpose (reported as shadowed): "
+             "names or shell patterns, e.g. [\"torch\", \"nvidia-*\"].",
     )  # type: ignore[assignment]
     uv_timeout: float = Float(
         900.0, min=1.0, config=True, help="Seconds one uv command may take before it is killed.",

@@ -1,0 +1,93 @@
+"""``uvkernel unshadow [DIR] [--dry-run]``: remove the env's copies of packages the host provides.
+
+A copy in the env wins over the host's on sys.path (FIELD-NOTES section 1): a torch installed by a plain
+``uv sync`` or ``uv pip install`` hides the host's CUDA build.  This command removes exactly the env's
+distributions whose names the host also provides, with ``uv pip uninstall --python <env>``, and nothing
+else: not the rest of the env, not the host, not pyproject.toml or uv.lock.  Packages listed in
+``allow_shadowing`` are kept (they shadow the host on purpose).  It runs under the env's lock, so it never
+races a kernel start preparing the same env.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Mapping
+
+from . import dependencies, environment, host as host_mod, project as project_mod
+from .errors import MESSAGES, _fill
+from .host_packages import list_host_distributions
+from .process import run
+from .settings import UvKernelSettings
+from .uvbin import find_uv, uv_environment
+
+
+def say(code: str, out: Any = None, **fields: Any) -> None:
+    message = MESSAGES[code]
+    print(f"uvkernel: {_fill(message.summary, fields)}", file=out or sys.stdout)
+    print(f"next: {_fill(message.fix, fields)}", file=out or sys.stdout)
+
+
+def _row(item: dict[str, Any]) -> str:
+    return (f"  {item['name']} {item['env_version']} in the env hides the host's {item['host_version']}"
+            f" ({item['host_location']})")
+
+
+async def shadows(settings: UvKernelSettings, folder: str, environ: Mapping[str, str]):
+    """(host, project, env site-packages, [shadowing copies]) for the project holding ``folder``."""
+    path, reason = host_mod.choose(settings.host_python, dict(environ))
+    host = await host_mod.inspect(path, reason)
+    from .pipeline import cache_root
+
+    project = project_mod.find_project(folder, environ, cache_root=cache_root(settings), host_key=host.executable)
+    site = environment.site_packages_of(project.env_path, host.version)
+    host_dists = await list_host_distributions(host.executable, host.site_packages)
+    env_dists = await dependencies.env_distributions(site)
+    return host, project, host_dists, env_dists, dependencies.shadowing(env_dists, host_dists, settings.allow_shadowing)
+
+
+async def main(settings: UvKernelSettings, dir: str, environ: Mapping[str, str], dry_run: bool = False) -> int:
+    host, project, host_dists, env_dists, found = await shadows(settings, dir, environ)
+    env_path = project.env_path
+    where = str(project.root or project.notebook_dir)
+    if not (env_path / "pyvenv.cfg").exists():
+        say("UNSHADOW_NO_ENV", env=env_path, project=where)
+        return 0
+    kept = [s for s in found if s["on_purpose"]]
+    remove = [s for s in found if not s["on_purpose"]]
+    for item in kept:
+        print(f"  kept on purpose (allow_shadowing): {item['name']} {item['env_version']}")
+    if not remove:
+        say("UNSHADOW_NONE", env=env_path)
+        return 0
+    for item in remove:
+        print(_row(item))
+    if dry_run:
+        say("UNSHADOW_DRY_RUN", count=len(remove), env=env_path, project=where)
+        return 0
+
+    uv, _how = find_uv(settings.uv_path)
+    from .pipeline import cache_root
+
+    lock = environment.lock_for(env_path, cache_root(settings))
+    await environment._acquire(lock, settings.lock_timeout, env_path)
+    try:
+        done = await run([uv, "pip", "uninstall", "--python", str(env_path / "bin" / "python"),
+                          *[item["name"] for item in remove]], env=uv_environment(), timeout=settings.uv_timeout)
+    finally:
+        lock.release()
+    if done.returncode != 0:
+        print(done.output[-3000:], file=sys.stderr)
+        say("UNSHADOW_FAILED", out=sys.stderr, env=env_path, returncode=done.returncode)
+        return 1
+    say("UNSHADOW_DONE", count=len(remove), env=env_path, project=where)
+    # What is left in the env may have been built for the versions just removed: say so, remove nothing more.
+    after = await dependencies.env_distributions(environment.site_packages_of(env_path, host.version))
+    broken = dependencies.broken_requirements(after, host_dists, host.version)
+    if broken:
+        for package, requirement, host_version in broken:
+            print(f"  {package} requires {requirement}; the host has {host_version}")
+        say("UNSHADOW_BROKEN")
+    return 0
+
+
+__all__ = ["main", "shadows"]
