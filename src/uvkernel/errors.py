@@ -1,7 +1,8 @@
 """One family of exceptions, and every user-facing error text in one place.
 
 Each error has a stable ``code``, a one-line summary, facts (``name: value`` lines) and the command or
-step that fixes it.  Texts avoid the percent sign: jupyter_server's REST layer doubles it.
+step that fixes it.  Commands stand in backquotes: renderers keep them whole on one line (a command split
+over lines breaks when pasted into a shell).  Texts avoid the percent sign: jupyter_server's REST layer doubles it.
 """
 
 from __future__ import annotations
@@ -21,21 +22,21 @@ MESSAGES: dict[str, Message] = {
     # --- host interpreter ---------------------------------------------------------------------------
     "HOST_PYTHON_MISSING": Message(
         "the host interpreter {path} does not exist",
-        "point uvkernel at the Python that holds your torch: uvkernel install --user --host-python /path/to/python "
+        "point uvkernel at the Python that holds your torch: `uvkernel install --user --host-python /path/to/python` "
         "(or set UVKERNEL_HOST_PYTHON)",
     ),
     "HOST_PYTHON_NOT_PYTHON": Message(
         "the host interpreter {path} is not a working Python ({detail})",
-        "give the path of a python executable: uvkernel install --user --host-python /path/to/python3",
+        "give the path of a python executable: `uvkernel install --user --host-python /path/to/python3`",
     ),
     "HOST_PYTHON_TOO_OLD": Message(
         "the host interpreter {path} is Python {version}; uvkernel needs {minimum} or newer",
-        "choose a newer interpreter: uvkernel install --user --host-python /path/to/python3.11",
+        "choose a newer interpreter: `uvkernel install --user --host-python /path/to/python3.11`",
     ),
     # --- uv ----------------------------------------------------------------------------------------
     "UV_NOT_FOUND": Message(
         "no uv binary was found (looked at: {looked})",
-        "install uv next to Jupyter: python -m pip install uv (or set uv_path in the kernel spec)",
+        "install uv next to Jupyter: `python -m pip install uv` (or set uv_path in the kernel spec)",
     ),
     "UV_FAILED": Message(
         "uv failed while it {step} (exit status {returncode})",
@@ -52,26 +53,26 @@ MESSAGES: dict[str, Message] = {
     ),
     "REQUIRES_PYTHON_EXCLUDES_HOST": Message(
         "the project at {root} requires Python {requires}, but the host interpreter {host} is Python {version}",
-        "widen requires-python in {root}/pyproject.toml, or choose a matching host: uvkernel install --user "
-        "--host-python /path/to/python",
+        "widen requires-python in {root}/pyproject.toml, or choose a matching host: `uvkernel install --user "
+        "--host-python /path/to/python`",
     ),
     # --- env ----------------------------------------------------------------------------------------
     "ENV_IS_FILE": Message(
         "the environment path {env} is a file, not a folder",
-        "move it away (mv {env} {env}.bak) or set UV_PROJECT_ENVIRONMENT to another folder",
+        "move it away (`mv {env} {env}.bak`) or set UV_PROJECT_ENVIRONMENT to another folder",
     ),
     "ENV_BROKEN_LINK": Message(
         "the environment path {env} is a symbolic link to {target}, which does not exist",
-        "recreate the target folder (mkdir -p {target}) or remove the link (rm {env})",
+        "recreate the target folder (`mkdir -p {target}`) or remove the link (`rm {env}`)",
     ),
     "ENV_NOT_A_VENV": Message(
         "{env} exists but is not a virtual environment (no pyvenv.cfg)",
-        "move it away (mv {env} {env}.bak); uvkernel will create a new env there",
+        "move it away (`mv {env} {env}.bak`); uvkernel will create a new env there",
     ),
     "ENV_OTHER_INTERPRETER": Message(
         "{env} was made from another interpreter ({env_python}) than the host ({host_python})",
         "uvkernel does not delete envs. Keep it under another name and let uvkernel build a new one: "
-        "mv {env} {env}.old   (or choose that interpreter as host: --host-python {env_python})",
+        "`mv {env} {env}.old` (or choose that interpreter as host: `--host-python {env_python}`)",
     ),
     "ENV_NOT_WRITABLE": Message(
         "cannot create the environment at {env}: {detail}",
@@ -79,23 +80,23 @@ MESSAGES: dict[str, Message] = {
     ),
     "LOCK_TIMEOUT": Message(
         "another start has been preparing {env} for more than {timeout} seconds",
-        "wait for it to finish, or remove a stale lock file: rm {lock}",
+        "wait for it to finish, or remove a stale lock file: `rm {lock}`",
     ),
     # --- dependencies -------------------------------------------------------------------------------
     "DEPENDENCY_CONFLICT": Message(
         "the project needs {requirement}, but the host provides {name} {host_version}; nothing was installed",
         "choose one: (1) loosen the requirement in {root}/pyproject.toml so it accepts {host_version}; "
-        "(2) use a host interpreter whose {name} matches: uvkernel install --user --host-python /path/to/python; "
-        "(3) give the project its own {name} on purpose, shadowing the host's: uvkernel install --user "
-        "--set allow_shadowing={allow} (or add it to allow_shadowing in the kernel spec's provisioner config)",
+        "(2) use a host interpreter whose {name} matches: `uvkernel install --user --host-python /path/to/python`; "
+        "(3) give the project its own {name} on purpose, shadowing the host's: `uvkernel install --user "
+        "--set allow_shadowing={allow}` (or add it to allow_shadowing in the kernel spec's provisioner config)",
     ),
     "DEPENDENCY_CONFLICT_TRANSITIVE": Message(
         "the project's dependencies need other versions of packages the host provides ({names}); "
         "nothing was installed",
         "choose one: (1) require versions that work with the host's (uv's explanation above names the package "
         "that pulls in the other version: pin it in {root}/pyproject.toml); (2) use a host interpreter with "
-        "matching versions: uvkernel install --user --host-python /path/to/python; (3) give the project its own "
-        "copy on purpose, shadowing the host's: uvkernel install --user --set allow_shadowing={allow}",
+        "matching versions: `uvkernel install --user --host-python /path/to/python`; (3) give the project its own "
+        "copy on purpose, shadowing the host's: `uvkernel install --user --set allow_shadowing={allow}`",
     ),
     "LOCK_CONFLICTS_WITH_HOST": Message(
         "{root}/uv.lock pins versions that do not work with the host's packages; nothing was installed",
@@ -116,7 +117,7 @@ MESSAGES: dict[str, Message] = {
     ),
     "DEPENDENCY_SELECTION_MISSING": Message(
         "the project at {root} has no {kind} named {name} (it has: {available})",
-        "correct {setting} in the kernel spec's provisioner config (uvkernel install --user --set {setting}=...)",
+        "correct {setting} in the kernel spec's provisioner config (`uvkernel install --user --set {setting}=...`)",
     ),
     # --- uvkernel unshadow (not errors: what the command did) ----------------------------------------------
     "UNSHADOW_NONE": Message(
@@ -125,19 +126,19 @@ MESSAGES: dict[str, Message] = {
     ),
     "UNSHADOW_DRY_RUN": Message(
         "{count} package(s) in {env} hide host packages; dry run, nothing removed",
-        "remove them: uvkernel unshadow {project}",
+        "remove them: `uvkernel unshadow {project}`",
     ),
     "UNSHADOW_DONE": Message(
         "removed {count} package(s) from {env}; the host's copies are used again",
-        "verify: uvkernel check {project}",
+        "verify: `uvkernel check {project}`",
     ),
     "UNSHADOW_NO_ENV": Message(
         "there is no env at {env} yet",
-        "nothing to do: a kernel start (or uvkernel check {project}) creates it without shadowing copies",
+        "nothing to do: a kernel start (or `uvkernel check {project}`) creates it without shadowing copies",
     ),
     "UNSHADOW_BROKEN": Message(
         "some env packages require versions other than the host's now-visible copies",
-        "reinstall them at versions that fit the host, e.g. from the notebook: !uv pip install 'PACKAGE' "
+        "reinstall them at versions that fit the host, e.g. from the notebook: `!uv pip install 'PACKAGE'` "
         "(the kernel's uv keeps host packages out), or add the host package to allow_shadowing",
     ),
     "UNSHADOW_FAILED": Message(
@@ -147,30 +148,30 @@ MESSAGES: dict[str, Message] = {
     # --- kernel spec --------------------------------------------------------------------------------
     "KERNEL_NAME_INVALID": Message(
         "{name!r} is not a valid kernel name: use lowercase letters, digits, '.', '_' and '-'",
-        "choose another name: uvkernel install --name my-kernel",
+        "choose another name: `uvkernel install --name my-kernel`",
     ),
     "KERNEL_NOT_FOUND": Message(
         "no kernel spec named {name} was found{where}",
-        "list the installed ones with: uvkernel list",
+        "list the installed ones with: `uvkernel list`",
     ),
     "CONFIG_INVALID": Message(
         "the provisioner config in {spec} is invalid (the problems are listed below)",
-        "edit {spec} (metadata.kernel_provisioner.config), or reinstall it: uvkernel install --user",
+        "edit {spec} (metadata.kernel_provisioner.config), or reinstall it: `uvkernel install --user`",
     ),
     # --- preflight (codes from the policy) -------------------------------------------------------------
     "TORCH_NOT_FOUND": Message(
         "{package} is not importable from the kernel's environment",
-        "install it into the host interpreter ({host_python} -m pip install {package}) or remove it from "
+        "install it into the host interpreter (`{host_python} -m pip install {package}`) or remove it from "
         "required_packages",
     ),
     "TORCH_SHADOWED": Message(
         "{package} in the kernel resolves to {found}, which hides the host's copy {host}",
-        "remove the shadowing copy and keep the host's: uvkernel unshadow {project}",
+        "remove the shadowing copy and keep the host's: `uvkernel unshadow {project}`",
     ),
     "TORCH_NOT_CUDA_BUILD": Message(
         "the host's torch {version} is a CPU-only build, but CUDA is required",
-        "install a CUDA build of torch into the host ({host_python} -m pip install torch --index-url "
-        "https://download.pytorch.org/whl/cu128), or set require_cuda to auto",
+        "install a CUDA build of torch into the host (`{host_python} -m pip install torch --index-url "
+        "https://download.pytorch.org/whl/cu128`), or set require_cuda to auto",
     ),
     "NO_DRIVER": Message(
         "no NVIDIA driver is reachable from the kernel ({detail})",
@@ -210,8 +211,8 @@ MESSAGES: dict[str, Message] = {
     ),
     "CUDA_INIT_FAILED": Message(
         "torch could not initialise CUDA: {detail}",
-        "run nvidia-smi to check the driver; after a suspend, reload nvidia_uvm (sudo rmmod nvidia_uvm && "
-        "sudo modprobe nvidia_uvm) or reboot",
+        "run nvidia-smi to check the driver; after a suspend, reload nvidia_uvm (`sudo rmmod nvidia_uvm && "
+        "sudo modprobe nvidia_uvm`) or reboot",
     ),
     "PROBE_TIMEOUT": Message(
         "the preflight check did not finish within {timeout} seconds and was stopped",
@@ -219,7 +220,7 @@ MESSAGES: dict[str, Message] = {
     ),
     "PROBE_FAILED": Message(
         "the preflight check could not run in the kernel's environment: {detail}",
-        "run: uvkernel check {project} --recheck   to see the full report",
+        "run `uvkernel check {project} --recheck` to see the full report",
     ),
     # --- the fallback kernel (shown in every cell after a start failed where Jupyter drops the text) ----
     "KERNEL_NOT_STARTED": Message(
@@ -230,7 +231,7 @@ MESSAGES: dict[str, Message] = {
     "IPYKERNEL_MISSING": Message(
         "ipykernel is not importable from the kernel's environment",
         "let uvkernel install it (install_ipykernel = true), or install it into the host: "
-        "{host_python} -m pip install ipykernel",
+        "`{host_python} -m pip install ipykernel`",
     ),
 }
 

@@ -32,20 +32,28 @@ class PlainText(str):
 DIALOG_WIDTH = 92  # columns JupyterLab's dialog shows without scrolling (1280 px wide window)
 
 
+_NBSP = "\u00a0"
+
+
 def dialog_text(text: str, width: int = DIALOG_WIDTH) -> str:
-    """Hard-wrap long lines at spaces, keeping every word (paths, commands) whole.
+    """Hard-wrap long lines at spaces, keeping every word (paths) and every `command` whole.
 
     JupyterLab's "Error Starting Kernel" dialog shows the message in a ``<pre>`` that does not wrap: a long
-    line would run out of the dialog and need horizontal scrolling.  Continuation lines are indented.
+    line would run out of the dialog and need horizontal scrolling.  Continuation lines are indented.  A
+    backquoted command is never split (pasted into a shell, a split command breaks); one longer than the
+    dialog stands on a line of its own.
     """
     out: list[str] = []
     for line in text.splitlines():
         if len(line) <= width:
             out.append(line)
             continue
+        parts = line.split("`")
+        glued = "`".join(p.replace(" ", _NBSP) if i % 2 else p for i, p in enumerate(parts))
         indent = line[: len(line) - len(line.lstrip())]
-        out.extend(textwrap.wrap(line, width, subsequent_indent=indent + "    ", break_long_words=False,
-                                 break_on_hyphens=False))
+        wrapped = textwrap.wrap(glued, width, subsequent_indent=indent + "    ", break_long_words=False,
+                                break_on_hyphens=False)
+        out.extend(w.replace(_NBSP, " ") for w in wrapped)
     return "\n".join(out)
 
 
