@@ -178,6 +178,13 @@ def test_check_colour_only_on_a_terminal_and_never_with_no_color(host_python, cp
     assert "\033[" not in plain and "[ok] passed" in plain
 
 
+def test_check_uses_a_kernel_specs_settings(host_python, cpu_project, install_spec, tmp_path):
+    name = install_spec("uvk-needs-cuda", require_cuda="true")
+    done = uvkernel_cli("check", str(cpu_project), "--kernel", name, env=_cli_env(tmp_path), check=False)
+    assert done.returncode == 1 and "[TORCH_NOT_CUDA_BUILD]" in done.stdout
+    assert "CUDA expected because: require_cuda = true" in done.stdout
+
+
 def test_check_reports_errors_before_the_preflight(tmp_path):
     done = uvkernel_cli("check", str(tmp_path), "--host-python", str(tmp_path / "missing-python"),
                         env=_cli_env(tmp_path), check=False)
