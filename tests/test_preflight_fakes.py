@@ -63,7 +63,7 @@ def test_driver_library_mismatch_after_upgrade(gpu_world):
     # NVML init returns 18; the device nodes say this is a GPU machine, so auto expects a GPU
     outcome = gpu_world.check(gpu_world.environ(init_error=18))
     assert outcome.codes == ["DRIVER_MISMATCH"]
-    assert "LIB_RM_VERSION_MISMATCH (Driver/library version mismatch)" in outcome.message
+    assert "LIB_RM_VERSION_MISMATCH: Driver/library version mismatch" in outcome.message
     assert "reboot the machine" in outcome.message
     assert outcome.result.deep.startswith("not run")  # no torch import after a cheap failure
 

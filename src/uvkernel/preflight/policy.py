@@ -57,6 +57,10 @@ def _version_tuple(text: str | None) -> tuple[int, ...] | None:
     return tuple(int(p) for p in parts) if parts else None
 
 
+def _shown(value: Any) -> str:
+    return "(unset)" if value is None else repr(value)
+
+
 def _copies(info: Mapping[str, Any]) -> str:
     return "; ".join(f"{c['location']} [{c['origin']}]" for c in info.get("copies") or []) or "none"
 
@@ -184,7 +188,9 @@ def check_cuda_cheap(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -
                      version=torch.get("version"), build=_build_name(torch), why=verdict.why,
                      host_python=ctx.host_python)
         return
-    driver_facts = [("libnvidia-ml.so.1", nvml.get("library") or nvml.get("error") or "?"),
+    library = nvml.get("library") or ("not loadable; LD_LIBRARY_PATH = "
+                                      + ((facts.get("environment") or {}).get("LD_LIBRARY_PATH") or "(unset)"))
+    driver_facts = [("NVML library", library),
                     ("device nodes", ", ".join(files.get("present") or []) or f"none in {files.get('dir')}")]
     if not nvml.get("loaded"):
         verdict.fail("NO_DRIVER", driver_facts + [("CUDA expected because", verdict.why)],
@@ -239,14 +245,14 @@ def check_cuda_cheap(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -
     cvd = visible.get("CUDA_VISIBLE_DEVICES")
     if visible.get("kind") == "invalid" or count == 0:
         verdict.fail("NO_VISIBLE_DEVICES", driver_facts + [
-            ("CUDA_VISIBLE_DEVICES", repr(cvd)),
+            ("CUDA_VISIBLE_DEVICES", _shown(cvd)),
             ("read by torch as", visible.get("parsed") if visible.get("kind") != "invalid" else visible.get("parsed")),
             ("devices the driver sees", "; ".join(f"{d.get('index')}: {d.get('name')} {d.get('uuid')}"
                                                   for d in devices))],
                      driver_devices=len(devices), cvd=repr(cvd), first_uuid=devices[0].get("uuid") or "GPU-...")
         return
     if ctx.min_gpus and count < ctx.min_gpus:
-        verdict.fail("TOO_FEW_GPUS", driver_facts + [("CUDA_VISIBLE_DEVICES", repr(cvd)),
+        verdict.fail("TOO_FEW_GPUS", driver_facts + [("CUDA_VISIBLE_DEVICES", _shown(cvd)),
                                                      ("devices the driver sees", len(devices))],
                      visible=count, min_gpus=ctx.min_gpus)
     for d in devices:
@@ -295,7 +301,7 @@ def check_deep(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, ctx: Co
             verdict.fail("TORCH_IMPORT_FAILED", [("package", name),
                                                  ("location", ((facts.get("packages") or {}).get(name) or {})
                                                   .get("location"))],
-                         detail=error, package=name, error=error.strip().splitlines()[-1][:300],
+                         detail=info.get("traceback") or "", package=name, error=error.strip().splitlines()[-1][:300],
                          project=ctx.project)
     torch = deep.get("torch") or {}
     if not verdict.gpu_expected or not torch:
@@ -312,19 +318,24 @@ def check_deep(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, ctx: Co
         else:
             verdict.fail("CUDA_INIT_FAILED", [("torch", torch.get("version")), ("torch.version.cuda", torch.get("cuda")),
                                               ("driver", nvml.get("driver_version")),
-                                              ("CUDA_VISIBLE_DEVICES", repr((facts.get("visible") or {})
-                                                                            .get("CUDA_VISIBLE_DEVICES")))],
-                         detail=error, error=error.strip().splitlines()[-1][:300] if error.strip() else "no message")
+                                              ("CUDA_VISIBLE_DEVICES", _shown((facts.get("visible") or {})
+                                                                              .get("CUDA_VISIBLE_DEVICES")))],
+                         detail=error if len(error.strip().splitlines()) > 1 else "", error=error.strip().splitlines()[-1][:300] if error.strip() else "no message")
         return
     if torch.get("cuda_init") != "ok":
         return
     count = torch.get("device_count") or 0
     if count == 0:
-        verdict.fail("NO_VISIBLE_DEVICES", [("torch.cuda.device_count()", 0),
-                                            ("CUDA_VISIBLE_DEVICES", repr((facts.get("visible") or {})
-                                                                          .get("CUDA_VISIBLE_DEVICES")))],
-                     driver_devices=len((facts.get("nvml") or {}).get("devices") or []),
-                     cvd=repr((facts.get("visible") or {}).get("CUDA_VISIBLE_DEVICES")), first_uuid="GPU-...")
+        cvd = (facts.get("visible") or {}).get("CUDA_VISIBLE_DEVICES")
+        devices = (facts.get("nvml") or {}).get("devices") or []
+        listing = [("torch.cuda.device_count()", 0), ("CUDA_VISIBLE_DEVICES", _shown(cvd)),
+                   ("devices the driver sees", len(devices))]
+        if cvd is not None:  # CUDA's own reading of the variable hid them
+            verdict.fail("NO_VISIBLE_DEVICES", listing, driver_devices=len(devices), cvd=repr(cvd),
+                         first_uuid=(devices[0].get("uuid") if devices else None) or "GPU-...")
+        else:
+            verdict.fail("CUDA_INIT_FAILED", listing, error="CUDA initialised but shows no GPU, although the driver "
+                                                            f"sees {len(devices)}")
         return
     if ctx.min_gpus and count < ctx.min_gpus:
         verdict.fail("TOO_FEW_GPUS", [("torch.cuda.device_count()", count)], visible=count, min_gpus=ctx.min_gpus)

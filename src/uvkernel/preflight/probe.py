@@ -427,7 +427,7 @@ def nvml_facts():
                 text = raw.decode("utf-8", "replace") if raw else None
             except Exception:
                 text = None
-        return "{} ({})".format(NVML_ERRORS.get(rc, "ERROR"), text or rc)
+        return "{}: {}".format(NVML_ERRORS.get(rc, "ERROR {}".format(rc)), text or "no description")
 
     init = getattr(lib, "nvmlInit_v2", None) or getattr(lib, "nvmlInit")
     rc = init()
@@ -570,6 +570,12 @@ def _error_text(exc):
     return "".join(lines).strip()
 
 
+def _traceback(lines=25):
+    import traceback
+
+    return "".join(traceback.format_exc().splitlines(True)[-lines:]).rstrip()
+
+
 def deep(config, out):
     """Import the packages and initialise CUDA: only on a cache miss or a recheck."""
     import warnings
@@ -592,7 +598,7 @@ def deep(config, out):
             except BaseException as exc:  # SystemExit and the like from a broken package still report
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                facts["imports"][name] = {"ok": False, "error": _error_text(exc)}
+                facts["imports"][name] = {"ok": False, "error": _error_text(exc), "traceback": _traceback()}
         facts["imports"][name]["ms"] = round((_clock() - t) * 1000, 1)
         facts["warnings"].extend(str(w.message) for w in caught)
     torch = modules.get("torch")

@@ -68,7 +68,8 @@ def _config(settings: Any, host: Any, env_path: Path, cwd: Path, *, deep: bool, 
     required = list(settings.required_packages)
     return {"env": str(env_path), "host_site_packages": list(host.site_packages), "notebook_dir": str(cwd),
             "packages": required + [n for n in ["ipykernel"] if n not in required],
-            "deep": deep, "deep_packages": required, "init_cuda": init_cuda, "smoke": True}
+            "deep": deep, "deep_packages": required + (["torch"] if init_cuda and "torch" not in required else []),
+            "init_cuda": init_cuda, "smoke": True}
 
 
 async def _probe(python: Path, config: Mapping[str, Any], env: Mapping[str, str], cwd: Path,
