@@ -96,7 +96,7 @@ def validate_config(config: Mapping[str, Any], spec: str = "the kernel spec") ->
     """Reject unknown keys and wrong types with one clear message (jupyter_client only warns)."""
     problems = []
     traits = UvKernelSettings.class_traits(config=True)
-    scratch = UvKernelSettings()  # validation needs an instance; this one is thrown away
+    scratch = UvKernelSettings()  # container traits (List) validate their elements against an instance
     for key, value in config.items():
         if key not in traits:
             close = difflib.get_close_matches(str(key).replace("-", "_"), list(traits), n=1)
@@ -104,7 +104,7 @@ def validate_config(config: Mapping[str, Any], spec: str = "the kernel spec") ->
             problems.append(f"unknown setting {key!r}{hint}")
             continue
         try:
-            traits[key]._validate(scratch, value)
+            traits[key].validate(scratch, value)
         except TraitError:
             problems.append(f"{key} = {value!r} is not valid: {traits[key].info()} expected")
     if problems:
