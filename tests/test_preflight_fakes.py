@@ -283,7 +283,7 @@ def test_require_cuda_false_checks_nothing_about_cuda(gpu_world):
 def test_required_packages_each_checked(gpu_world):
     outcome = gpu_world.check(gpu_world.environ(), required_packages=["torch", "torchvision"])
     assert outcome.codes == ["TORCH_NOT_FOUND"]
-    assert "torchvision is not installed in the host interpreter" in outcome.message
+    assert f"torchvision is not importable from the host interpreter {gpu_world.host.python}" in outcome.message
     assert f"{gpu_world.host.python} -m pip install torchvision" in outcome.message
 
 

@@ -107,7 +107,7 @@ MESSAGES: dict[str, Message] = {
     ),
     # --- preflight (codes from preflight/policy.py and preflight/runner.py) ---------------------------
     "TORCH_NOT_FOUND": Message(
-        "{package} is not installed in the host interpreter{elsewhere}",
+        "{package} is not importable from the host interpreter {host_python}{elsewhere}",
         "install it into the host: {host_python} -m pip install {package}   (or remove {package} from "
         "required_packages in the kernel spec)",
     ),
