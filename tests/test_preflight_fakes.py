@@ -351,6 +351,27 @@ def test_failures_are_not_cached_and_ttl_expires(gpu_world, tmp_path):
     time.sleep(1.2)
     gpu_world.check(ok, cache_dir=cache, preflight_cache_ttl=1)
     assert import_count(log) == 6  # expired
-    files = list((cache / "preflight").iterdir())
+    files = list((cache / "preflight").glob("*.json"))
     assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == "0o600"
     assert oct((cache / "preflight").stat().st_mode & 0o777) == "0o700"
+
+
+def test_concurrent_starts_import_torch_once(gpu_world, tmp_path):
+    """Three starts of one env at the same time: one deep run, the other two wait and take it from the cache."""
+    import asyncio
+
+    from uvkernel import pipeline
+    from uvkernel.settings import from_config
+
+    log = tmp_path / "imports.log"
+    env = gpu_world.environ(torch={"import_log": str(log)})
+    settings = from_config({"host_python": str(gpu_world.host.python), "cache_dir": str(tmp_path / "cache")})
+
+    async def three():
+        return await asyncio.gather(*(pipeline.prepare(settings, cwd=str(gpu_world.project), environ=env,
+                                                       log=lambda _m: None) for _ in range(3)))
+
+    results = [p.preflight for p in asyncio.run(three())]
+    assert all(r.ok for r in results)
+    assert import_count(log) == 1
+    assert sorted(r.deep for r in results) == ["cached", "cached", "ran"]

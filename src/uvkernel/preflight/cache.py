@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from filelock import FileLock
+
 from .. import __version__
 from .probe import PROBE_FORMAT
 
@@ -37,6 +39,13 @@ def key(cheap: Mapping[str, Any], deep_request: Mapping[str, Any]) -> str:
 def path_for(cache_root: Path, env_path: Path) -> Path:
     digest = hashlib.sha256(str(env_path).encode()).hexdigest()[:24]
     return cache_root / "preflight" / f"{digest}.json"
+
+
+def lock_for(cache_root: Path, env_path: Path) -> FileLock:
+    """One deep run at a time per env (across processes: several servers or kernels starting together)."""
+    path = path_for(cache_root, env_path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return FileLock(str(path) + ".lock", thread_local=False)
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from filelock import FileLock, Timeout
+
 from .. import process
 from . import cache, policy
 from .probe import MARK
@@ -143,7 +145,50 @@ async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any,
         return result
     cache_key = cache.key(facts, request)
     result.cache = {"key": cache_key, "ttl": settings.preflight_cache_ttl, "recheck": recheck}
+    caching = settings.preflight_cache_ttl > 0
     entry = None if recheck else cache.lookup(cache_root, env_path, cache_key, settings.preflight_cache_ttl)
+    lock = None
+    if entry is None and caching:
+        # Concurrent starts of one env run the deep layer once: the others wait, then find it in the cache.
+        lock = cache.lock_for(cache_root, env_path)
+        try:
+            await _acquire(lock, max(deadline - loop.time(), 0.1))
+        except Timeout:
+            result.failures.append(Failure(
+                "PROBE_TIMEOUT", {"timeout": _seconds(settings.preflight_timeout),
+                                  "stage": "waiting for another start's deep checks of this env"},
+                [("lock", lock.lock_file)]))
+            return result
+        if not recheck:
+            entry = cache.lookup(cache_root, env_path, cache_key, settings.preflight_cache_ttl)
+    try:
+        return await _finish(result, entry, facts, verdict, request, cache_key, ctx, python=python, env=env, cwd=cwd,
+                             settings=settings, host=host, env_path=env_path, project=project, cache_root=cache_root,
+                             remaining=deadline - loop.time(), caching=caching)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+async def _acquire(lock: FileLock, timeout: float) -> None:
+    """Wait for the lock in a thread; if this start is cancelled meanwhile, the lock is released once taken."""
+    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire, timeout=timeout))
+    try:
+        await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        def release(done: asyncio.Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                lock.release()
+
+        acquiring.add_done_callback(release)
+        raise
+
+
+async def _finish(result: PreflightResult, entry: dict[str, Any] | None, facts: dict[str, Any],
+                  verdict: policy.Verdict, request: dict[str, Any], cache_key: str, ctx: policy.Context, *,
+                  python: Path, env: Mapping[str, str], cwd: Path, settings: Any, host: Any, env_path: Path,
+                  project: str, cache_root: Path, remaining: float, caching: bool) -> PreflightResult:
+    """Deep facts from the cache entry or a deep probe run, then the policy on everything, then the store."""
     if entry is not None:
         deep = entry["deep"]
         result.cached = True
@@ -152,7 +197,7 @@ async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any,
     else:
         t1 = time.monotonic()
         out = await _probe(python, _config(settings, host, env_path, cwd, deep=True,
-                                           init_cuda=verdict.gpu_expected), env, cwd, deadline - loop.time())
+                                           init_cuda=verdict.gpu_expected), env, cwd, remaining)
         result.timings["deep_s"] = round(time.monotonic() - t1, 3)
         result.facts = out.reports.get("cheap") or facts
         problem = _problem(out, settings, project, "deep")
@@ -172,7 +217,7 @@ async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any,
     result.facts = {**facts, "deep": deep}
     result.failures, result.notices = verdict.failures, verdict.notices
     result.gpu_expected, result.gpu_reason = verdict.gpu_expected, verdict.why
-    if result.ok and not result.cached and settings.preflight_cache_ttl > 0:
+    if result.ok and not result.cached and caching:
         try:
             cache.store(cache_root, env_path, cache_key, deep)
             result.cache["stored"] = True
