@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import pty
-import shutil
 import subprocess
 import sys
 from pathlib import Path

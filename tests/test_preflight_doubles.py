@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from doubles import fake_torch, nvml, recording
-from doubles.fixtures import DEBIAN_PYTHON, debian_python, fake_nvml_dir, make_fake_host  # noqa: F401
+from doubles.fixtures import debian_python, fake_nvml_dir, make_fake_host, probe_reports  # noqa: F401
 from uvkernel.preflight import policy
 from uvkernel.preflight.runner import PROBE
 
@@ -40,10 +40,7 @@ def _probe(python: Path, env: dict[str, str]) -> tuple[dict, dict]:
     config = {"packages": ["torch"], "deep": True, "deep_packages": ["torch"], "init_cuda": True}
     done = subprocess.run([str(python), str(PROBE), json.dumps(config)], capture_output=True, text=True, env=env,
                           timeout=120)
-    out = {}
-    for line in done.stdout.splitlines():
-        _mark, kind, payload = line.split(" ", 2)
-        out[kind] = json.loads(payload)
+    out = probe_reports(done.stdout)
     assert "done" in out, done.stderr
     return out["cheap"], out["deep"]
 

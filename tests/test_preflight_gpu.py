@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from doubles import recording
-from doubles.fixtures import debian_python, fake_nvml_dir, make_fake_host  # noqa: F401
+from doubles.fixtures import debian_python, fake_nvml_dir, make_fake_host, probe_reports  # noqa: F401
 from helpers import Kernel, make_project, run_async, uvkernel_cli
 from uvkernel.preflight import policy
 from uvkernel.preflight.runner import PROBE
@@ -74,7 +74,7 @@ def test_visible_count_matches_torch_on_the_real_driver(cuda_host, cvd):
     assert done.returncode == 0, done.stderr
     torch_count = int(done.stdout.strip().splitlines()[-1])
     probe = subprocess.run([cuda_host, str(PROBE), "{}"], env=env, capture_output=True, text=True, timeout=600)
-    cheap = json.loads([line for line in probe.stdout.splitlines() if " cheap " in line][0].split(" ", 2)[2])
+    cheap = probe_reports(probe.stdout)["cheap"]
     assert cheap["visible"]["count"] == torch_count, cheap["visible"]
 
 
@@ -89,8 +89,7 @@ def test_record_and_replay_real_gpu(cuda_host, uv_bin, debian_python, fake_nvml_
     """Record the real probe's JSON (saved with UVKERNEL_RECORD=1) and replay it through the fakes."""
     config = {"packages": ["torch"], "deep": True, "deep_packages": ["torch"], "init_cuda": True}
     done = subprocess.run([cuda_host, str(PROBE), json.dumps(config)], capture_output=True, text=True, timeout=600)
-    reports = {line.split(" ", 2)[1]: json.loads(line.split(" ", 2)[2]) for line in done.stdout.splitlines()
-               if " stage " not in line}
+    reports = probe_reports(done.stdout)
     assert "done" in reports, done.stderr
     rec = recording.make(reports["cheap"], reports["deep"], by="tests/test_preflight_gpu.py::test_record_and_replay_real_gpu",
                          note=f"host {cuda_host}")
@@ -106,8 +105,7 @@ def test_record_and_replay_real_gpu(cuda_host, uv_bin, debian_python, fake_nvml_
     env.update(environ, LD_LIBRARY_PATH=str(fake_nvml_dir))
     replay = subprocess.run([str(host.python), str(PROBE), json.dumps(config)], capture_output=True, text=True,
                             env=env, timeout=120)
-    replayed = {line.split(" ", 2)[1]: json.loads(line.split(" ", 2)[2]) for line in replay.stdout.splitlines()
-                if " stage " not in line}
+    replayed = probe_reports(replay.stdout)
     assert recording.comparable(replayed["cheap"], replayed["deep"]) == recording.comparable(rec["cheap"], rec["deep"])
 
 

@@ -164,3 +164,15 @@ def import_count(log: Path) -> int:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def probe_reports(stdout: str) -> dict[str, Any]:
+    """The probe's reports by kind (cheap, deep, done) from its stdout; stage lines are skipped."""
+    from uvkernel.preflight.probe import MARK
+
+    out: dict[str, Any] = {}
+    for line in stdout.splitlines():
+        mark, kind, payload = (line.split(" ", 2) + ["", ""])[:3]
+        if mark == MARK and kind != "stage":
+            out[kind] = json.loads(payload)
+    return out

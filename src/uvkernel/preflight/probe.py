@@ -382,12 +382,17 @@ def identity():
 
     out = {"hostname": socket.gethostname(), "uid": os.getuid() if hasattr(os, "getuid") else None,
            "groups": sorted(os.getgroups()) if hasattr(os, "getgroups") else None}
+    import hashlib
+
     for key, path in (("machine_id", "/etc/machine-id"), ("boot_id", "/proc/sys/kernel/random/boot_id")):
         try:
             with open(path) as fh:
-                out[key] = fh.read().strip()
+                raw = fh.read().strip()
         except OSError:
             out[key] = None
+            continue
+        # only a digest: machine-id is meant to stay private (machine-id(5))
+        out[key] = hashlib.sha256(("uvkernel:" + raw).encode()).hexdigest()[:20]
     return out
 
 
