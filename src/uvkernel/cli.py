@@ -134,8 +134,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:
-        print(render_text(report, color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
+        print(render_text(report, color=use_color(sys.stdout)))
     return code
+
+
+def use_color(stream) -> bool:
+    """Colour only on a terminal, never with NO_COLOR set (no-color.org) or TERM=dumb."""
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
 def _failure_report(exc: UvkernelError) -> dict[str, Any]:

@@ -101,7 +101,7 @@ MESSAGES: dict[str, Message] = {
     "LOCK_CONFLICTS_WITH_HOST": Message(
         "{root}/uv.lock pins versions that do not work with the host's packages; nothing was installed",
         "lock against the host's versions: add constraint-dependencies = [{constraints}] under [tool.uv] in "
-        "{root}/pyproject.toml and run uv lock there (uvkernel never edits either file)",
+        "{root}/pyproject.toml and run `uv lock` there (uvkernel never edits either file)",
     ),
     "DEPENDENCIES_UNRESOLVABLE": Message(
         "uv could not resolve the project's dependencies (with or without the host's packages)",
@@ -158,75 +158,89 @@ MESSAGES: dict[str, Message] = {
         "the provisioner config in {spec} is invalid (the problems are listed below)",
         "edit {spec} (metadata.kernel_provisioner.config), or reinstall it: `uvkernel install --user`",
     ),
-    # --- preflight (codes from the policy) -------------------------------------------------------------
+    # --- preflight (codes from preflight/policy.py and preflight/runner.py) ---------------------------
     "TORCH_NOT_FOUND": Message(
-        "{package} is not importable from the kernel's environment",
-        "install it into the host interpreter (`{host_python} -m pip install {package}`) or remove it from "
-        "required_packages",
+        "{package} is not importable from the host interpreter {host_python}{elsewhere}",
+        "install it into the host: `{host_python} -m pip install {package}` (or remove {package} from "
+        "required_packages in the kernel spec)",
     ),
     "TORCH_SHADOWED": Message(
-        "{package} in the kernel resolves to {found}, which hides the host's copy {host}",
-        "remove the shadowing copy and keep the host's: `uvkernel unshadow {project}`",
+        "{package} in the kernel would come from {found} ({origin}), which hides the host's copy {host}",
+        "{remedy}",
+    ),
+    "LOCAL_MODULE_SHADOWS": Message(
+        "{path} in the notebook's folder would be imported instead of the host's {package} (the kernel puts "
+        "its working folder first on sys.path)",
+        "rename it so it no longer uses that name, e.g.: `mv {path} {folder}/my_{package}_notes` (and delete "
+        "{folder}/__pycache__ if it holds a {package} entry)",
+    ),
+    "NVIDIA_SHADOWED": Message(
+        "the env has its own, different copies of NVIDIA libraries the host's torch loads: {names}",
+        "remove the env's copies and keep the host's: `uvkernel unshadow {project}`",
     ),
     "TORCH_NOT_CUDA_BUILD": Message(
-        "the host's torch {version} is a CPU-only build, but CUDA is required",
-        "install a CUDA build of torch into the host (`{host_python} -m pip install torch --index-url "
-        "https://download.pytorch.org/whl/cu128`), or set require_cuda to auto",
+        "the host's torch {version} is a {build}, but CUDA is required ({why})",
+        "install a CUDA build of torch into the host (`{host_python} -m pip install --force-reinstall torch "
+        "--index-url https://download.pytorch.org/whl/cu128`), or set require_cuda to auto in the kernel spec",
     ),
     "NO_DRIVER": Message(
-        "no NVIDIA driver is reachable from the kernel ({detail})",
-        "run on a machine or container with the NVIDIA driver (nvidia-smi should work there; in containers use "
-        "--gpus all), or set require_cuda to false",
+        "no NVIDIA driver is reachable from the kernel: {detail_line}",
+        "run on a machine or container with the NVIDIA driver (`nvidia-smi` must work there; containers: "
+        "`docker run --gpus all`, or the NVIDIA container toolkit), or set require_cuda to false",
     ),
     "NO_DEVICE_FILES": Message(
-        "the NVIDIA device files are missing or not accessible ({detail})",
-        "give the kernel access to /dev/nvidia* (container: --gpus all; check the user's group membership)",
+        "the NVIDIA device files are not usable: {problem}",
+        "give the kernel access to {dev}/nvidia* (containers: `docker run --gpus all`; on a host: add the user "
+        "to the group that owns them, e.g. `sudo usermod -aG video $USER`, then log in again)",
     ),
     "DRIVER_TOO_OLD": Message(
         "the NVIDIA driver {driver} supports CUDA up to {driver_cuda}, but torch was built for CUDA {torch_cuda}",
-        "upgrade the NVIDIA driver, or install a torch built for CUDA {driver_cuda} or older into the host",
+        "upgrade the NVIDIA driver to one that supports CUDA {torch_cuda}, or install a torch built for CUDA "
+        "{driver_cuda} or older into the host (https://download.pytorch.org/whl/ lists the builds)",
     ),
     "DRIVER_MISMATCH": Message(
-        "the NVIDIA kernel module and user-space driver library do not match (NVML error {detail})",
-        "this usually follows a driver upgrade: reboot the machine (or reload the nvidia kernel modules)",
+        "the NVIDIA kernel module and the user-space driver library do not match ({nvml_error})",
+        "this follows a driver upgrade without a reboot: reboot the machine (or reload the nvidia kernel "
+        "modules); nvidia-smi shows the same error until then",
+    ),
+    "NO_GPU": Message(
+        "the NVIDIA driver {driver} is loaded but reports no GPU",
+        "check the machine's GPUs with `nvidia-smi` (a container needs --gpus all), or set require_cuda to false",
     ),
     "NO_VISIBLE_DEVICES": Message(
-        "the driver sees {driver_devices} GPU(s) but none is visible to the kernel (CUDA_VISIBLE_DEVICES={cvd})",
-        "unset CUDA_VISIBLE_DEVICES or set it to valid indices or UUIDs (e.g. 0), in the kernel spec's env or "
-        "the server's environment",
+        "the driver sees {driver_devices} GPU(s), but CUDA_VISIBLE_DEVICES={cvd} hides every one from the kernel",
+        "unset CUDA_VISIBLE_DEVICES, or set it to valid indices (e.g. 0) or UUIDs (e.g. {first_uuid}) in the "
+        "kernel spec's env (`uvkernel install --env CUDA_VISIBLE_DEVICES 0`) or the server's environment",
     ),
     "TOO_FEW_GPUS": Message(
         "the kernel sees {visible} GPU(s), but min_gpus is {min_gpus}",
-        "run on a machine with more GPUs, widen CUDA_VISIBLE_DEVICES, or lower min_gpus in the kernel spec",
+        "run on a machine with more GPUs, widen CUDA_VISIBLE_DEVICES, or lower min_gpus in the kernel spec "
+        "(`uvkernel install --set min_gpus={visible}`)",
     ),
     "ARCH_UNSUPPORTED": Message(
         "GPU {device} has compute capability {capability}, which this torch build has no kernels for "
-        "(built for {arch_list})",
-        "install a torch build that supports {capability} into the host (a newer CUDA build usually does)",
+        "(built for: {arch_list})",
+        "install a torch build that supports compute capability {capability} into the host (usually a newer CUDA "
+        "build: https://download.pytorch.org/whl/ lists them)",
     ),
     "TORCH_IMPORT_FAILED": Message(
-        "import torch failed in the kernel's environment: {detail}",
-        "check the CUDA libraries torch loads (LD_LIBRARY_PATH, nvidia-* wheels in the env: uvkernel check "
-        "{project} lists them)",
+        "import {package} failed in the kernel's environment: {error}",
+        "check the libraries {package} loads (LD_LIBRARY_PATH, nvidia-* wheels in the env); the full report "
+        "lists them: `uvkernel check {project} --recheck`",
     ),
     "CUDA_INIT_FAILED": Message(
-        "torch could not initialise CUDA: {detail}",
-        "run nvidia-smi to check the driver; after a suspend, reload nvidia_uvm (`sudo rmmod nvidia_uvm && "
+        "torch could not initialise CUDA: {error}",
+        "run `nvidia-smi` to check the driver; after a suspend, reload nvidia_uvm (`sudo rmmod nvidia_uvm && "
         "sudo modprobe nvidia_uvm`) or reboot",
     ),
     "PROBE_TIMEOUT": Message(
-        "the preflight check did not finish within {timeout} seconds and was stopped",
-        "check for a hung GPU or driver (nvidia-smi), or raise preflight_timeout in the kernel spec",
+        "the preflight check did not finish within {timeout} seconds and was stopped (it was at: {stage})",
+        "check for a hung GPU or driver (nvidia-smi), or raise preflight_timeout in the kernel spec "
+        "(`uvkernel install --set preflight_timeout=300`)",
     ),
     "PROBE_FAILED": Message(
-        "the preflight check could not run in the kernel's environment: {detail}",
+        "the preflight check could not run in the kernel's environment: {detail_line}",
         "run `uvkernel check {project} --recheck` to see the full report",
-    ),
-    # --- the fallback kernel (shown in every cell after a start failed where Jupyter drops the text) ----
-    "KERNEL_NOT_STARTED": Message(
-        "this cell was not run: the kernel could not be started",
-        "fix the problem above (if none is shown, the server log has it), then restart the kernel "
-        "(in JupyterLab: Kernel menu, Restart Kernel)",
     ),
     "IPYKERNEL_MISSING": Message(
         "ipykernel is not importable from the kernel's environment",

@@ -53,20 +53,55 @@ async def run(
         cwd=os.fspath(cwd) if cwd is not None else None,
         start_new_session=True,
     )
+    # Readers fill buffers as output arrives, so whatever a child printed before a timeout is kept
+    # (communicate() cancelled by wait_for would drop it).
+    out_buf, err_buf = bytearray(), bytearray()
+
+    async def _drain(stream: asyncio.StreamReader | None, buf: bytearray) -> None:
+        if stream is None:
+            return
+        while True:
+            chunk = await stream.read(65536)
+            if not chunk:
+                return
+            buf.extend(chunk)
+
+    async def _feed() -> None:
+        if proc.stdin is not None:
+            try:
+                proc.stdin.write(stdin or b"")
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            proc.stdin.close()
+
+    readers = asyncio.gather(_drain(proc.stdout, out_buf), _drain(proc.stderr, err_buf), _feed())
+
+    async def _finish() -> None:
+        await readers
+        await proc.wait()
+
+    finished = asyncio.ensure_future(_finish())
+    timed_out = False
     try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+        await asyncio.wait_for(asyncio.shield(finished), timeout)
     except asyncio.TimeoutError:
+        timed_out = True
         _kill_group(proc.pid)
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 5)
-        except asyncio.TimeoutError:
-            out, err = b"", b""
-        return Completed(argv, -9, out.decode(errors="replace"), err.decode(errors="replace"), timed_out=True)
+        done, _pending = await asyncio.wait({finished}, timeout=5)  # the output printed until now
+        if not done:  # a process outside the group still holds the pipes open: stop waiting for it
+            finished.cancel()
+            readers.cancel()
     except asyncio.CancelledError:
         _kill_group(proc.pid)
+        finished.cancel()
+        readers.cancel()
         raise
     finally:
         # a child that left grandchildren behind in its group (e.g. a hung probe helper) goes too
         if proc.returncode is not None:
             _kill_group(proc.pid)
-    return Completed(argv, proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"))
+    out, err = bytes(out_buf).decode(errors="replace"), bytes(err_buf).decode(errors="replace")
+    if timed_out:
+        return Completed(argv, -9, out, err, timed_out=True)
+    return Completed(argv, proc.returncode or 0, out, err)

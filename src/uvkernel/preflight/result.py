@@ -15,13 +15,17 @@ class Failure:
     facts: list[tuple[str, Any]] = field(default_factory=list)
     detail: str = ""
 
-    def error(self, result: "PreflightResult | None" = None) -> PreflightError:
-        return PreflightError(self.code, result=result, facts=self.facts, detail=self.detail, **self.fields)
+    def error(self, result: "PreflightResult | None" = None, also: list["Failure"] | None = None) -> PreflightError:
+        detail = self.detail
+        if also:
+            lines = [f"also: {f.error().summary} [{f.code}]" for f in also]
+            detail = (detail.rstrip() + "\n\n" if detail.strip() else "") + "\n".join(lines)
+        return PreflightError(self.code, result=result, facts=self.facts, detail=detail, **self.fields)
 
     def to_json(self) -> dict[str, Any]:
         err = self.error()
         return {"code": self.code, "summary": err.summary, "fix": err.fix,
-                "facts": {k: v for k, v in self.facts}, "detail": self.detail}
+                "facts": {str(k): v for k, v in self.facts}, "detail": self.detail, "message": str(err)}
 
 
 @dataclass
@@ -29,19 +33,28 @@ class PreflightResult:
     facts: dict[str, Any] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
-    cached: bool = False
-    skipped: bool = False
+    cached: bool = False  # the deep facts came from the cache (no torch import this start)
+    skipped: bool = False  # preflight = false
+    deep: str = "not run"  # ran | cached | not run (why)
+    gpu_expected: bool = False
+    gpu_reason: str = ""
+    cache: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.failures
 
     def error(self) -> PreflightError | None:
-        return self.failures[0].error(self) if self.failures else None
+        if not self.failures:
+            return None
+        return self.failures[0].error(self, also=self.failures[1:])
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "cached": self.cached, "skipped": self.skipped, "notices": self.notices,
-                "failures": [f.to_json() for f in self.failures], "facts": self.facts}
+        return {"ok": self.ok, "cached": self.cached, "skipped": self.skipped, "deep": self.deep,
+                "gpu_expected": self.gpu_expected, "gpu_reason": self.gpu_reason, "notices": self.notices,
+                "failures": [f.to_json() for f in self.failures], "cache": self.cache, "timings": self.timings,
+                "facts": self.facts}
 
 
 assert "PROBE_FAILED" in MESSAGES

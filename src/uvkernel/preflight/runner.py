@@ -1,44 +1,226 @@
-"""Run the probe in the env with the kernel's exact environment, then apply the policy."""
+"""Run the probe in the env with the kernel's exact environment, consult the cache, apply the policy.
+
+    cheap probe (every start) -> policy on the cheap facts -> failures: stop here
+                              -> cache hit (same key, young enough, no recheck): deep facts from the cache
+                              -> else deep probe (imports torch, initialises CUDA) -> store when it passed
+
+Nothing here imports torch or touches CUDA: the probe is a separate process (``env_python probe.py <json>``,
+its own process group, killed with its children on timeout), and every subprocess call is async so the
+Jupyter server's event loop keeps answering.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from filelock import FileLock, Timeout
+
 from .. import process
+from . import cache, policy
+from .probe import MARK
 from .result import Failure, PreflightResult
 
 PROBE = Path(__file__).with_name("probe.py")
 
 
+class ProbeOutput:
+    """What one probe run printed: its reports by kind, the last stage it started, and how it ended."""
+
+    def __init__(self, done: process.Completed) -> None:
+        self.done = done
+        self.reports: dict[str, Any] = {}
+        self.stage = "starting the env's python"
+        self.bad_lines: list[str] = []
+        for line in done.stdout.splitlines():
+            if not line.startswith(MARK + " "):
+                continue
+            _, kind, payload = (line.split(" ", 2) + [""])[:3]
+            try:
+                data = json.loads(payload)
+            except ValueError:
+                self.bad_lines.append(line[:200])
+                continue
+            if kind == "stage":
+                self.stage = str(data)
+            else:
+                self.reports[kind] = data
+                if kind == "cheap":
+                    self.stage = "the cheap checks (done)"
+
+    @property
+    def finished(self) -> bool:
+        return "done" in self.reports
+
+    def how_it_ended(self) -> str:
+        code = self.done.returncode
+        if code < 0:
+            try:
+                return f"it was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"it was killed by signal {-code}"
+        return f"it exited with status {code}"
+
+
+def _config(settings: Any, host: Any, env_path: Path, cwd: Path, *, deep: bool, init_cuda: bool) -> dict[str, Any]:
+    required = list(settings.required_packages)
+    return {"env": str(env_path), "host_site_packages": list(host.site_packages), "notebook_dir": str(cwd),
+            "packages": required + [n for n in ["ipykernel"] if n not in required],
+            "deep": deep, "deep_packages": required + (["torch"] if init_cuda and "torch" not in required else []),
+            "init_cuda": init_cuda, "smoke": True}
+
+
+async def _probe(python: Path, config: Mapping[str, Any], env: Mapping[str, str], cwd: Path,
+                 timeout: float) -> ProbeOutput:
+    args = [str(python), str(PROBE), json.dumps(config)]
+    try:
+        done = await process.run(args, env=env, cwd=cwd, timeout=max(timeout, 0.5))
+    except OSError as exc:
+        done = process.Completed(args, 127, "", f"{type(exc).__name__}: {exc}")
+    return ProbeOutput(done)
+
+
+def _problem(out: ProbeOutput, settings: Any, project: str, layer: str) -> Failure | None:
+    """A failure for a probe run that did not finish, or None when it did."""
+    if out.done.timed_out:
+        return Failure("PROBE_TIMEOUT", {"timeout": _seconds(settings.preflight_timeout), "stage": out.stage},
+                       [("layer", layer), ("stopped during", out.stage)],
+                       detail=out.done.stderr.strip()[-2000:])
+    if out.finished and "cheap" in out.reports:
+        return None
+    stderr = out.done.stderr.strip()
+    last = stderr.splitlines()[-1] if stderr else "no error output"
+    if "cheap" in out.reports and out.stage.startswith("import "):
+        package = out.stage[len("import "):]
+        return Failure("TORCH_IMPORT_FAILED", {"package": package, "error": f"the process died ({out.how_it_ended()})",
+                                               "project": project},
+                       [("stage", out.stage)], detail=stderr[-3000:])
+    if "cheap" in out.reports and out.stage.startswith(("torch.cuda", "a first operation")):
+        return Failure("CUDA_INIT_FAILED", {"error": f"the process died during {out.stage} ({out.how_it_ended()})"},
+                       [("stage", out.stage)], detail=stderr[-3000:])
+    return Failure("PROBE_FAILED", {"detail_line": f"{out.how_it_ended()} during {out.stage}: {last}",
+                                    "project": project},
+                   [("command", " ".join(out.done.args[:2]) + " <config>"), ("layer", layer)],
+                   detail=stderr[-3000:])
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any, host: Any, env_path: Path,
               project_root: Path | None, cache_root: Path, recheck: bool = False) -> PreflightResult:
-    args = [str(python), str(PROBE), json.dumps({"packages": list(settings.required_packages) + ["ipykernel"],
-                                                 "host_site_packages": host.site_packages,
-                                                 "env": str(env_path)})]
-    done = await process.run(args, env=env, cwd=cwd, timeout=settings.preflight_timeout)
-    result = PreflightResult()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + float(settings.preflight_timeout)
     project = str(project_root or cwd)
-    if done.timed_out:
-        result.failures.append(Failure("PROBE_TIMEOUT", {"timeout": int(settings.preflight_timeout)}))
+    ctx = policy.Context.from_settings(settings, host_python=host.executable, project=project)
+    result = PreflightResult()
+
+    t0 = time.monotonic()
+    out = await _probe(python, _config(settings, host, env_path, cwd, deep=False, init_cuda=False), env, cwd,
+                       deadline - loop.time())
+    result.timings["cheap_s"] = round(time.monotonic() - t0, 3)
+    problem = _problem(out, settings, project, "cheap")
+    if problem is not None:
+        result.failures.append(problem)
+        result.facts = out.reports.get("cheap") or {}
         return result
-    try:
-        facts = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        result.failures.append(Failure("PROBE_FAILED", {"detail": done.output[-2000:] or "no output",
-                                                        "project": project}))
-        return result
+    facts = out.reports["cheap"]
+    verdict = policy.evaluate(facts, None, ctx)
     result.facts = facts
-    for name, info in facts["packages"].items():
-        if name == "ipykernel":
-            if info["origin"] == "missing":
-                result.failures.append(Failure("IPYKERNEL_MISSING", {"host_python": host.executable}))
-            continue
-        if info["origin"] == "missing":
-            result.failures.append(Failure("TORCH_NOT_FOUND", {"package": name, "host_python": host.executable}))
-        elif info["origin"] != "host" and name.lower() not in {n.lower() for n in settings.allow_shadowing}:
-            result.failures.append(Failure("TORCH_SHADOWED", {"package": name, "found": info["location"],
-                                                              "host": info.get("host_copy") or "none",
-                                                              "project": project}))
+    result.gpu_expected, result.gpu_reason = verdict.gpu_expected, verdict.why
+    if verdict.failures:
+        result.failures, result.notices = verdict.failures, verdict.notices
+        result.deep = "not run: the cheap checks already failed"
+        return result
+
+    request = {"init_cuda": verdict.gpu_expected, "packages": list(settings.required_packages)}
+    if not request["packages"] and not request["init_cuda"]:
+        result.notices = verdict.notices
+        result.deep = "not run: nothing to import"
+        return result
+    cache_key = cache.key(facts, request)
+    result.cache = {"key": cache_key, "ttl": settings.preflight_cache_ttl, "recheck": recheck}
+    caching = settings.preflight_cache_ttl > 0
+    entry = None if recheck else cache.lookup(cache_root, env_path, cache_key, settings.preflight_cache_ttl)
+    lock = None
+    if entry is None and caching:
+        # Concurrent starts of one env run the deep layer once: the others wait, then find it in the cache.
+        lock = cache.lock_for(cache_root, env_path)
+        try:
+            await _acquire(lock, max(deadline - loop.time(), 0.1))
+        except Timeout:
+            result.failures.append(Failure(
+                "PROBE_TIMEOUT", {"timeout": _seconds(settings.preflight_timeout),
+                                  "stage": "waiting for another start's deep checks of this env"},
+                [("lock", lock.lock_file)]))
+            return result
+        if not recheck:
+            entry = cache.lookup(cache_root, env_path, cache_key, settings.preflight_cache_ttl)
+    try:
+        return await _finish(result, entry, facts, verdict, request, cache_key, ctx, python=python, env=env, cwd=cwd,
+                             settings=settings, host=host, env_path=env_path, project=project, cache_root=cache_root,
+                             remaining=deadline - loop.time(), caching=caching)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+async def _acquire(lock: FileLock, timeout: float) -> None:
+    """Wait for the lock in a thread; if this start is cancelled meanwhile, the lock is released once taken."""
+    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire, timeout=timeout))
+    try:
+        await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        def release(done: asyncio.Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                lock.release()
+
+        acquiring.add_done_callback(release)
+        raise
+
+
+async def _finish(result: PreflightResult, entry: dict[str, Any] | None, facts: dict[str, Any],
+                  verdict: policy.Verdict, request: dict[str, Any], cache_key: str, ctx: policy.Context, *,
+                  python: Path, env: Mapping[str, str], cwd: Path, settings: Any, host: Any, env_path: Path,
+                  project: str, cache_root: Path, remaining: float, caching: bool) -> PreflightResult:
+    """Deep facts from the cache entry or a deep probe run, then the policy on everything, then the store."""
+    if entry is not None:
+        deep = entry["deep"]
+        result.cached = True
+        result.deep = "cached"
+        result.cache.update(hit=True, age_s=round(entry["age"], 1))
+    else:
+        t1 = time.monotonic()
+        out = await _probe(python, _config(settings, host, env_path, cwd, deep=True,
+                                           init_cuda=verdict.gpu_expected), env, cwd, remaining)
+        result.timings["deep_s"] = round(time.monotonic() - t1, 3)
+        result.facts = out.reports.get("cheap") or facts
+        problem = _problem(out, settings, project, "deep")
+        if problem is not None:
+            result.failures.append(problem)
+            result.notices = verdict.notices
+            result.deep = "failed"
+            result.facts["deep"] = out.reports.get("deep")
+            return result
+        deep = out.reports.get("deep") or {}
+        result.deep = "ran"
+        result.cache.update(hit=False)
+        facts = result.facts
+        cache_key = cache.key(facts, request)  # the facts this deep run saw
+        result.cache["key"] = cache_key
+    verdict = policy.evaluate(facts, deep, ctx)
+    result.facts = {**facts, "deep": deep}
+    result.failures, result.notices = verdict.failures, verdict.notices
+    result.gpu_expected, result.gpu_reason = verdict.gpu_expected, verdict.why
+    if result.ok and not result.cached and caching:
+        try:
+            cache.store(cache_root, env_path, cache_key, deep)
+            result.cache["stored"] = True
+        except OSError as exc:  # an unwritable cache costs time, never the start
+            result.notices.append(f"the preflight cache could not be written: {exc}")
     return result

@@ -1,0 +1,94 @@
+"""The preflight cache: successful deep results, keyed on everything the cheap layer saw.
+
+The key hashes the whole cheap report (python and sys.path, the env's pyvenv.cfg, every copy of the
+required packages with the stats of the files that decide what importing them does, nvidia-* distributions,
+the driver and its devices as NVML reports them, ``/dev/nvidia*`` access, the relevant environment variables
+(CUDA_*, NVIDIA_*, LD_*, PYTHON*, TORCH_*, UVKERNEL_*, ...), the user, groups, host name, machine and boot id)
+plus what the deep layer was asked to do and the probe's own source.  Anything that changes there is a miss.
+
+Entries expire after ``preflight_cache_ttl`` seconds; ``--recheck`` ignores them; failed results are never
+stored.  One small JSON file per env under the per-user cache folder (private: 0700).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from filelock import FileLock
+
+from .. import __version__
+from .probe import PROBE_FORMAT
+
+_VOLATILE = ("timings", "notebook_dir")  # per start or per notebook: not what the deep layer depends on
+_KEEP = 8  # entries per env: a few CUDA_VISIBLE_DEVICES or kernel-spec variants side by side
+_PROBE_SOURCE = hashlib.sha256(Path(__file__).with_name("probe.py").read_bytes()).hexdigest()
+
+
+def key(cheap: Mapping[str, Any], deep_request: Mapping[str, Any]) -> str:
+    material = {k: v for k, v in cheap.items() if k not in _VOLATILE}
+    blob = json.dumps({"facts": material, "request": deep_request, "uvkernel": __version__,
+                       "probe": [PROBE_FORMAT, _PROBE_SOURCE]}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def path_for(cache_root: Path, env_path: Path) -> Path:
+    digest = hashlib.sha256(str(env_path).encode()).hexdigest()[:24]
+    return cache_root / "preflight" / f"{digest}.json"
+
+
+def lock_for(cache_root: Path, env_path: Path) -> FileLock:
+    """One deep run at a time per env (across processes: several servers or kernels starting together)."""
+    path = path_for(cache_root, env_path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return FileLock(str(path) + ".lock", thread_local=False)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and isinstance(data.get("entries"), dict) else {}
+
+
+def lookup(cache_root: Path, env_path: Path, cache_key: str, ttl: float, now: float | None = None
+           ) -> dict[str, Any] | None:
+    """The cached entry ({'time', 'deep'}) for this key, if it is younger than ttl."""
+    if ttl <= 0:
+        return None
+    entry = _read(path_for(cache_root, env_path)).get("entries", {}).get(cache_key)
+    if not isinstance(entry, dict) or "deep" not in entry:
+        return None
+    age = (time.time() if now is None else now) - float(entry.get("time", 0))
+    if age < 0 or age > ttl:
+        return None
+    return {**entry, "age": age}
+
+
+def store(cache_root: Path, env_path: Path, cache_key: str, deep: Mapping[str, Any], now: float | None = None) -> Path:
+    path = path_for(cache_root, env_path)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    data = _read(path) or {"env": str(env_path), "entries": {}}
+    data["entries"][cache_key] = {"time": time.time() if now is None else now, "deep": dict(deep)}
+    newest = sorted(data["entries"].items(), key=lambda kv: kv[1].get("time", 0), reverse=True)[:_KEEP]
+    data["entries"] = dict(newest)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, default=str)
+    os.replace(tmp, path)  # atomic: a concurrent start reads the old or the new file, never half of one
+    return path
+
+
+def forget(cache_root: Path, env_path: Path) -> None:
+    try:
+        path_for(cache_root, env_path).unlink()
+    except OSError:
+        pass

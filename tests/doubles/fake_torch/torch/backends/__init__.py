@@ -1,0 +1,3 @@
+"""TEST DOUBLE of torch.backends."""
+
+from . import cudnn  # noqa: F401
