@@ -150,6 +150,15 @@ class WsKernel:
         self.close()
 
 
+def keep_log(path: Path, name: str) -> None:
+    """Copy a server's log into test-artifacts/ (CI keeps it), e.g. to read a failed run's server side."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        (ARTIFACTS / name).write_bytes(path.read_bytes())
+    except OSError:
+        pass
+
+
 def assert_readable(message: str, code: str, *fragments: str, width: int = 92) -> None:
     """A start error as a front end shows it: our text whole, real newlines, nothing doubled or lost."""
     assert f"[{code}]" in message, message

@@ -18,7 +18,8 @@ import pytest
 from e2e.support import assert_readable, install_spec, server_environment, write_notebook
 from helpers import make_project
 
-pytestmark = pytest.mark.e2e
+# one worker runs the whole module (pytest -n with --dist loadgroup): its server is started once
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-headless")]
 
 BIN = Path(sys.executable).parent
 # find_spec, not import: the path torch would be imported from, without paying for the import

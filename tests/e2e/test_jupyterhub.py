@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from e2e.support import WsKernel, write_notebook
+from e2e.support import WsKernel, keep_log, write_notebook
 from helpers import REPO, make_project
 from servers import free_port, stop_process
 
@@ -257,9 +257,7 @@ def hub(host_python):
             for name in names:
                 hub.api("DELETE", f"/users/{name}/server")
             hub.stop()
-            artifacts = REPO / "test-artifacts"
-            artifacts.mkdir(exist_ok=True)
-            shutil.copy(hub.log_path, artifacts / "jupyterhub.log")
+            keep_log(hub.log_path, "jupyterhub.log")
         uids = set()
         for name in created:
             try:

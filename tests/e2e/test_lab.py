@@ -14,10 +14,11 @@ from urllib.parse import quote
 
 import pytest
 
-from e2e.support import assert_readable, install_spec, server_environment, start_server, write_notebook
+from e2e.support import assert_readable, install_spec, keep_log, server_environment, start_server, write_notebook
 from helpers import make_project
 
-pytestmark = pytest.mark.e2e
+# one worker runs the whole module (pytest -n with --dist loadgroup): its server is started once
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-lab")]
 
 DISPLAY = "Python (uvkernel e2e)"
 CHROMIUM = "/usr/bin/chromium"
@@ -44,6 +45,7 @@ def lab(tmp_path_factory, host_python):
     server = start_server(root, env, app="lab", log_path=base / "lab.log")
     yield server
     server.stop()
+    keep_log(server.log_path, "jupyter-lab.log")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import pytest
 
 from helpers import REPO, make_project
 
-pytestmark = pytest.mark.e2e
+# one worker runs the whole module (pytest -n with --dist loadgroup): its server is started once
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-notebooks")]
 
 NOTEBOOKS = REPO / "notebooks"
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from e2e.support import (WsKernel, assert_readable, install_spec, new_session, server_environment, start_server,
-                         write_notebook)
+from e2e.support import (WsKernel, assert_readable, install_spec, keep_log, new_session, server_environment,
+                         start_server, write_notebook)
 from helpers import make_project
 
-pytestmark = pytest.mark.e2e
+# one worker runs the whole module (pytest -n with --dist loadgroup): its server is started once
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-rest")]
 
 DISPLAY = "Python (uvkernel e2e)"
 NESTED = "nested/deeper/Mon Projet ünï"  # spaces and non-ASCII characters on the way
@@ -34,6 +35,8 @@ def rest(tmp_path_factory, host_python):
     env = server_environment(base / "home", host_python)
     install_spec(env, "uvk", host_python, display_name=DISPLAY)
     install_spec(env, "uvk-alt", host_python, display_name=DISPLAY + " alt")
+    install_spec(env, "uvk-always", host_python, display_name=DISPLAY + " always",
+                 settings={"fallback_kernel": "always"})
     install_spec(env, "uvk-strict", host_python, display_name=DISPLAY + " strict",
                  settings={"required_packages": ["torch", "uvkernel_e2e_missing"]})
     # a spec with a typo in its config, written by hand as a user would (the installer refuses it)
@@ -53,9 +56,9 @@ def rest(tmp_path_factory, host_python):
     make_project(root / "strict")
     make_project(root / "plain")
     server = start_server(root, env, log_path=base / "server.log")
-    server.base = base
     yield server
     server.stop()
+    keep_log(server.log_path, "jupyter-server-rest.log")
 
 
 def ws(server, kernel_id: str) -> WsKernel:
@@ -197,6 +200,24 @@ def test_start_errors_reach_every_endpoint(rest, kind):
         rest.delete(f"/api/sessions/{session['id']}")
 
 
+def test_fallback_always_shows_error_in_notebook(rest):
+    """fallback_kernel = "always": even a first start that fails gives the notebook a kernel that shows why."""
+    r = new_session(rest, "broken-python/always.ipynb", "uvk-always")
+    assert r.status_code == 201, r.text
+    session = r.json()
+    try:
+        k = ws(rest, session["kernel"]["id"])
+        try:
+            assert k.wait_ready()["implementation"] == "uvkernel-error"
+            cell = k.execute("print('ran')")
+        finally:
+            k.close()
+        assert cell.status == "error" and cell.stdout == ""
+        assert "REQUIRES_PYTHON_EXCLUDES_HOST" in cell.stderr and "This cell was not run" in cell.stderr
+    finally:
+        rest.delete(f"/api/sessions/{session['id']}")
+
+
 def _set_requires_python(project: Path, spec: str) -> None:
     make_project(project, requires_python=spec, name=project.name)
 
@@ -262,7 +283,7 @@ def test_automatic_restart_after_crash_shows_fallback(rest):
             try:
                 k = WsKernel(rest, kernel_id, timeout=10)
                 info = k.wait_ready()
-            except (TimeoutError, OSError, Exception):
+            except Exception:  # the websocket is refused or silent while the kernel restarts
                 time.sleep(1)
                 continue
             if info.get("implementation") == "uvkernel-error":
