@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import textwrap
 from typing import Any
@@ -21,7 +20,7 @@ from tornado.web import HTTPError
 
 from . import pipeline
 from .errors import SpecError, UvkernelError
-from .fallback_kernel import ERROR_FILE_VAR
+from .fallback_kernel import ERROR_FILE_VAR, command as fallback_command
 from .settings import UvKernelSettings, validate_config
 
 
@@ -157,4 +156,4 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         self._error_file = path
         env = dict(env)
         env[ERROR_FILE_VAR] = path
-        return [sys.executable, "-m", "uvkernel.fallback_kernel", "-f", connection_file], env
+        return fallback_command(connection_file), env

@@ -231,6 +231,10 @@ def test_failed_restart_starts_fallback_kernel_then_recovers(rest, host_torch_fi
     try:
         assert facts(rest, kernel_id)["torch"] == host_torch_file
         _set_requires_python(project, ">=3.99")  # the project breaks while the kernel runs
+        # a package in the notebook's folder named like the fallback's own: the fallback runs in the server's
+        # interpreter, so it must never import from the notebook's folder
+        (project / "uvkernel").mkdir()
+        (project / "uvkernel" / "__init__.py").write_text("open(__file__ + '.ran', 'w').close()\n")
 
         r = rest.post(f"/api/kernels/{kernel_id}/restart")
         assert r.status_code == 200, r.text  # not "Exception restarting kernel": a fallback kernel runs
@@ -239,12 +243,14 @@ def test_failed_restart_starts_fallback_kernel_then_recovers(rest, host_torch_fi
             info = k.wait_ready()
             assert info["implementation"] == "uvkernel-error"
             assert "REQUIRES_PYTHON_EXCLUDES_HOST" in info["banner"]
+            assert "debugger" not in info.get("supported_features", [])
             cell = k.execute("open('ran.txt', 'w').write('user code ran')")
             assert cell.status == "error"
             assert_readable(cell.stderr.split("\n\nThis cell was not run")[0], "REQUIRES_PYTHON_EXCLUDES_HOST",
                             ">=3.99", width=10_000)
             assert "This cell was not run: the kernel could not be started." in cell.stderr
             assert not (project / "ran.txt").exists()  # the fallback runs no code
+            assert not (project / "uvkernel" / "__init__.py.ran").exists()
         finally:
             k.close()
         assert "kernel not started" in rest.log_path.read_text(errors="replace")
