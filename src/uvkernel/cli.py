@@ -165,7 +165,9 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w") as fh:
             json.dump({"message": str(exc), "code": exc.code}, fh)
         os.environ["UVKERNEL_ERROR_FILE"] = path
-        os.execv(sys.executable, [sys.executable, "-m", "uvkernel.fallback_kernel", "-f", args.connection_file])
+        from .fallback_kernel import command
+
+        os.execv(sys.executable, command(args.connection_file))
     cmd = prepared.command(args.connection_file)
     os.execve(cmd[0], cmd, prepared.kernel_env)
     return 0  # not reached
