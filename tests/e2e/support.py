@@ -41,8 +41,8 @@ def server_environment(base: Path, host_python: str) -> dict[str, str]:
     return env
 
 
-def install_spec(env: dict[str, str], name: str, host_python: str, *, display_name: str | None = None,
-                 settings: dict[str, Any] | None = None) -> Path:
+def install_kernel_spec(env: dict[str, str], name: str, host_python: str, *, display_name: str | None = None,
+                        settings: dict[str, Any] | None = None) -> Path:
     """``uvkernel install --user`` into the Jupyter data folder of ``env``; returns the spec folder."""
     args = [sys.executable, "-m", "uvkernel", "install", "--user", "--name", name, "--host-python", host_python]
     if display_name:

@@ -41,6 +41,20 @@ FACTS = ("import json, os, sys, torch; print(json.dumps({'uid': os.getuid(), 'ho
          "'cwd': os.getcwd(), 'prefix': sys.prefix, 'torch': torch.__file__}))")
 
 
+# run in one user's kernel: can it list the other user's envs and cache?
+PROBE_OTHERS = """
+import json, os
+out = {}
+for p in TARGETS:
+    try:
+        os.listdir(p)
+        out[p] = "readable"
+    except PermissionError:
+        out[p] = "denied"
+print(json.dumps(out))
+"""
+
+
 def _user_pids(uids: set[int]) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -324,8 +338,7 @@ def test_two_users_each_get_private_envs(hub, host_torch_file):
     assert not set(envs[a.name].values()) & set(envs[b.name].values())
     for reader, owner in ((b, a), (a, b)):
         targets = [str(p) for p in envs[owner.name].values()]
-        probe = ("import json, os\nout = {}\nfor p in %r:\n    try:\n        os.listdir(p)\n        out[p] = 'readable'\n"
-                 "    except PermissionError:\n        out[p] = 'denied'\nprint(json.dumps(out))") % (targets,)
+        probe = PROBE_OTHERS.replace("TARGETS", json.dumps(targets))
         sessions = reader.request("GET", "/api/sessions").json()
         result = reader.run(sessions[0]["kernel"]["id"], probe)
         assert result.error is None, result.error

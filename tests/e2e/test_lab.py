@@ -14,7 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from e2e.support import assert_readable, install_spec, keep_log, server_environment, start_server, write_notebook
+from e2e.support import (assert_readable, install_kernel_spec, keep_log, server_environment, start_server,
+                         write_notebook)
 from helpers import make_project
 
 # one worker runs the whole module (pytest -n with --dist loadgroup): its server is started once
@@ -32,7 +33,7 @@ LOOP = "import time\nprint('looping', flush=True)\nfor _ in range(600):\n    tim
 def lab(tmp_path_factory, host_python):
     base = tmp_path_factory.mktemp("lab")
     env = server_environment(base / "home", host_python)
-    install_spec(env, "uvk", host_python, display_name=DISPLAY)
+    install_kernel_spec(env, "uvk", host_python, display_name=DISPLAY)
     # no "get notified about news?" toast over the screenshots; workspaces in a folder of our own
     settings = base / "lab-settings"
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
@@ -79,8 +80,9 @@ class Lab:
         """Until the notebook's toolbar names ``display`` and its execution indicator says ``status``."""
         self.page.wait_for_function(
             """([display, status]) => {
-                const name = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Toolbar-kernelName');
-                const ind = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator');
+                const panel = '.jp-NotebookPanel:not(.lm-mod-hidden) ';
+                const name = document.querySelector(panel + '.jp-Toolbar-kernelName');
+                const ind = document.querySelector(panel + '.jp-Notebook-ExecutionIndicator');
                 return name && ind && name.textContent.trim() === display && ind.dataset.status === status;
             }""", arg=[display, status])
 

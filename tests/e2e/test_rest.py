@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.support import (WsKernel, assert_readable, install_spec, keep_log, new_session, server_environment,
+from e2e.support import (WsKernel, assert_readable, install_kernel_spec, keep_log, new_session, server_environment,
                          start_server, write_notebook)
 from helpers import make_project
 
@@ -33,11 +33,11 @@ FACTS = ("import json, os, sys, torch; print(json.dumps({'cwd': os.getcwd(), 'pr
 def rest(tmp_path_factory, host_python):
     base = tmp_path_factory.mktemp("rest")
     env = server_environment(base / "home", host_python)
-    install_spec(env, "uvk", host_python, display_name=DISPLAY)
-    install_spec(env, "uvk-alt", host_python, display_name=DISPLAY + " alt")
-    install_spec(env, "uvk-always", host_python, display_name=DISPLAY + " always",
+    install_kernel_spec(env, "uvk", host_python, display_name=DISPLAY)
+    install_kernel_spec(env, "uvk-alt", host_python, display_name=DISPLAY + " alt")
+    install_kernel_spec(env, "uvk-always", host_python, display_name=DISPLAY + " always",
                  settings={"fallback_kernel": "always"})
-    install_spec(env, "uvk-strict", host_python, display_name=DISPLAY + " strict",
+    install_kernel_spec(env, "uvk-strict", host_python, display_name=DISPLAY + " strict",
                  settings={"required_packages": ["torch", "uvkernel_e2e_missing"]})
     # a spec with a typo in its config, written by hand as a user would (the installer refuses it)
     spec = json.loads((Path(env["JUPYTER_DATA_DIR"]) / "kernels" / "uvk" / "kernel.json").read_text())
