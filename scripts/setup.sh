@@ -5,7 +5,7 @@
 #     own site-packages, the way a GPU workstation keeps its global stack. It is NOT the dev env;
 #   - the dev env .venv (no system site-packages): uvkernel itself, Jupyter, the test tools;
 #   - with --e2e: Debian's chromium + chromium-driver (browser tests), configurable-http-proxy from npm
-#     (JupyterHub), gcc for the fake NVML library.
+#     and acl's setfacl (JupyterHub), gcc for the fake NVML library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 E2E=0
@@ -37,6 +37,8 @@ if [ "$E2E" = 1 ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
   command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+  # JupyterHub test: lets its throwaway users reach a host interpreter under /root (mode 0700)
+  command -v setfacl >/dev/null 2>&1 || need_apt+=(acl)
   if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --e2e
 export UV_PYTHON_DOWNLOADS=never
 mkdir -p test-artifacts
-exec .venv/bin/python -m pytest -n "${UVKERNEL_TEST_WORKERS:-2}" "$@"
+# loadgroup: tests marked xdist_group (each e2e module, sharing one server or browser) stay on one worker
+exec .venv/bin/python -m pytest -n "${UVKERNEL_TEST_WORKERS:-2}" --dist loadgroup "$@"

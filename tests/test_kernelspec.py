@@ -149,6 +149,11 @@ def test_argv_alone_starts_the_kernel(tmp_path, install_spec, host_torch_file, i
     # the argv names the spec to read settings from: keep it pointing at the full one
     (plain / "kernel.json").write_text(json.dumps(spec))
 
+    # a folder named like our package next to the notebook must not run in Jupyter's interpreter
+    decoy = project / "uvkernel"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text(f"open({str(tmp_path / 'hijacked')!r}, 'w').write('yes')\n")
+
     async def scenario():
         async with Kernel("plain-argv", cwd=project) as k:
             return await k.value("[__import__('torch').__file__, __import__('sys').prefix]")
@@ -156,6 +161,16 @@ def test_argv_alone_starts_the_kernel(tmp_path, install_spec, host_torch_file, i
     torch_file, prefix = run_async(scenario())
     assert torch_file == host_torch_file
     assert prefix == str(project / ".venv")
+    assert not (tmp_path / "hijacked").exists()
+
+
+def test_shipped_spec_matches_the_generator():
+    from uvkernel import kernelspec
+
+    shipped = json.loads((REPO / "share" / "jupyter" / "kernels" / "uvkernel" / "kernel.json").read_text())
+    generated = kernelspec.spec_dict(display_name=kernelspec.DEFAULT_DISPLAY_NAME, config={}, env={},
+                                     name="uvkernel", python="python")
+    assert shipped == generated
 
 
 def test_wheel_ships_a_spec(tmp_path, uv_bin, host_python):

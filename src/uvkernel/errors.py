@@ -48,7 +48,7 @@ MESSAGES: dict[str, Message] = {
     ),
     # --- project ------------------------------------------------------------------------------------
     "PYPROJECT_INVALID": Message(
-        "{path} is not valid TOML: {detail}",
+        "{path} cannot be used as the project's pyproject.toml (the problem is shown below)",
         "fix the file (uvkernel never edits it), then start the kernel again",
     ),
     "REQUIRES_PYTHON_EXCLUDES_HOST": Message(

@@ -18,6 +18,18 @@ from .errors import MESSAGES
 
 ERROR_FILE_VAR = "UVKERNEL_ERROR_FILE"  # a JSON file {"message", "code"} written by the provisioner
 
+# The fallback runs in the server's interpreter with the notebook's folder as cwd.  ``python -m`` would put
+# that folder first on sys.path, so a uvkernel/, ipykernel/ or json.py there would run in the server's
+# Python; -c puts '' there instead, removed before anything is imported.  (-I would also drop PYTHONPATH
+# and the user site, where the server's own packages may live.)
+_BOOT = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+         "from uvkernel.fallback_kernel import main; main()")
+
+
+def command(connection_file: str) -> list[str]:
+    """The fallback kernel's command line (the server's interpreter, nothing from the notebook's folder)."""
+    return [sys.executable, "-c", _BOOT, "-f", connection_file]
+
 
 def prepare(error: Any, connection_file: str, env: dict[str, str]) -> tuple[list[str], dict[str, str], str]:
     """(command, environment, error file) for a fallback kernel that shows ``error``.
@@ -29,7 +41,7 @@ def prepare(error: Any, connection_file: str, env: dict[str, str]) -> tuple[list
         json.dump({"message": str(error), "code": getattr(error, "code", "")}, fh)
     env = dict(env)
     env[ERROR_FILE_VAR] = path
-    return [sys.executable, "-m", "uvkernel.fallback_kernel", "-f", connection_file], env, path
+    return command(connection_file), env, path
 
 
 def message() -> str:
@@ -60,6 +72,12 @@ def kernel_app() -> Any:
         @property  # type: ignore[override]
         def banner(self) -> str:
             return cell_text(message())
+
+        @property
+        def kernel_info(self) -> dict:
+            info = dict(super().kernel_info)  # no debugger: there is no code to debug
+            info["supported_features"] = [f for f in info.get("supported_features", []) if f != "debugger"]
+            return info
 
         async def do_execute(self, code, silent, store_history=True, user_expressions=None, allow_stdin=False,
                              *, cell_meta=None, cell_id=None):

@@ -22,6 +22,16 @@ PROVISIONER = "uvkernel"
 LOGOS = Path(__file__).with_name("resources")
 
 
+# ``python -m uvkernel`` would put the kernel's cwd (the notebook's folder) first on sys.path, so a json.py or
+# uvkernel/ there would run in Jupyter's interpreter; -c puts '' there, and it is removed before any import.
+LAUNCHER = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+            "from uvkernel.cli import main; sys.exit(main())")
+
+
+def launcher_argv(python: str, name: str) -> list[str]:
+    return [python, "-c", LAUNCHER, "kernel", "--kernel", name, "-f", "{connection_file}"]
+
+
 def spec_dict(*, display_name: str, config: dict[str, Any], env: dict[str, str], name: str,
               python: str | None = None) -> dict[str, Any]:
     """The kernel.json content.
@@ -30,7 +40,7 @@ def spec_dict(*, display_name: str, config: dict[str, Any], env: dict[str, str],
     runs the same pipeline, then replaces itself with the env's ipykernel.
     """
     return {
-        "argv": [python or sys.executable, "-m", "uvkernel", "kernel", "--kernel", name, "-f", "{connection_file}"],
+        "argv": launcher_argv(python or sys.executable, name),
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": "signal",

@@ -35,34 +35,42 @@ DIALOG_WIDTH = 92  # columns JupyterLab's dialog shows without scrolling (1280 p
 _NBSP = "\u00a0"
 
 
-def dialog_text(text: str, width: int = DIALOG_WIDTH) -> str:
+def dialog_text(text: str, width: int = DIALOG_WIDTH, first_line_taken: int = 0) -> str:
     """Hard-wrap long lines at spaces, keeping every word (paths) and every `command` whole.
 
     JupyterLab's "Error Starting Kernel" dialog shows the message in a ``<pre>`` that does not wrap: a long
     line would run out of the dialog and need horizontal scrolling.  Continuation lines are indented.  A
     backquoted command is never split (pasted into a shell, a split command breaks); one longer than the
-    dialog stands on a line of its own.
+    dialog stands on a line of its own.  ``first_line_taken`` columns of the first line are used by text a
+    front end puts before ours.
     """
     out: list[str] = []
-    for line in text.splitlines():
-        if len(line) <= width:
+    for number, line in enumerate(text.splitlines()):
+        taken = first_line_taken if number == 0 else 0
+        if len(line) + taken <= width:
             out.append(line)
             continue
+        indent = line[: len(line) - len(line.lstrip())]
         parts = line.split("`")
         glued = "`".join(p.replace(" ", _NBSP) if i % 2 else p for i, p in enumerate(parts))
-        indent = line[: len(line) - len(line.lstrip())]
-        wrapped = textwrap.wrap(glued, width, subsequent_indent=indent + "    ", break_long_words=False,
-                                break_on_hyphens=False)
+        wrapped = textwrap.wrap(glued, width, initial_indent=" " * taken, subsequent_indent=indent + "    ",
+                                break_long_words=False, break_on_hyphens=False)
+        wrapped[0] = wrapped[0][taken:]
         out.extend(w.replace(_NBSP, " ") for w in wrapped)
     return "\n".join(out)
+
+
+def _kernel_change_prefix(kernel_name: str) -> str:
+    """What jupyter_server puts before the message when a notebook switches kernels (PATCH /api/sessions)."""
+    return f"The '{kernel_name}' kernel could not be started: "
 
 
 class KernelStartError(HTTPError):
     """A start failure as jupyter_server wants it: its message is shown, not replaced by 'Unhandled error'."""
 
-    def __init__(self, error: UvkernelError) -> None:
+    def __init__(self, error: UvkernelError, kernel_name: str = "") -> None:
         self.error = error
-        self.text = dialog_text(str(error))
+        self.text = dialog_text(str(error), first_line_taken=len(_kernel_change_prefix(kernel_name)))
         # No positional args: tornado never %-formats the message (messages avoid '%' all the same, since
         # tornado >= 6.5 doubles it in ``log_message``, which jupyter_server sends to the client).
         super().__init__(500, self.text, reason="uvkernel: kernel not started")
@@ -132,7 +140,7 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         if error is not None:
             self.log.error("uvkernel: kernel not started:\n%s", error)
             if not (self.fallback_kernel == "always" or (restarting and self.fallback_kernel == "restart")):
-                raise KernelStartError(error)
+                raise KernelStartError(error, kernel_name=getattr(self.parent, "kernel_name", "") or "")
         kwargs = await super().pre_launch(**kwargs)
         connection_file = self.parent.connection_file if self.parent else ""
         if error is not None:

@@ -41,8 +41,8 @@ def server_environment(base: Path, host_python: str) -> dict[str, str]:
     return env
 
 
-def install_spec(env: dict[str, str], name: str, host_python: str, *, display_name: str | None = None,
-                 settings: dict[str, Any] | None = None) -> Path:
+def install_kernel_spec(env: dict[str, str], name: str, host_python: str, *, display_name: str | None = None,
+                        settings: dict[str, Any] | None = None) -> Path:
     """``uvkernel install --user`` into the Jupyter data folder of ``env``; returns the spec folder."""
     args = [sys.executable, "-m", "uvkernel", "install", "--user", "--name", name, "--host-python", host_python]
     if display_name:
@@ -148,6 +148,15 @@ class WsKernel:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def keep_log(path: Path, name: str) -> None:
+    """Copy a server's log into test-artifacts/ (CI keeps it), e.g. to read a failed run's server side."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        (ARTIFACTS / name).write_bytes(path.read_bytes())
+    except OSError:
+        pass
 
 
 def assert_readable(message: str, code: str, *fragments: str, width: int = 92) -> None:

@@ -15,26 +15,28 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from e2e.support import assert_readable, install_spec, server_environment, write_notebook
+from e2e.support import assert_readable, install_kernel_spec, server_environment, write_notebook
 from helpers import make_project
 
-pytestmark = pytest.mark.e2e
+# one worker runs the whole module (pytest -n with --dist loadgroup): its server is started once
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-headless")]
 
 BIN = Path(sys.executable).parent
 # find_spec, not import: the path torch would be imported from, without paying for the import
 FACTS = ("import importlib.util, json, os, sys; print(json.dumps({'cwd': os.getcwd(), 'prefix': sys.prefix, "
          "'torch': importlib.util.find_spec('torch').origin}))")
-ERROR_CODE = "REQUIRES_PYTHON_EXCLUDES_HOST"
+# a preflight failure: the strict spec requires a package the host does not have
+MISSING = "uvkernel_e2e_missing"
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, host_python):
     base = tmp_path_factory.mktemp("headless")
     env = server_environment(base / "home", host_python)
-    install_spec(env, "uvk", host_python)
+    install_kernel_spec(env, "uvk", host_python)
+    install_kernel_spec(env, "uvk-strict", host_python, settings={"required_packages": ["torch", MISSING]})
     root = base / "root"
     make_project(root / "proj")
-    make_project(root / "bad", requires_python=">=3.99")
     return root, env
 
 
@@ -56,56 +58,59 @@ def check_facts(got: dict, project: Path, cwd: Path, host_torch_file: str) -> No
     assert got["torch"] == host_torch_file
 
 
-def check_failure(done: subprocess.CompletedProcess, bad: Path) -> None:
+def check_failure(done: subprocess.CompletedProcess, code: str, *fragments: str) -> None:
     """The command failed and its stderr ends with our message, whole and readable."""
     assert done.returncode != 0, done.stdout + done.stderr
     marker = "KernelStartError: "
     assert marker in done.stderr, done.stderr[-3000:]
     message = done.stderr[done.stderr.rindex(marker) + len(marker):].strip()
     assert message.startswith("uvkernel: "), message
-    assert_readable(message, ERROR_CODE, ">=3.99", str(bad / "pyproject.toml"))
+    assert_readable(message, code, *fragments)
     # the provisioner also logs it before the traceback, for front ends that swallow exceptions
     assert "uvkernel: kernel not started" in done.stderr
 
 
-# front end -> (command with {nb}, the folder it runs from, the kernel's expected cwd), per project folder
-def commands(folder: Path) -> dict:
+# front end -> (command, the folder it runs from, the kernel's expected cwd) for a project folder
+def commands(folder: Path, kernel: str, tag: str = "") -> dict:
+    sub = f"{folder.name}/sub"
     return {
-        "jupyter-execute": ([str(BIN / "jupyter"), "execute", "--kernel_name=uvk", "--inplace",
-                             f"{folder.name}/sub/execute.ipynb"], folder.parent, folder / "sub"),
+        "jupyter-execute": ([str(BIN / "jupyter"), "execute", f"--kernel_name={kernel}", "--inplace",
+                             f"{sub}/execute{tag}.ipynb"], folder.parent, folder / "sub"),
         # a relative path: nbconvert hands the kernel manager the RELATIVE cwd 'sub'
         "nbconvert": ([str(BIN / "jupyter"), "nbconvert", "--execute", "--to", "notebook", "--inplace",
-                       "--ExecutePreprocessor.kernel_name=uvk", "sub/nbconvert.ipynb"], folder, folder / "sub"),
+                       f"--ExecutePreprocessor.kernel_name={kernel}", f"sub/nbconvert{tag}.ipynb"],
+                      folder, folder / "sub"),
         # no --cwd: papermill gives no cwd at all, the kernel runs where papermill runs
-        "papermill": ([str(BIN / "papermill"), "-k", "uvk", "sub/papermill.ipynb", "sub/papermill.ipynb"],
-                      folder, folder),
-        "papermill-cwd": ([str(BIN / "papermill"), "-k", "uvk", "--cwd", f"{folder.name}/sub",
-                           f"{folder.name}/sub/papermill-cwd.ipynb", f"{folder.name}/sub/papermill-cwd.ipynb"],
-                          folder.parent, folder / "sub"),
+        "papermill": ([str(BIN / "papermill"), "-k", kernel, f"sub/papermill{tag}.ipynb",
+                       f"sub/papermill{tag}.ipynb"], folder, folder),
+        "papermill-cwd": ([str(BIN / "papermill"), "-k", kernel, "--cwd", sub, f"{sub}/papermill-cwd{tag}.ipynb",
+                           f"{sub}/papermill-cwd{tag}.ipynb"], folder.parent, folder / "sub"),
     }
+
+
+def notebook_of(front_end: str, project: Path, tag: str = "") -> Path:
+    return project / "sub" / f"{front_end.replace('jupyter-', '')}{tag}.ipynb"
 
 
 @pytest.mark.parametrize("front_end", ["jupyter-execute", "nbconvert", "papermill", "papermill-cwd"])
 def test_command_line_front_end_finds_project(site, front_end, host_torch_file):
     root, env = site
     project = root / "proj"
-    args, cwd, kernel_cwd = commands(project)[front_end]
-    notebook = project / "sub" / (front_end.replace("jupyter-", "") + ".ipynb")
-    write_notebook(notebook, FACTS)
+    args, cwd, kernel_cwd = commands(project, "uvk")[front_end]
+    notebook = write_notebook(notebook_of(front_end, project), FACTS)
     done = run(args, cwd, env)
     assert done.returncode == 0, done.stdout + done.stderr
     check_facts(notebook_facts(notebook), project, kernel_cwd, host_torch_file)
 
 
 @pytest.mark.parametrize("front_end", ["jupyter-execute", "nbconvert", "papermill", "papermill-cwd"])
-def test_command_line_front_end_shows_start_error(site, front_end):
+def test_command_line_front_end_shows_preflight_error(site, front_end):
     root, env = site
-    bad = root / "bad"
-    args, cwd, _ = commands(bad)[front_end]
-    notebook = bad / "sub" / (front_end.replace("jupyter-", "") + ".ipynb")
-    write_notebook(notebook, "open('ran.txt', 'w').write('ran')")
-    check_failure(run(args, cwd, env), bad)
-    assert not list(bad.rglob("ran.txt"))
+    project = root / "proj"
+    args, cwd, _ = commands(project, "uvk-strict", tag="-strict")[front_end]
+    write_notebook(notebook_of(front_end, project, "-strict"), "open('ran.txt', 'w').write('ran')", kernel="uvk-strict")
+    check_failure(run(args, cwd, env), "TORCH_NOT_FOUND", f"{MISSING} is not importable")
+    assert not list(project.rglob("ran.txt"))
 
 
 def test_nbclient_api(site, install_spec, tmp_path, host_torch_file):
@@ -124,7 +129,7 @@ def test_nbclient_api(site, install_spec, tmp_path, host_torch_file):
     with pytest.raises(Exception) as info:
         NotebookClient(nb, kernel_name=name, resources={"metadata": {"path": str(bad)}}).execute()
     assert type(info.value).__name__ == "KernelStartError"
-    assert_readable(str(info.value), ERROR_CODE, ">=3.99", str(bad / "pyproject.toml"))
+    assert_readable(str(info.value), "REQUIRES_PYTHON_EXCLUDES_HOST", ">=3.99", str(bad / "pyproject.toml"))
     assert nb.cells[0].outputs == []
 
 
@@ -138,7 +143,7 @@ def test_jupyter_console(site, host_torch_file):
     line = next(line for line in done.stdout.splitlines() if '"prefix"' in line)
     check_facts(json.loads(line[line.index("{"):]), project, project / "sub", host_torch_file)
 
-    (root / "bad" / "sub").mkdir(exist_ok=True)
-    done = run(console, root / "bad" / "sub", env, stdin="open('ran.txt', 'w').write('ran')\nexit\n")
-    check_failure(done, root / "bad")
-    assert not list((root / "bad").rglob("ran.txt"))
+    bad = make_project(root / "bad", requires_python=">=3.99")
+    done = run(console, bad, env, stdin="open('ran.txt', 'w').write('ran')\nexit\n")
+    check_failure(done, "REQUIRES_PYTHON_EXCLUDES_HOST", ">=3.99", str(bad / "pyproject.toml"))
+    assert not list(bad.rglob("ran.txt"))

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from e2e.support import (WsKernel, assert_readable, install_spec, new_session, server_environment, start_server,
-                         write_notebook)
+from e2e.support import (WsKernel, assert_readable, install_kernel_spec, keep_log, new_session, server_environment,
+                         start_server, write_notebook)
 from helpers import make_project
 
-pytestmark = pytest.mark.e2e
+# one worker runs the whole module (pytest -n with --dist loadgroup): its server is started once
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-rest")]
 
 DISPLAY = "Python (uvkernel e2e)"
 NESTED = "nested/deeper/Mon Projet ünï"  # spaces and non-ASCII characters on the way
@@ -32,9 +33,11 @@ FACTS = ("import json, os, sys, torch; print(json.dumps({'cwd': os.getcwd(), 'pr
 def rest(tmp_path_factory, host_python):
     base = tmp_path_factory.mktemp("rest")
     env = server_environment(base / "home", host_python)
-    install_spec(env, "uvk", host_python, display_name=DISPLAY)
-    install_spec(env, "uvk-alt", host_python, display_name=DISPLAY + " alt")
-    install_spec(env, "uvk-strict", host_python, display_name=DISPLAY + " strict",
+    install_kernel_spec(env, "uvk", host_python, display_name=DISPLAY)
+    install_kernel_spec(env, "uvk-alt", host_python, display_name=DISPLAY + " alt")
+    install_kernel_spec(env, "uvk-always", host_python, display_name=DISPLAY + " always",
+                 settings={"fallback_kernel": "always"})
+    install_kernel_spec(env, "uvk-strict", host_python, display_name=DISPLAY + " strict",
                  settings={"required_packages": ["torch", "uvkernel_e2e_missing"]})
     # a spec with a typo in its config, written by hand as a user would (the installer refuses it)
     spec = json.loads((Path(env["JUPYTER_DATA_DIR"]) / "kernels" / "uvk" / "kernel.json").read_text())
@@ -53,9 +56,9 @@ def rest(tmp_path_factory, host_python):
     make_project(root / "strict")
     make_project(root / "plain")
     server = start_server(root, env, log_path=base / "server.log")
-    server.base = base
     yield server
     server.stop()
+    keep_log(server.log_path, "jupyter-server-rest.log")
 
 
 def ws(server, kernel_id: str) -> WsKernel:
@@ -157,7 +160,8 @@ def test_kernels_endpoint_with_nested_path(rest):
 FAILURES = {
     "requires-python": ("uvk", "broken-python", "REQUIRES_PYTHON_EXCLUDES_HOST",
                         [">=3.99", "broken-python/pyproject.toml", "How to fix: widen requires-python"]),
-    "invalid-toml": ("uvk", "broken-toml", "PYPROJECT_INVALID", ["broken-toml/pyproject.toml", "uvkernel never edits it"]),
+    "invalid-toml": ("uvk", "broken-toml", "PYPROJECT_INVALID", ["broken-toml/pyproject.toml", "Unclosed array",
+                                                               "uvkernel never edits it"]),
     "preflight": ("uvk-strict", "strict", "TORCH_NOT_FOUND", ["uvkernel_e2e_missing is not importable"]),
     "spec-config": ("uvk-typo", "plain", "CONFIG_INVALID", ["require-cuda", "did you mean require_cuda?",
                                                             "uvk-typo/kernel.json"]),
@@ -189,9 +193,27 @@ def test_start_errors_reach_every_endpoint(rest, kind):
         assert r.status_code == 501, r.text
         message = r.json()["message"]
         prefix = f"The '{spec}' kernel could not be started: "
-        assert message.startswith(prefix + "uvkernel: "), message  # no repr() quotes around our text
-        assert_readable(message[len(prefix):], code, *fragments)
+        assert message.startswith(prefix + "uvkernel:"), message  # no repr() quotes around our text
+        assert_readable(message, code, *fragments)  # with jupyter_server's prefix, still fits the dialog
         assert rest.get(f"/api/sessions/{session['id']}").json()["kernel"]["id"] == session["kernel"]["id"]
+    finally:
+        rest.delete(f"/api/sessions/{session['id']}")
+
+
+def test_fallback_always_shows_error_in_notebook(rest):
+    """fallback_kernel = "always": even a first start that fails gives the notebook a kernel that shows why."""
+    r = new_session(rest, "broken-python/always.ipynb", "uvk-always")
+    assert r.status_code == 201, r.text
+    session = r.json()
+    try:
+        k = ws(rest, session["kernel"]["id"])
+        try:
+            assert k.wait_ready()["implementation"] == "uvkernel-error"
+            cell = k.execute("print('ran')")
+        finally:
+            k.close()
+        assert cell.status == "error" and cell.stdout == ""
+        assert "REQUIRES_PYTHON_EXCLUDES_HOST" in cell.stderr and "This cell was not run" in cell.stderr
     finally:
         rest.delete(f"/api/sessions/{session['id']}")
 
@@ -209,6 +231,10 @@ def test_failed_restart_starts_fallback_kernel_then_recovers(rest, host_torch_fi
     try:
         assert facts(rest, kernel_id)["torch"] == host_torch_file
         _set_requires_python(project, ">=3.99")  # the project breaks while the kernel runs
+        # a package in the notebook's folder named like the fallback's own: the fallback runs in the server's
+        # interpreter, so it must never import from the notebook's folder
+        (project / "uvkernel").mkdir()
+        (project / "uvkernel" / "__init__.py").write_text("open(__file__ + '.ran', 'w').close()\n")
 
         r = rest.post(f"/api/kernels/{kernel_id}/restart")
         assert r.status_code == 200, r.text  # not "Exception restarting kernel": a fallback kernel runs
@@ -217,12 +243,14 @@ def test_failed_restart_starts_fallback_kernel_then_recovers(rest, host_torch_fi
             info = k.wait_ready()
             assert info["implementation"] == "uvkernel-error"
             assert "REQUIRES_PYTHON_EXCLUDES_HOST" in info["banner"]
+            assert "debugger" not in info.get("supported_features", [])
             cell = k.execute("open('ran.txt', 'w').write('user code ran')")
             assert cell.status == "error"
             assert_readable(cell.stderr.split("\n\nThis cell was not run")[0], "REQUIRES_PYTHON_EXCLUDES_HOST",
                             ">=3.99", width=10_000)
             assert "This cell was not run: the kernel could not be started." in cell.stderr
             assert not (project / "ran.txt").exists()  # the fallback runs no code
+            assert not (project / "uvkernel" / "__init__.py.ran").exists()
         finally:
             k.close()
         assert "kernel not started" in rest.log_path.read_text(errors="replace")
@@ -261,7 +289,7 @@ def test_automatic_restart_after_crash_shows_fallback(rest):
             try:
                 k = WsKernel(rest, kernel_id, timeout=10)
                 info = k.wait_ready()
-            except (TimeoutError, OSError, Exception):
+            except Exception:  # the websocket is refused or silent while the kernel restarts
                 time.sleep(1)
                 continue
             if info.get("implementation") == "uvkernel-error":

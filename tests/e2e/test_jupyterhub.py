@@ -1,0 +1,345 @@
+"""A real JupyterHub on loopback (configurable-http-proxy from npm, a dummy login, LocalProcessSpawner) with
+two throwaway Unix users: each user's server lists the system-wide uvkernel spec and runs notebooks in a
+project in the user's home; envs and caches belong to their user, are private (0700), and the other user
+cannot read them.
+
+The hub loads share/jupyterhub_config.py (the example admins copy) and overrides only ports, the login, the
+users and where the "system-wide" kernel spec lives.  Needs root (useradd, setuid spawns); the users, their
+homes and every process they ran are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from e2e.support import WsKernel, keep_log, write_notebook
+from helpers import REPO, make_project
+from servers import free_port, stop_process
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-jupyterhub")]
+
+BIN = Path(sys.executable).parent
+CHP = REPO / "build" / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
+EXAMPLE = REPO / "share" / "jupyterhub_config.py"
+SPEC = "uvk-hub"
+DISPLAY = "Python (uvkernel on the hub)"
+FACTS = ("import json, os, sys, torch; print(json.dumps({'uid': os.getuid(), 'home': os.environ.get('HOME'), "
+         "'cwd': os.getcwd(), 'prefix': sys.prefix, 'torch': torch.__file__}))")
+
+
+# run in one user's kernel: can it list the other user's envs and cache?
+PROBE_OTHERS = """
+import json, os
+out = {}
+for p in TARGETS:
+    try:
+        os.listdir(p)
+        out[p] = "readable"
+    except PermissionError:
+        out[p] = "denied"
+print(json.dumps(out))
+"""
+
+
+def _user_pids(uids: set[int]) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        line = next((ln for ln in status.splitlines() if ln.startswith("Uid:")), "")
+        if line and int(line.split()[1]) in uids:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _kill_user_processes(uids: set[int]) -> None:
+    """The servers and kernels the hub started for the test users (by process id, never by name)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = _user_pids(uids)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while _user_pids(uids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def _dirs_to_open(paths: list[str]) -> list[Path]:
+    """Folders on the way to ``paths`` that other users cannot traverse (e.g. /root, mode 0700)."""
+    closed: list[Path] = []
+    for path in paths:
+        for folder in Path(os.path.realpath(path)).parents:
+            if folder not in closed and not folder.stat().st_mode & stat.S_IXOTH:
+                closed.append(folder)
+    return closed
+
+
+class HubUser:
+    """One user's single-user server, reached through the hub's proxy with the test service's token."""
+
+    def __init__(self, hub: "Hub", name: str):
+        self.hub = hub
+        self.name = name
+        self.pw = pwd.getpwnam(name)
+        self.home = Path(self.pw.pw_dir)
+        self.url = f"{hub.url}/user/{name}"
+        self.token = hub.token
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 300)
+        return requests.request(method, self.url + path, headers={"Authorization": f"token {self.token}"}, **kwargs)
+
+    def session(self, path: str) -> dict:
+        r = self.request("POST", "/api/sessions", json={"path": path, "type": "notebook", "name": Path(path).name,
+                                                        "kernel": {"name": SPEC}})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def run(self, kernel_id: str, code: str):
+        k = WsKernel(self, kernel_id)
+        try:
+            k.wait_ready()
+            return k.execute(code)
+        finally:
+            k.close()
+
+    def facts(self, kernel_id: str) -> dict:
+        result = self.run(kernel_id, FACTS)
+        assert result.error is None, result.error
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class Hub:
+    def __init__(self, base: Path, users: list[str], host_python: str):
+        self.base = base
+        self.users = users
+        self.port, self.hub_port, self.api_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = secrets.token_hex(16)
+        self.log_path = base / "hub" / "jupyterhub.log"
+        self.proc: subprocess.Popen | None = None
+        self.system = base / "system"  # stands for --sys-prefix: a root-owned folder every user can read
+        done = subprocess.run([sys.executable, "-m", "uvkernel", "install", "--prefix", str(self.system),
+                               "--name", SPEC, "--display-name", DISPLAY, "--host-python", host_python],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def config(self) -> Path:
+        hub_dir = self.base / "hub"
+        path = hub_dir / "jupyterhub_config.py"
+        path.write_text(f"""
+c = get_config()
+load_subconfig({str(EXAMPLE)!r})
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {self.port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {self.hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"
+c.ConfigurableHTTPProxy.command = [{str(CHP)!r}]
+c.ConfigurableHTTPProxy.pid_file = {str(hub_dir / "proxy.pid")!r}
+c.JupyterHub.db_url = "sqlite:///{hub_dir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = {str(hub_dir / "cookie_secret")!r}
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.password = {secrets.token_hex(8)!r}
+c.Authenticator.allowed_users = set({self.users!r})
+c.JupyterHub.services = [{{"name": "e2e", "api_token": {self.token!r}}}]
+c.JupyterHub.load_roles = [{{"name": "e2e", "services": ["e2e"],
+                             "scopes": ["admin:users", "admin:servers", "access:servers"]}}]
+c.Spawner.cmd = [{str(BIN / "jupyterhub-singleuser")!r}]
+# the system-wide kernel spec folder (in production: uvkernel install --sys-prefix)
+c.Spawner.environment["JUPYTER_PATH"] = {str(self.system / "share" / "jupyter")!r}
+""")
+        return path
+
+    def start(self) -> "Hub":
+        hub_dir = self.base / "hub"
+        hub_dir.mkdir(mode=0o700)
+        config = self.config()
+        self._log = open(self.log_path, "wb")
+        env = dict(os.environ)
+        for var in ("JUPYTER_PATH", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR"):
+            env.pop(var, None)
+        self.proc = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(config)], cwd=hub_dir, env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"jupyterhub did not start:\n{self.log()}")
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 60)
+        return requests.request(method, f"{self.url}/hub/api{path}", headers={"Authorization": f"token {self.token}"},
+                                **kwargs)
+
+    def spawn(self, name: str) -> HubUser:
+        if self.api("GET", f"/users/{name}").status_code == 404:
+            assert self.api("POST", f"/users/{name}").status_code == 201
+        r = self.api("POST", f"/users/{name}/server")
+        assert r.status_code in (201, 202), r.text
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            server = (self.api("GET", f"/users/{name}").json().get("servers") or {}).get("")
+            if server and server.get("ready"):
+                return HubUser(self, name)
+            time.sleep(0.5)
+        raise AssertionError(f"the server of {name} did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=20)
+        pid_file = self.base / "hub" / "proxy.pid"
+        if pid_file.exists():  # a proxy left behind by a hub that had to be killed
+            try:
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+@pytest.fixture(scope="module")
+def hub(host_python):
+    if os.geteuid() != 0:
+        pytest.fail("the JupyterHub test creates Unix users and spawns servers as them: run it as root",
+                    pytrace=False)
+    for tool in ("useradd", "userdel", "setfacl"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is missing: run scripts/setup.sh --e2e", pytrace=False)
+    if not CHP.exists():
+        pytest.fail(f"{CHP} is missing: run scripts/setup.sh --e2e", pytrace=False)
+
+    base = Path(tempfile.mkdtemp(prefix="uvkernel-hub-"))  # not under pytest's 0700 folder: users traverse it
+    base.chmod(0o755)
+    (base / "home").mkdir(mode=0o755)
+    suffix = secrets.token_hex(3)
+    names = [f"uvkhub-a-{suffix}", f"uvkhub-b-{suffix}"]
+    created: list[str] = []
+    saved_acls: dict[Path, str] = {}  # folder -> its ACL before the test (getfacl text), restored after
+    hub = None
+    try:
+        for name in names:
+            home = base / "home" / name
+            subprocess.run(["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/bash",
+                            "--user-group", "-K", "HOME_MODE=0700", name], check=True, capture_output=True)
+            created.append(name)
+            assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        # the shared host stack and the server's environment must be reachable by the users
+        import uv
+
+        for folder in _dirs_to_open([host_python, sys.executable, str(REPO / "src"), uv.find_uv_bin()]):
+            saved_acls[folder] = subprocess.run(["getfacl", "--absolute-names", str(folder)], check=True,
+                                                capture_output=True, text=True).stdout
+            for name in names:
+                subprocess.run(["setfacl", "-m", f"u:{name}:x", str(folder)], check=True, capture_output=True)
+        hub = Hub(base, names, host_python).start()
+        yield hub
+    finally:
+        if hub is not None:
+            for name in names:
+                hub.api("DELETE", f"/users/{name}/server")
+            hub.stop()
+            keep_log(hub.log_path, "jupyterhub.log")
+        uids = set()
+        for name in created:
+            try:
+                uids.add(pwd.getpwnam(name).pw_uid)
+            except KeyError:
+                pass
+        _kill_user_processes(uids)
+        for folder, acl in saved_acls.items():  # exactly as before (no leftover mask entry)
+            subprocess.run(["setfacl", "-b", str(folder)], capture_output=True)
+            subprocess.run(["setfacl", "--set-file=-", str(folder)], input=acl, text=True, capture_output=True)
+        for name in created:
+            subprocess.run(["userdel", "--remove", name], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _tree_owned_by(folder: Path, uid: int) -> list[str]:
+    return [str(p) for p in [folder, *folder.rglob("*")] if p.lstat().st_uid != uid]
+
+
+def _give(path: Path, user: HubUser) -> None:
+    for p in [path, *path.rglob("*")]:
+        os.chown(p, user.pw.pw_uid, user.pw.pw_gid)
+
+
+def test_two_users_each_get_private_envs(hub, host_torch_file):
+    users = [hub.spawn(name) for name in hub.users]
+    envs = {}
+    for user, deps in zip(users, (["tomli-w>=1.0"], [])):
+        # what the user has in their home: a project with a notebook, and a notebook outside any project
+        project = make_project(user.home / "proj", dependencies=deps)
+        write_notebook(project / "nb.ipynb", "print('hi')", kernel=SPEC)
+        write_notebook(user.home / "scratch" / "nb.ipynb", "print('hi')", kernel=SPEC)
+        _give(project, user)
+        _give(user.home / "scratch", user)
+
+        specs = user.request("GET", "/api/kernelspecs").json()["kernelspecs"]
+        assert specs[SPEC]["spec"]["display_name"] == DISPLAY
+        assert specs[SPEC]["spec"]["metadata"]["kernel_provisioner"]["provisioner_name"] == "uvkernel"
+
+        kernel = user.session("proj/nb.ipynb")["kernel"]["id"]
+        got = user.facts(kernel)
+        assert got["uid"] == user.pw.pw_uid and got["home"] == str(user.home)
+        assert got["cwd"] == str(project)
+        assert got["prefix"] == str(project / ".venv")
+        assert got["torch"] == host_torch_file  # the one shared host stack
+        if deps:  # uv reached the index from a hub-spawned server (the example keeps SSL_CERT_FILE)
+            where = user.run(kernel, "import tomli_w; print(tomli_w.__file__)").stdout.strip()
+            assert where.startswith(str(project / ".venv")), where
+
+        scratch = user.facts(user.session("scratch/nb.ipynb")["kernel"]["id"])
+        cache = user.home / ".cache" / "uvkernel"
+        assert scratch["prefix"].startswith(str(cache / "envs") + "/"), scratch
+        envs[user.name] = {"project": project / ".venv", "cache": cache, "scratch": Path(scratch["prefix"])}
+
+        # private: uvkernel's folders are 0700; nothing in the home belongs to anyone but the user
+        for folder in (cache, cache / "envs", Path(scratch["prefix"]), cache / "locks"):
+            mode = stat.S_IMODE(folder.stat().st_mode)
+            assert mode == 0o700, f"{folder} is {oct(mode)}"
+            assert folder.stat().st_uid == user.pw.pw_uid
+        assert not _tree_owned_by(user.home, user.pw.pw_uid)
+
+    # never shared: separate envs, and neither user can look into the other's
+    a, b = users
+    assert not set(envs[a.name].values()) & set(envs[b.name].values())
+    for reader, owner in ((b, a), (a, b)):
+        targets = [str(p) for p in envs[owner.name].values()]
+        probe = PROBE_OTHERS.replace("TARGETS", json.dumps(targets))
+        sessions = reader.request("GET", "/api/sessions").json()
+        result = reader.run(sessions[0]["kernel"]["id"], probe)
+        assert result.error is None, result.error
+        assert set(json.loads(result.stdout.strip().splitlines()[-1]).values()) == {"denied"}
