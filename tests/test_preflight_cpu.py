@@ -67,7 +67,7 @@ def test_cpu_torch_with_require_cuda_fails(host_python, cpu_project, tmp_path):
     assert text.startswith("uvkernel: the host's torch 2.13.0+cpu is a CPU-only build, but CUDA is required "
                            "(require_cuda = true) [TORCH_NOT_CUDA_BUILD]")
     assert "torch.version.cuda: None" in text
-    assert f"How to fix: install a CUDA build of torch into the host ({host_python} -m pip install" in text
+    assert f"How to fix: install a CUDA build of torch into the host (`{host_python} -m pip install" in text
     assert "%" not in text
 
 

@@ -242,6 +242,11 @@ MESSAGES: dict[str, Message] = {
         "the preflight check could not run in the kernel's environment: {detail_line}",
         "run `uvkernel check {project} --recheck` to see the full report",
     ),
+    "KERNEL_NOT_STARTED": Message(
+        "this cell was not run: the kernel could not be started",
+        "fix the problem above (if none is shown, the server log has it), then restart the kernel "
+        "(in JupyterLab: Kernel menu, Restart Kernel)",
+    ),
     "IPYKERNEL_MISSING": Message(
         "ipykernel is not importable from the kernel's environment",
         "let uvkernel install it (install_ipykernel = true), or install it into the host: "
