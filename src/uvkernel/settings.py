@@ -6,6 +6,7 @@ config file (``c.UvKernelProvisioner.<name> = ...``).  The CLI builds the same o
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Mapping
 
 from traitlets import Bool, CaselessStrEnum, Float, Int, List, TraitError, Unicode, Union
@@ -95,14 +96,15 @@ def validate_config(config: Mapping[str, Any], spec: str = "the kernel spec") ->
     """Reject unknown keys and wrong types with one clear message (jupyter_client only warns)."""
     problems = []
     traits = UvKernelSettings.class_traits(config=True)
+    scratch = UvKernelSettings()  # container traits (List) validate their elements against an instance
     for key, value in config.items():
         if key not in traits:
-            close = [n for n in traits if n.replace("_", "") == key.replace("_", "").replace("-", "").lower()]
+            close = difflib.get_close_matches(str(key).replace("-", "_"), list(traits), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             problems.append(f"unknown setting {key!r}{hint}")
             continue
         try:
-            traits[key].validate(None, value)  # type: ignore[arg-type]
+            traits[key].validate(scratch, value)
         except TraitError:
             problems.append(f"{key} = {value!r} is not valid: {traits[key].info()} expected")
     if problems:
