@@ -35,8 +35,8 @@ class KernelStartError(HTTPError):
 
     def __init__(self, error: UvkernelError) -> None:
         self.error = error
-        super().__init__(500, log_message=None, reason="uvkernel: kernel not started")
-        self.log_message = str(error)  # set after init: tornado would %-format it with no args
+        # no positional args: tornado never %-formats the message (tornado 6.6 made log_message read-only)
+        super().__init__(500, str(error), reason="uvkernel: kernel not started")
 
     def __str__(self) -> PlainText:  # type: ignore[override]
         return PlainText(str(self.error))
