@@ -9,6 +9,7 @@ start killed half-way is resumed by the next one.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -79,14 +80,29 @@ def private_dir(path: Path) -> None:
         pass
 
 
-def check_path(env: Path) -> None:
-    """Refuse paths that are not a folder we may use, before anything is written."""
+def check_path(env: Path, interrupted: bool = False) -> None:
+    """Refuse paths that are not a folder we may use, before anything is written.
+
+    ``interrupted``: uvkernel's own creation of this env was killed half-way (see :func:`creation_marker`), so a
+    folder without pyvenv.cfg is ours to finish, not a user's folder to refuse.
+    """
     if env.is_symlink() and not env.exists():
         raise EnvError("ENV_BROKEN_LINK", env=str(env), target=os.readlink(env))
     if env.exists() and not env.is_dir():
         raise EnvError("ENV_IS_FILE", env=str(env))
-    if env.is_dir() and not (env / "pyvenv.cfg").exists() and any(env.iterdir()):
+    if not interrupted and env.is_dir() and not (env / "pyvenv.cfg").exists() and any(env.iterdir()):
         raise EnvError("ENV_NOT_A_VENV", env=str(env))
+
+
+def creation_marker(env: Path, cache_root: Path) -> Path:
+    """Present while uvkernel creates ``env``: a start killed during `uv venv` leaves it behind, and the next start
+    finishes the creation (``uv venv --allow-existing``) instead of refusing a folder without pyvenv.cfg."""
+    digest = hashlib.sha256(str(env).encode()).hexdigest()[:24]
+    return cache_root / "locks" / f"{digest}.creating"
+
+
+def _no_space(text: str) -> bool:
+    return "No space left on device" in text or "os error 28" in text
 
 
 def same_interpreter(env: Path, host: HostPython) -> tuple[bool, str]:
@@ -155,9 +171,16 @@ def cheap_check(env: Path, host: HostPython) -> list[str]:
 
 async def _uv(args: list[str], step: str, settings: UvKernelSettings, timeout: float | None = None,
               cwd: Path | None = None) -> process.Completed:
-    done = await process.run(args, env=uv_environment(), timeout=timeout or settings.uv_timeout, cwd=cwd)
+    try:
+        done = await process.run(args, env=uv_environment(), timeout=timeout or settings.uv_timeout, cwd=cwd)
+    except OSError as exc:  # uv_path names something that cannot be executed
+        raise UvError("UV_FAILED", step=step, returncode=exc.errno or -1, detail=f"{args[0]}: {exc.strerror or exc}",
+                      fix="point uv_path at a working uv binary, or remove the setting") from None
     if done.timed_out:
         raise UvError("UV_TIMEOUT", step=step, timeout=int(timeout or settings.uv_timeout))
+    if done.returncode != 0 and _no_space(done.output):
+        raise EnvError("DISK_FULL", env=str(args[-1]) if step == "created the env" else "the env", step=step,
+                       detail=done.output[-2000:])
     if done.returncode != 0:
         raise UvError("UV_FAILED", step=step, returncode=done.returncode, detail=done.output[-4000:],
                       fix="read uv's message above; run uvkernel check in the notebook's folder for the full report")
@@ -188,7 +211,8 @@ async def prepare(
     project_requirements: Callable[..., Any] | None = None,
 ) -> Env:
     env_path = project.env_path
-    check_path(env_path)
+    marker = creation_marker(env_path, cache_root)
+    check_path(env_path, interrupted=marker.exists())
     site = site_packages_of(env_path, host.version)
     env = Env(env_path, env_path / "bin" / "python", site)
     wanted = fingerprint(project, host, settings)
@@ -206,16 +230,32 @@ async def prepare(
     lock = lock_for(env_path, cache_root)
     await _acquire(lock, settings.lock_timeout, env_path)
     try:
-        await _prepare_locked(env, project, host, settings, uv, wanted, log, project_requirements)
+        await _prepare_locked(env, project, host, settings, uv, wanted, log, project_requirements, marker)
+    except OSError as exc:  # writing into the env failed (disk full, read-only, permissions)
+        if exc.errno == errno.ENOSPC:
+            raise EnvError("DISK_FULL", env=str(env_path), step="wrote uvkernel's files into the env",
+                           detail=str(exc)) from None
+        raise EnvError("ENV_NOT_WRITABLE", env=str(env_path), detail=str(exc)) from None
     finally:
         lock.release()
     return env
 
 
 async def _prepare_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
-                          wanted: str, log: Log, project_requirements: Callable[..., Any] | None) -> None:
+                          wanted: str, log: Log, project_requirements: Callable[..., Any] | None,
+                          marker: Path) -> None:
     env_path = env.path
-    check_path(env_path)
+    interrupted = marker.exists()
+    check_path(env_path, interrupted=interrupted)
+    if interrupted and env_path.is_dir():
+        log(f"finishing the creation of {env_path}, interrupted by an earlier start")
+        await _uv([uv, "venv", "--allow-existing", "--system-site-packages", "--no-project", "--python",
+                   host.interpreter_for_env, "--no-python-downloads", str(env_path)], "created the env", settings)
+        private_dir(env_path)
+        marker.unlink()
+        env.actions.append("finished a creation interrupted by an earlier start")
+    elif interrupted:
+        marker.unlink()
     if (env_path / "pyvenv.cfg").exists():
         if read_state(env_path).get("fingerprint") == wanted and not cheap_check(env_path, host):
             env.reused = True  # another start finished it while we waited for the lock
@@ -235,16 +275,17 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
             env.plan = state.get("plan", {})
             return
     else:
-        if project.root is None:
+        if project.root is None or project.in_cache:
             private_dir(env_path.parent)
         else:
             _check_writable(env_path.parent, env_path)
         log(f"creating {env_path} from {host.interpreter_for_env} with system site-packages")
+        marker.write_text(str(env_path) + "\n")
         await _uv([uv, "venv", "--system-site-packages", "--no-project", "--python", host.interpreter_for_env,
                    "--no-python-downloads", "--prompt", (project.root or project.notebook_dir).name or "uvkernel",
                    str(env_path)], "created the env", settings)
-        if project.root is None:
-            private_dir(env_path)
+        private_dir(env_path)  # envs uvkernel creates are readable by their owner only
+        marker.unlink()
         env.actions.append("created")
 
     if host.layered:
@@ -266,11 +307,17 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
         env.ipykernel_from = "host"
     if project_requirements is not None and settings.project_dependencies and project.root is not None:
         requirements.extend(await project_requirements(project, settings, uv))
-    the_plan = await dependencies.install(
-        requirements, uv=uv, env_python=str(env.python), env_site_packages=str(env.site_packages), host=host_dists,
-        python_version=host.version, allow_shadowing=settings.allow_shadowing, root=str(project.root or ""),
-        timeout=settings.uv_timeout, log=log,
-    )
+    try:
+        the_plan = await dependencies.install(
+            requirements, uv=uv, env_python=str(env.python), env_site_packages=str(env.site_packages),
+            host=host_dists, python_version=host.version, allow_shadowing=settings.allow_shadowing,
+            root=str(project.root or ""), timeout=settings.uv_timeout, log=log,
+        )
+    except UvError as exc:
+        if _no_space(exc.detail):
+            raise EnvError("DISK_FULL", env=str(env_path), step="installed the project's dependencies",
+                           detail=exc.detail) from None
+        raise
     env.plan = {"from_host": the_plan.from_host, "installed": the_plan.to_install,
                 "shadowed_on_purpose": the_plan.shadowed_on_purpose}
     if the_plan.to_install:
