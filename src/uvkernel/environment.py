@@ -188,10 +188,18 @@ async def _uv(args: list[str], step: str, settings: UvKernelSettings, timeout: f
 
 
 async def _acquire(lock: FileLock, timeout: float, env: Path) -> None:
-    try:
-        await asyncio.to_thread(lock.acquire, timeout=timeout)
-    except Timeout:
-        raise EnvError("LOCK_TIMEOUT", env=str(env), timeout=int(timeout), lock=lock.lock_file) from None
+    """Wait for the env's lock without holding a thread: many starts of one project (16 notebooks opened at once)
+    would otherwise fill the server's default executor while they wait."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            lock.acquire(timeout=0)
+            return
+        except Timeout:
+            if loop.time() >= deadline:
+                raise EnvError("LOCK_TIMEOUT", env=str(env), timeout=int(timeout), lock=lock.lock_file) from None
+            await asyncio.sleep(0.05)
 
 
 def lock_for(env: Path, cache_root: Path) -> FileLock:
