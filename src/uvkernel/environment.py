@@ -253,6 +253,20 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
                           wanted: str, log: Log, project_requirements: Callable[..., Any] | None,
                           marker: Path) -> None:
     env_path = env.path
+    # what the host provides: read concurrently with the uv calls below (it starts the host's python)
+    listing = asyncio.ensure_future(host_distributions(host, marker.parent.parent))
+    try:
+        await _prepare_env_locked(env, project, host, settings, uv, wanted, log, project_requirements, marker,
+                                  listing)
+    finally:
+        if not listing.done():
+            listing.cancel()
+
+
+async def _prepare_env_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
+                              wanted: str, log: Log, project_requirements: Callable[..., Any] | None,
+                              marker: Path, listing: "asyncio.Future[dict[str, HostDist]]") -> None:
+    env_path = env.path
     interrupted = marker.exists()
     check_path(env_path, interrupted=interrupted)
     if interrupted and env_path.is_dir():
@@ -304,7 +318,7 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
             pth.write_text(line)
             env.actions.append(f"layered the host venv {host.prefix} below the env")
 
-    host_dists: dict[str, HostDist] = await list_host_distributions(host.executable, host.site_packages)
+    host_dists: dict[str, HostDist] = await listing
     write_host_files(env_path, host_dists, settings.allow_shadowing)
     requirements: list[str] = []
     if not host.has_ipykernel:
@@ -333,6 +347,32 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
     write_state(env_path, {"fingerprint": wanted, "uvkernel": __version__, "host": host.executable,
                            "ipykernel_from": env.ipykernel_from, "plan": env.plan,
                            "python": sys.version.split()[0]})
+
+
+async def host_distributions(host: HostPython, cache_root: Path) -> dict[str, HostDist]:
+    """The host's distributions, cached in the per-user cache while the host's site-packages folders are unchanged
+    (installing, upgrading or removing a package changes a folder's mtime)."""
+    from .host import _stamp
+
+    digest = hashlib.sha256(host.executable.encode()).hexdigest()[:24]
+    path = cache_root / "hosts" / f"{digest}.dists.json"
+    stamp = _stamp(host.executable, host.prefix, host.site_packages)
+    try:
+        data = json.loads(path.read_text())
+        if data["stamp"] == stamp:
+            return {k: HostDist(**v) for k, v in data["dists"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    dists = await list_host_distributions(host.executable, host.site_packages)
+    if dists:
+        try:
+            private_dir(path.parent)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"stamp": stamp, "dists": {k: vars(v) for k, v in dists.items()}}))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return dists
 
 
 def write_host_files(env_path: Path, host_dists: dict[str, HostDist], allow_shadowing: list[str]) -> None:
