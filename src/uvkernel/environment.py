@@ -9,6 +9,7 @@ start killed half-way is resumed by the next one.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -81,14 +82,29 @@ def private_dir(path: Path) -> None:
         pass
 
 
-def check_path(env: Path) -> None:
-    """Refuse paths that are not a folder we may use, before anything is written."""
+def check_path(env: Path, interrupted: bool = False) -> None:
+    """Refuse paths that are not a folder we may use, before anything is written.
+
+    ``interrupted``: uvkernel's own creation of this env was killed half-way (see :func:`creation_marker`), so a
+    folder without pyvenv.cfg is ours to finish, not a user's folder to refuse.
+    """
     if env.is_symlink() and not env.exists():
         raise EnvError("ENV_BROKEN_LINK", env=str(env), target=os.readlink(env))
     if env.exists() and not env.is_dir():
         raise EnvError("ENV_IS_FILE", env=str(env))
-    if env.is_dir() and not (env / "pyvenv.cfg").exists() and any(env.iterdir()):
+    if not interrupted and env.is_dir() and not (env / "pyvenv.cfg").exists() and any(env.iterdir()):
         raise EnvError("ENV_NOT_A_VENV", env=str(env))
+
+
+def creation_marker(env: Path, cache_root: Path) -> Path:
+    """Present while uvkernel creates ``env``: a start killed during `uv venv` leaves it behind, and the next start
+    finishes the creation (``uv venv --allow-existing``) instead of refusing a folder without pyvenv.cfg."""
+    digest = hashlib.sha256(str(env).encode()).hexdigest()[:24]
+    return cache_root / "locks" / f"{digest}.creating"
+
+
+def _no_space(text: str) -> bool:
+    return "No space left on device" in text or "os error 28" in text
 
 
 def same_interpreter(env: Path, host: HostPython) -> tuple[bool, str]:
@@ -189,9 +205,16 @@ def cheap_check(env: Path, host: HostPython) -> list[str]:
 
 async def _uv(args: list[str], step: str, settings: UvKernelSettings, timeout: float | None = None,
               cwd: Path | None = None) -> process.Completed:
-    done = await process.run(args, env=uv_environment(), timeout=timeout or settings.uv_timeout, cwd=cwd)
+    try:
+        done = await process.run(args, env=uv_environment(), timeout=timeout or settings.uv_timeout, cwd=cwd)
+    except OSError as exc:  # uv_path names something that cannot be executed
+        raise UvError("UV_FAILED", step=step, returncode=exc.errno or -1, detail=f"{args[0]}: {exc.strerror or exc}",
+                      fix="point uv_path at a working uv binary, or remove the setting") from None
     if done.timed_out:
         raise UvError("UV_TIMEOUT", step=step, timeout=int(timeout or settings.uv_timeout))
+    if done.returncode != 0 and _no_space(done.output):
+        raise EnvError("DISK_FULL", env=str(args[-1]) if step == "created the env" else "the env", step=step,
+                       detail=done.output[-2000:])
     if done.returncode != 0:
         raise UvError("UV_FAILED", step=step, returncode=done.returncode, detail=done.output[-4000:],
                       fix="read uv's message above; run uvkernel check in the notebook's folder for the full report")
@@ -199,10 +222,18 @@ async def _uv(args: list[str], step: str, settings: UvKernelSettings, timeout: f
 
 
 async def _acquire(lock: FileLock, timeout: float, env: Path) -> None:
-    try:
-        await asyncio.to_thread(lock.acquire, timeout=timeout)
-    except Timeout:
-        raise EnvError("LOCK_TIMEOUT", env=str(env), timeout=int(timeout), lock=lock.lock_file) from None
+    """Wait for the env's lock without holding a thread: many starts of one project (16 notebooks opened at once)
+    would otherwise fill the server's default executor while they wait."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            lock.acquire(timeout=0)
+            return
+        except Timeout:
+            if loop.time() >= deadline:
+                raise EnvError("LOCK_TIMEOUT", env=str(env), timeout=int(timeout), lock=lock.lock_file) from None
+            await asyncio.sleep(0.05)
 
 
 def lock_for(env: Path, cache_root: Path) -> FileLock:
@@ -222,7 +253,8 @@ async def prepare(
     project_requirements: Callable[..., Any] | None = None,
 ) -> Env:
     env_path = project.env_path
-    check_path(env_path)
+    marker = creation_marker(env_path, cache_root)
+    check_path(env_path, interrupted=marker.exists())
     site = site_packages_of(env_path, host.version)
     env = Env(env_path, env_path / "bin" / "python", site, layer=layer_dirs(host))
     wanted = fingerprint(project, host, settings)
@@ -240,7 +272,12 @@ async def prepare(
     lock = lock_for(env_path, cache_root)
     await _acquire(lock, settings.lock_timeout, env_path)
     try:
-        await _prepare_locked(env, project, host, settings, uv, wanted, log, project_requirements)
+        await _prepare_locked(env, project, host, settings, uv, wanted, log, project_requirements, marker)
+    except OSError as exc:  # writing into the env failed (disk full, read-only, permissions)
+        if exc.errno == errno.ENOSPC:
+            raise EnvError("DISK_FULL", env=str(env_path), step="wrote uvkernel's files into the env",
+                           detail=str(exc)) from None
+        raise EnvError("ENV_NOT_WRITABLE", env=str(env_path), detail=str(exc)) from None
     finally:
         lock.release()
     await _find_shadowing(env, settings)
@@ -286,9 +323,35 @@ async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: st
 
 
 async def _prepare_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
-                          wanted: str, log: Log, project_requirements: Callable[..., Any] | None) -> None:
+                          wanted: str, log: Log, project_requirements: Callable[..., Any] | None,
+                          marker: Path) -> None:
     env_path = env.path
-    check_path(env_path)
+    # what the host provides: read concurrently with the uv calls below (it starts the host's python)
+    listing = asyncio.ensure_future(host_distributions(host, marker.parent.parent))
+    try:
+        await _prepare_env_locked(env, project, host, settings, uv, wanted, log, project_requirements, marker,
+                                  listing)
+    finally:
+        if not listing.done():
+            listing.cancel()
+
+
+async def _prepare_env_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
+                              wanted: str, log: Log, project_requirements: Callable[..., Any] | None,
+                              marker: Path, listing: "asyncio.Future[dict[str, HostDist]]") -> None:
+    env_path = env.path
+    interrupted = marker.exists()
+    check_path(env_path, interrupted=interrupted)
+    if interrupted and env_path.is_dir():
+        log(f"finishing the creation of {env_path}, interrupted by an earlier start")
+        await _uv([uv, "venv", "--allow-existing", *(["--system-site-packages"] if expected_system_site(host) else []),
+                   "--no-project", "--python", host.interpreter_for_env, "--no-python-downloads", str(env_path)],
+                  "created the env", settings)
+        private_dir(env_path)
+        marker.unlink()
+        env.actions.append("finished a creation interrupted by an earlier start")
+    elif interrupted:
+        marker.unlink()
     if (env_path / "pyvenv.cfg").exists():
         same, env_python = same_interpreter(env_path, host)
         if not same:
@@ -302,23 +365,24 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
             env.reused = True
             return
     else:
-        if project.root is None:
+        if project.root is None or project.in_cache:
             private_dir(env_path.parent)
         else:
             _check_writable(env_path.parent, env_path)
         flag = expected_system_site(host)
         log(f"creating {env_path} from {host.interpreter_for_env}"
             + (" with system site-packages" if flag else "") + (f", layered on {host.prefix}" if host.layered else ""))
+        marker.write_text(str(env_path) + "\n")
         await _uv([uv, "venv", *(["--system-site-packages"] if flag else []), "--no-project",
                    "--python", host.interpreter_for_env, "--no-python-downloads",
                    "--prompt", (project.root or project.notebook_dir).name or "uvkernel", str(env_path)],
                   "created the env", settings)
-        if project.root is None:
-            private_dir(env_path)
+        private_dir(env_path)  # envs uvkernel creates are readable by their owner only
+        marker.unlink()
         env.actions.append("created")
     await _repair(env, host, settings, uv, log)
 
-    host_dists: dict[str, HostDist] = await list_host_distributions(host.executable, host.site_packages)
+    host_dists: dict[str, HostDist] = await listing
     write_host_files(env_path, host_dists, settings.allow_shadowing)
     requirements: list[str] = []
     if not host.has_ipykernel:
@@ -338,12 +402,18 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
         else:
             requirements.extend(found.requirements)
             locked, sources = found.locked, found.sources
-    the_plan = await dependencies.install(
-        requirements, uv=uv, env_python=str(env.python), host=host_dists, python_version=host.version,
-        env_site_packages=env.site_packages,
-        allow_shadowing=settings.allow_shadowing, locked=locked, root=str(project.root or ""),
-        cwd=project.root, timeout=settings.uv_timeout, log=log,
-    )
+    try:
+        the_plan = await dependencies.install(
+            requirements, uv=uv, env_python=str(env.python), host=host_dists, python_version=host.version,
+            env_site_packages=env.site_packages,
+            allow_shadowing=settings.allow_shadowing, locked=locked, root=str(project.root or ""),
+            cwd=project.root, timeout=settings.uv_timeout, log=log,
+        )
+    except UvError as exc:
+        if _no_space(exc.detail):
+            raise EnvError("DISK_FULL", env=str(env_path), step="installed the project's dependencies",
+                           detail=exc.detail) from None
+        raise
     env.plan = {**the_plan.to_json(), "sources": sources}
     if the_plan.installed:
         env.actions.append("installed " + ", ".join(the_plan.installed))
@@ -365,6 +435,32 @@ def is_package(project: Project) -> bool:
     if isinstance(tool_uv.get("package"), bool):
         return tool_uv["package"]
     return "build-system" in project.pyproject and "project" in project.pyproject
+
+
+async def host_distributions(host: HostPython, cache_root: Path) -> dict[str, HostDist]:
+    """The host's distributions, cached in the per-user cache while the host's site-packages folders are unchanged
+    (installing, upgrading or removing a package changes a folder's mtime)."""
+    from .host import _stamp
+
+    digest = hashlib.sha256(host.executable.encode()).hexdigest()[:24]
+    path = cache_root / "hosts" / f"{digest}.dists.json"
+    stamp = _stamp(host.executable, host.prefix, host.site_packages)
+    try:
+        data = json.loads(path.read_text())
+        if data["stamp"] == stamp:
+            return {k: HostDist(**v) for k, v in data["dists"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    dists = await list_host_distributions(host.executable, host.site_packages)
+    if dists:
+        try:
+            private_dir(path.parent)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"stamp": stamp, "dists": {k: vars(v) for k, v in dists.items()}}))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return dists
 
 
 def write_host_files(env_path: Path, host_dists: dict[str, HostDist], allow_shadowing: list[str]) -> None:

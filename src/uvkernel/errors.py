@@ -38,6 +38,11 @@ MESSAGES: dict[str, Message] = {
         "no uv binary was found (looked at: {looked})",
         "install uv next to Jupyter: `python -m pip install uv` (or set uv_path in the kernel spec)",
     ),
+    "UV_PATH_INVALID": Message(
+        "the uv_path setting {path} is not an executable file",
+        "point uv_path at the uv binary (python -m uv --version shows whether the uv package has one), or remove "
+        "uv_path from {spec} to use the uv Python package",
+    ),
     "UV_FAILED": Message(
         "uv failed while it {step} (exit status {returncode})",
         "{fix}",
@@ -77,6 +82,11 @@ MESSAGES: dict[str, Message] = {
     "ENV_NOT_WRITABLE": Message(
         "cannot create the environment at {env}: {detail}",
         "make the folder writable, or set UV_PROJECT_ENVIRONMENT to a writable folder",
+    ),
+    "DISK_FULL": Message(
+        "no space left on the device while uvkernel {step} ({env})",
+        "free some space there (df -h shows the file system), or set UV_PROJECT_ENVIRONMENT to a folder on another "
+        "disk; the next start resumes where this one stopped and keeps what is installed",
     ),
     "LOCK_TIMEOUT": Message(
         "another start has been preparing {env} for more than {timeout} seconds",

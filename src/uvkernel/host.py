@@ -155,17 +155,77 @@ def _argv(path: str) -> list[str]:
     return [path, "-I", "-c", _INTERROGATE]
 
 
-async def inspect(path: str, reason: str = "given", timeout: float = 30) -> HostPython:
-    """Ask the interpreter about itself (async, for the provisioner)."""
+async def inspect(path: str, reason: str = "given", timeout: float = 30, cache_dir: Path | None = None) -> HostPython:
+    """Ask the interpreter about itself (async, for the provisioner).
+
+    With ``cache_dir`` the answer is reused while the interpreter file, its pyvenv.cfg and its site-packages
+    folders are unchanged (installing or removing a package changes the folder's mtime): a warm start then
+    starts no Python for this.
+    """
     path = _absolute(path)
     _check_exists(path)
+    cached = _cache_read(cache_dir, path, reason) if cache_dir is not None else None
+    if cached is not None:
+        return cached
     try:
         done = await process.run(_argv(path), timeout=timeout, env=_clean_env())
     except OSError as exc:
         raise HostError("HOST_PYTHON_NOT_PYTHON", path=path, detail=str(exc)) from None
     if done.timed_out:
         raise HostError("HOST_PYTHON_NOT_PYTHON", path=path, detail=f"it did not answer within {timeout} s")
-    return _parse(path, reason, done.returncode, done.stdout, done.stderr)
+    host = _parse(path, reason, done.returncode, done.stdout, done.stderr)
+    if cache_dir is not None:
+        _cache_write(cache_dir, path, host)
+    return host
+
+
+_CACHE_VERSION = 1
+
+
+def _cache_file(cache_dir: Path, path: str) -> Path:
+    import hashlib
+
+    return cache_dir / "hosts" / (hashlib.sha256(path.encode()).hexdigest()[:24] + ".json")
+
+
+def _stamp(path: str, prefix: str, site_packages: list[str]) -> list[list]:
+    """What the interrogation's answer depends on, as (path, mtime_ns, size, inode) of files and folders."""
+    out = []
+    for item in [path, os.path.realpath(path), os.path.join(prefix, "pyvenv.cfg"), *site_packages]:
+        try:
+            st = os.stat(item)
+            out.append([item, st.st_mtime_ns, st.st_size, st.st_ino])
+        except OSError:
+            out.append([item, None, None, None])
+    return out
+
+
+def _cache_read(cache_dir: Path, path: str, reason: str) -> HostPython | None:
+    try:
+        data = json.loads(_cache_file(cache_dir, path).read_text())
+        if data.get("version") != _CACHE_VERSION:
+            return None
+        host = dict(data["host"])
+        if data["stamp"] != _stamp(path, host["prefix"], host["site_packages"]):
+            return None
+        host.update(path=path, reason=reason, version=tuple(host["version"]))
+        return HostPython(**host)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _cache_write(cache_dir: Path, path: str, host: HostPython) -> None:
+    data = asdict(host)
+    data["version"] = list(host.version)
+    target = _cache_file(cache_dir, path)
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": _CACHE_VERSION, "host": data,
+                                   "stamp": _stamp(path, host.prefix, host.site_packages)}))
+        os.replace(tmp, target)
+    except OSError:
+        pass
 
 
 def inspect_sync(path: str, reason: str = "given", timeout: float = 30) -> HostPython:

@@ -110,9 +110,9 @@ async def prepare(
     timings: dict[str, float] = {}
 
     path, reason = host_mod.choose(settings.host_python, dict(environ))
-    host = await host_mod.inspect(path, reason)
-    say(f"host interpreter: {host.executable} (Python {host.version_str}; {reason})")
     root = cache_root(settings)
+    host = await host_mod.inspect(path, reason, cache_dir=root)
+    say(f"host interpreter: {host.executable} (Python {host.version_str}; {reason})")
     project = project_mod.find_project(cwd, environ, cache_root=root, host_key=host.executable, base=base_cwd)
     say(f"project: {project.root or 'none'}; env: {project.env_path} ({project.env_reason})")
     check_requires_python(project, host)

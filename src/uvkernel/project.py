@@ -37,6 +37,7 @@ class Project:
     env_path: Path  # the env the kernel runs from
     env_reason: str  # why that env path
     pyproject: dict[str, Any] = field(default_factory=dict)
+    in_cache: bool = False  # the env lives in the per-user cache (no project, or a read-only project folder)
 
     @property
     def is_project(self) -> bool:
@@ -128,11 +129,23 @@ def find_project(
     root, data = find_root(notebook_dir)
     if root is None:
         env = cache_env_path(cache_root, notebook_dir, host_key)
-        return Project(notebook_dir, None, env, "per-user cache (the notebook's folder is not in a project)")
+        return Project(notebook_dir, None, env, "per-user cache (the notebook's folder is not in a project)",
+                       in_cache=True)
     override = environ.get("UV_PROJECT_ENVIRONMENT")
     if override:
         env_path = Path(os.path.expanduser(override))
         if not env_path.is_absolute():
             env_path = root / env_path
         return Project(notebook_dir, root, Path(os.path.normpath(env_path)), "UV_PROJECT_ENVIRONMENT", data)
-    return Project(notebook_dir, root, root / ".venv", "the project's .venv", data)
+    env_path = root / ".venv"
+    if not os.path.lexists(env_path) and not _writable(root):
+        # a read-only project folder (a mounted share, a read-only file system): the env goes to the cache
+        env = cache_env_path(cache_root, root, host_key)
+        return Project(notebook_dir, root, env, f"per-user cache: notice, the project folder {root} is read-only, so "
+                       f"the env lives in the cache instead of {env_path}", data, in_cache=True)
+    return Project(notebook_dir, root, env_path, "the project's .venv", data)
+
+
+def _writable(folder: Path) -> bool:
+    """Can an env folder be created here?  os.access also answers False on a read-only file system for root."""
+    return os.access(folder, os.W_OK | os.X_OK)

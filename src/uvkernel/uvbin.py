@@ -13,14 +13,14 @@ import shutil
 from .errors import UvError
 
 
-def find_uv(explicit: str = "") -> tuple[str, str]:
-    """Return (path, how it was found)."""
+def find_uv(explicit: str = "", spec: str = "the kernel spec") -> tuple[str, str]:
+    """Return (path, how it was found).  An explicit ``uv_path`` that is not usable is an error, never skipped."""
     looked: list[str] = []
     if explicit:
         path = os.path.expanduser(explicit)
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return os.path.abspath(path), "uv_path setting"
-        looked.append(f"uv_path={explicit}")
+        raise UvError("UV_PATH_INVALID", path=explicit, spec=spec)
     try:
         import uv  # the PyPI package that ships the binary
 

@@ -1,0 +1,110 @@
+"""results.json -> results.md (tables) and chart.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+LABELS = {
+    "baseline": "plain ipykernel (host), start",
+    "baseline_restart": "plain ipykernel (host), restart",
+    "uvkernel_warm": "uvkernel warm",
+    "uvkernel_restart": "uvkernel restart",
+    "uvkernel_cold": "uvkernel cold (no env yet)",
+    "neighbour_warm": "pyproject-local-kernel warm",
+    "neighbour_cold": "pyproject-local-kernel cold",
+}
+
+
+def _s(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _ratio(entry: dict[str, Any]) -> str:
+    if entry.get("ratio_median") is None:
+        return "n/a"
+    return f"{entry['ratio_median']:.2f}x ({entry['ratio_min']:.2f}x)"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    k = result["kernels"]
+    lines = [
+        "# uvkernel benchmark",
+        "",
+        f"{result['date']}; {result['machine']['cpus']} CPUs; host `{result['host']}`; "
+        f"{result['runs']} runs per variant (min / median seconds); the project depends on "
+        f"{', '.join(result['project_dependencies'])}. Ratios: median / baseline median (min / baseline min); "
+        "restarts are compared with the baseline's restart.",
+        "",
+        "Versions: " + ", ".join(f"{n} {v}" for n, v in result["versions"].items()) + ".",
+        "",
+        "| variant | first kernel_info (min / median) | ratio | torch-ready (min / median) | ratio | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in LABELS.items():
+        e = k[key]
+        note = "; ".join(e["errors"])[:120].replace("|", "/")
+        lines.append(f"| {label} | {_s(e['info']['min'])} / {_s(e['info']['median'])} | {_ratio(e['info'])} | "
+                     f"{_s(e['torch']['min'])} / {_s(e['torch']['median'])} | {_ratio(e['torch'])} | {note} |")
+    d = result["disk"]
+    mb = 1024 * 1024
+    lines += ["", "## Disk the env adds (bytes not hard-linked with uv's cache)", "",
+              "| env | own MB | hard-linked MB | files |", "|---|---|---|---|"]
+    names = {"uvkernel_host_ipykernel": "uvkernel, host provides ipykernel",
+             "uvkernel_installs_ipykernel": "uvkernel, ipykernel installed into the env",
+             "neighbour": "pyproject-local-kernel (.venv of uv run --with ipykernel)"}
+    for key, label in names.items():
+        e = d.get(key)
+        if not e:
+            continue
+        if "error" in e:
+            lines.append(f"| {label} | error | | |")
+            continue
+        lines.append(f"| {label} | {e['own_bytes'] / mb:.2f} | {e['hardlinked_bytes'] / mb:.2f} | {e['files']} |")
+    s = result["status"]
+    lines += ["", "## `GET /api/status` latency while a kernel starts through jupyter_server", "",
+              "| while starting | requests | p50 ms | p99 ms | max ms | start seconds (median) |",
+              "|---|---|---|---|---|---|"]
+    for key, label in (("baseline", "plain ipykernel"), ("uvkernel_cold", "uvkernel cold")):
+        e = s.get(key)
+        if e:
+            lines.append(f"| {label} | {e['requests']} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} | {e['max_ms']:.1f} | "
+                         f"{_s(e['start_seconds']['median'])} |")
+    lines += ["", "## Targets", "", "| target | value | limit | met |", "|---|---|---|---|"]
+    for name, t in result["targets"].items():
+        value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
+        lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = result["kernels"]
+    keys = list(LABELS)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True)
+    for ax, figure, title in ((axes[0], "info", "start -> first kernel_info reply"),
+                              (axes[1], "torch", "start -> torch-ready")):
+        medians = [k[key][figure]["median"] or 0 for key in keys]
+        minima = [k[key][figure]["min"] or 0 for key in keys]
+        colors = ["#888888" if key.startswith("baseline") else "#2b7bb9" if key.startswith("uvkernel")
+                  else "#d98b2b" for key in keys]
+        ys = range(len(keys))
+        ax.barh(ys, medians, color=colors, alpha=0.85, label="median")
+        ax.scatter(minima, ys, color="black", marker="|", s=200, label="min", zorder=3)
+        for y, key, value in zip(ys, keys, medians):
+            ax.text(value, y, " n/a" if not k[key][figure]["median"] else f" {value:.2f}s", va="center", fontsize=8)
+        ax.set_title(title)
+        ax.set_xlabel("seconds")
+        ax.invert_yaxis()
+    axes[0].set_yticks(range(len(keys)))
+    axes[0].set_yticklabels([LABELS[key] for key in keys], fontsize=8)
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"uvkernel vs plain ipykernel vs pyproject-local-kernel ({result['runs']} runs, "
+                 f"{result['machine']['cpus']} CPUs, {result['date'][:10]})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

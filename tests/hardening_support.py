@@ -1,0 +1,101 @@
+"""Helpers for the concurrency, fault, bad-input and security tests: file snapshots, `uvkernel check --json`,
+env package listings, tmpfs mounts."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+
+def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """relative path -> content hash (files) or link target (symlinks), for everything under ``folder``."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel_dir = os.path.relpath(dirpath, folder)
+        dirnames[:] = [d for d in dirnames if os.path.normpath(os.path.join(rel_dir, d)) not in skip]
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if rel in skip:
+                continue
+            if os.path.islink(path):
+                out[rel] = "link:" + os.readlink(path)
+            else:
+                with open(path, "rb") as fh:
+                    out[rel] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def env_packages(env: Path) -> dict[str, str]:
+    """name -> version of the distributions installed in the env itself (not inherited ones)."""
+    sites = list((env / "lib").glob("python3.*/site-packages"))
+    out: dict[str, str] = {}
+    for site in sites:
+        for meta in site.glob("*.dist-info/METADATA"):
+            name = version = ""
+            for line in meta.read_text(errors="replace").splitlines():
+                if line.startswith("Name: "):
+                    name = line[6:].strip().lower().replace("_", "-")
+                elif line.startswith("Version: "):
+                    version = line[9:].strip()
+                if name and version:
+                    break
+            out[name] = version
+    return out
+
+
+def check(folder: Path | str, *args: str, env: dict[str, str] | None = None,
+          timeout: float = 600) -> tuple[int, dict[str, Any], str]:
+    """Run `uvkernel check FOLDER --json ARGS`; returns (exit status, report, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "uvkernel", "check", str(folder), "--json", *args],
+                          capture_output=True, text=True, env=env or os.environ.copy(), timeout=timeout)
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        pytest.fail(f"uvkernel check printed no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.returncode, report, done.stderr
+
+
+def assert_clear_error(message: str, code: str, *must_contain: str) -> None:
+    """An actionable error: its code, every fact the caller names (what, where), and a fix."""
+    assert message, "no error message"
+    assert f"[{code}]" in message, f"expected {code}:\n{message}"
+    for text in must_contain:
+        assert text in message, f"{text!r} missing from:\n{message}"
+    assert "How to fix: " in message, message
+    fix = message.split("How to fix: ", 1)[1].strip()
+    assert len(fix) > 20, f"the fix says too little: {fix!r}"
+    assert "%" not in message, "jupyter_server doubles '%' in messages"
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "4m", read_only: bool = False) -> Iterator[Path]:
+    """A real tmpfs mounted at ``path`` (needs root, as on this project's machines and CI); always unmounted."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs at {path} (this test needs root and mount): {done.stderr}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def remount(path: Path, read_only: bool) -> None:
+    mode = "ro" if read_only else "rw"
+    done = subprocess.run(["mount", "-o", f"remount,{mode}", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot remount {path} {mode}: {done.stderr}")
