@@ -150,13 +150,13 @@ def test_unresolvable_dependencies_show_uvs_own_message(tmp_path, host_python, u
     # the user installs something by hand, and the project has a lock file of its own
     subprocess.run([uv_bin, "pip", "install", "-q", "--python", str(project / ".venv" / "bin" / "python"),
                     "humanize"], check=True)
-    (project / "uv.lock").write_text("version = 1\n# the user's lock\n")
+    subprocess.run([uv_bin, "lock", "-q", "--python", host_python], cwd=project, check=True)  # the user's lock
     make_project(project, ["tomli-w==1.0.0", "tomli-w>=1.2"], name="proj")  # impossible together
     before_files = snapshot(project, skip=(".venv",))
     before_env = env_packages(project / ".venv")
     assert "humanize" in before_env and "tomli-w" in before_env
 
-    report = _fails(project, "UV_FAILED", "tomli-w==1.0.0", args=("--host-python", host_python))
+    report = _fails(project, "DEPENDENCIES_UNRESOLVABLE", "tomli-w==1.0.0", args=("--host-python", host_python))
     message = report["message"]
     # uv's own explanation reaches the user, not only the server log
     assert "No solution found" in message and "unsatisfiable" in message, message

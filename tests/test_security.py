@@ -53,15 +53,19 @@ def test_no_process_uvkernel_starts_is_a_shell_even_with_hostile_paths_and_setti
 
     project = make_project(tmp_path / HOSTILE, ["tomli-w"], name="hostile")
     cache = tmp_path / ("cache " + HOSTILE)
-    settings = from_config({"host_python": host_python, "cache_dir": str(cache), "extras": ["a;b", "$(id)"],
+    hostile_extras = from_config({"host_python": host_python, "cache_dir": str(cache), "extras": ["a;b", "$(id)"]})
+    settings = from_config({"host_python": host_python, "cache_dir": str(cache),
                             "required_packages": ["torch", "x$(touch PWNED5)"]})
     _EVENTS.clear()
     _RECORDING = True
     try:
+        with pytest.raises(Exception) as refused:  # extras the project does not have: refused by name
+            asyncio.run(pipeline.prepare(hostile_extras, cwd=str(project), environ=dict(os.environ)))
         with pytest.raises(Exception) as info:  # the made-up required package is reported missing, after all stages
             asyncio.run(pipeline.prepare(settings, cwd=str(project), environ=dict(os.environ)))
     finally:
         _RECORDING = False
+    assert "DEPENDENCY_SELECTION_MISSING" in str(refused.value) and "a;b" in str(refused.value), str(refused.value)
     assert "TORCH_NOT_FOUND" in str(info.value) or "not importable" in str(info.value), str(info.value)
     assert _EVENTS, "no process was recorded: the audit hook saw nothing"
     programs = []
