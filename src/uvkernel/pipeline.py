@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from . import __version__, environment, host as host_mod, launch, preflight, project as project_mod
+from . import project_dependencies
 from .errors import PreflightError, ProjectError, UvkernelError
 from .host import HostPython
 from .project import Project
@@ -35,6 +36,7 @@ class Prepared:
     kernel_env: dict[str, str]
     uv: str
     timings: dict[str, float] = field(default_factory=dict)
+    cache_root: Path = field(default_factory=Path)
 
     def environment_for(self, base: Mapping[str, str]) -> dict[str, str]:
         """The kernel's environment built on ``base`` (a copy; ``base`` is not changed)."""
@@ -105,6 +107,20 @@ async def prepare(
     base_cwd: str | None = None,
 ) -> Prepared:
     """Run every stage; raise a UvkernelError with the user-facing message when one fails."""
+    prepared = await prepare_env(settings, cwd=cwd, environ=environ, log=log, base_cwd=base_cwd)
+    await verify(prepared, settings, recheck=recheck, log=log)
+    return prepared
+
+
+async def prepare_env(
+    settings: UvKernelSettings,
+    *,
+    cwd: str | os.PathLike[str] | None,
+    environ: Mapping[str, str],
+    log: Log | None = None,
+    base_cwd: str | None = None,
+) -> Prepared:
+    """Stages 1 and 2: find the project, prepare its env, build the kernel's environment."""
     say = log or logging.getLogger("uvkernel").info
     t0 = time.monotonic()
     timings: dict[str, float] = {}
@@ -119,34 +135,43 @@ async def prepare(
     uv, _how = find_uv(settings.uv_path)
     timings["find"] = time.monotonic() - t0
 
-    from . import project_dependencies  # the project's requirement list (issue: project dependencies)
-
     env = await environment.prepare(project, host, settings, uv=uv, cache_root=root, log=say,
                                     project_requirements=project_dependencies.requirements)
     timings["env"] = time.monotonic() - t0 - timings["find"]
+    prepared = Prepared(host, project, env, preflight.PreflightResult(skipped=True), {}, uv, timings, root)
+    prepared.kernel_env = prepared.environment_for(environ)
+    return prepared
 
-    report_file = env.path / REPORT_FILE
-    kernel_env = Prepared(host, project, env, preflight.PreflightResult(), {}, uv).environment_for(environ)
+
+async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: bool = False,
+                 log: Log | None = None) -> preflight.PreflightResult:
+    """Stage 3: the preflight, with the kernel's exact environment; writes the report the kernel shows.
+
+    Raises the preflight's error (carrying the whole report) when the kernel must not start.
+    """
+    say = log or logging.getLogger("uvkernel").info
+    t0 = time.monotonic()
+    env, project = prepared.env, prepared.project
     if settings.preflight:
-        result = await preflight.run(python=env.python, env=kernel_env, cwd=project.notebook_dir, settings=settings,
-                                     host=host, env_path=env.path, project_root=project.root, cache_root=root,
-                                     recheck=recheck)
+        result = await preflight.run(python=env.python, env=prepared.kernel_env, cwd=project.notebook_dir,
+                                     settings=settings, host=prepared.host, env_path=env.path,
+                                     project_root=project.root, cache_root=prepared.cache_root, recheck=recheck)
     else:
         result = preflight.PreflightResult(skipped=True, notices=["preflight disabled (preflight = false)"])
-    timings["preflight"] = time.monotonic() - t0 - timings["find"] - timings["env"]
-    timings["total"] = time.monotonic() - t0
-    prepared = Prepared(host, project, env, result, kernel_env, uv, timings)
+    prepared.preflight = result
+    prepared.timings["preflight"] = time.monotonic() - t0
+    prepared.timings["total"] = sum(v for k, v in prepared.timings.items() if k != "total")
     report = prepared.report()
     error = result.error()
     if error is not None:
         report.update(ok=False, error=error.to_json(), message=str(error))
         error.report = report  # type: ignore[attr-defined]  # the CLI prints every fact of a failed check
-    _write_report(report_file, report)
+    _write_report(env.path / REPORT_FILE, report)
     if error is not None:
         raise error
     for notice in result.notices:
         say(f"preflight: {notice}")
-    return prepared
+    return result
 
 
 def _existing(path: Path) -> Path | None:
@@ -162,4 +187,4 @@ def _write_report(path: Path, data: dict[str, Any]) -> None:
         pass
 
 
-__all__ = ["Prepared", "prepare", "report_dict", "cache_root", "PreflightError"]
+__all__ = ["Prepared", "prepare", "prepare_env", "verify", "report_dict", "cache_root", "PreflightError"]

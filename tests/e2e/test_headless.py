@@ -40,8 +40,14 @@ def site(tmp_path_factory, host_python):
     return root, env
 
 
-def run(args: list[str], cwd: Path, env: dict, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, input=stdin, timeout=300)
+def run(args: list[str], cwd: Path, env: dict, stdin: str | None = None, timeout: float = 300
+        ) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, input=stdin, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:  # say what the program was doing
+        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        raise AssertionError(f"{args[:3]} timed out after {timeout}s\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}")
 
 
 def notebook_facts(path: Path) -> dict:
@@ -136,6 +142,7 @@ def test_nbclient_api(site, install_spec, tmp_path, host_torch_file):
 def test_jupyter_console(site, host_torch_file):
     root, env = site
     project = root / "proj"
+    (project / "sub").mkdir(exist_ok=True)
     console = [str(BIN / "jupyter"), "console", "--kernel", "uvk", "--simple-prompt",
                "--ZMQTerminalInteractiveShell.kernel_timeout=120"]
     done = run(console, project / "sub", env, stdin=FACTS + "\nexit\n")
