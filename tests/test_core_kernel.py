@@ -14,6 +14,22 @@ from helpers import Kernel, make_project, run_async
 from uvkernel import environment
 
 
+def _kernel_processes(python: Path) -> list[int]:
+    """Live ipykernel processes run by ``python`` (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if argv and argv[0] == bytes(str(python), "utf-8") and b"ipykernel_launcher" in argv and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
 def _listing(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
@@ -264,3 +280,31 @@ def test_kernel_environment_is_clean_and_not_accumulated(tmp_path, install_spec)
     env_bin = str(project / ".venv" / "bin")
     assert first["PATH"].split(":").count(env_bin) == 1
     assert second_path.split(":").count(env_bin) == 1  # restarts do not pile up PATH entries
+
+
+def test_preflight_failure_on_restart_gives_fallback_kernel_and_no_kernel_process_survives(tmp_path, install_spec):
+    """The preflight runs beside the kernel's start: when it fails, that kernel process is killed, never used."""
+    project = make_project(tmp_path / "proj")
+    name = install_spec()
+
+    async def scenario():
+        async with Kernel(name, cwd=project) as k:
+            first_pid = await k.value("__import__('os').getpid()")
+            (project / "torch.py").write_text("raise SystemExit('a stray torch.py')\n")
+            await k.restart()
+            info = await k.kc.kernel_info(reply=True, timeout=60)
+            cell = await k.run("print('should not run')")
+            fallback = (info["content"].get("implementation"), cell)
+            survivors = _kernel_processes(project / ".venv" / "bin" / "python")
+            (project / "torch.py").unlink()
+            await k.restart()
+            back = await k.value("__import__('sys').prefix")
+            return first_pid, fallback, back, survivors
+
+    first_pid, (implementation, cell), back, survivors = run_async(scenario())
+    assert survivors == []  # the kernel launched beside the failing preflight was killed
+    assert implementation == "uvkernel-error"
+    assert "should not run" not in cell.stdout
+    assert "LOCAL_MODULE_SHADOWS" in cell.stderr + str(cell.error)
+    assert back == str(project / ".venv")
+    assert not Path(f"/proc/{first_pid}").exists()
