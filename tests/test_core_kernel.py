@@ -282,8 +282,8 @@ def test_kernel_environment_is_clean_and_not_accumulated(tmp_path, install_spec)
     assert second_path.split(":").count(env_bin) == 1  # restarts do not pile up PATH entries
 
 
-def test_preflight_failure_on_restart_gives_fallback_kernel_and_no_kernel_process_survives(tmp_path, install_spec):
-    """The preflight runs beside the kernel's start: when it fails, that kernel process is killed, never used."""
+def test_preflight_failure_on_restart_gives_fallback_kernel_and_no_env_kernel(tmp_path, install_spec):
+    """A restart whose preflight fails starts no kernel from the env, only the fallback that shows why."""
     project = make_project(tmp_path / "proj")
     name = install_spec()
 
@@ -302,7 +302,7 @@ def test_preflight_failure_on_restart_gives_fallback_kernel_and_no_kernel_proces
             return first_pid, fallback, back, survivors
 
     first_pid, (implementation, cell), back, survivors = run_async(scenario())
-    assert survivors == []  # the kernel launched beside the failing preflight was killed
+    assert survivors == []  # no kernel runs from the env while its preflight fails
     assert implementation == "uvkernel-error"
     assert "should not run" not in cell.stdout
     assert "LOCAL_MODULE_SHADOWS" in cell.stderr + str(cell.error)

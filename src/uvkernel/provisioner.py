@@ -9,7 +9,6 @@ and runs no code.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import textwrap
 from string import Template
@@ -107,8 +106,6 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         super().__init__(**base, **kwargs)
         self._config_error = config_error
         self._restarting = False
-        self._launch_restarting = False
-        self._verifying: asyncio.Future | None = None
         self._error_file = ""
         self.prepared: pipeline.Prepared | None = None
         self.last_error: UvkernelError | None = None
@@ -136,7 +133,6 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         restarting, self._restarting = self._restarting, False
-        self._launch_restarting = restarting
         incoming_env = dict(kwargs.get("env") or os.environ)
         # the spec's env is applied by the base class later; the pipeline must see it now (UV_PROJECT_ENVIRONMENT…)
         spec_env = getattr(self.kernel_spec, "env", None) or {}
@@ -146,7 +142,7 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         self.last_error = None
         if error is None:
             try:
-                self.prepared = await pipeline.prepare_env(self, cwd=cwd, environ=incoming_env, log=self._log)
+                self.prepared = await pipeline.prepare(self, cwd=cwd, environ=incoming_env, log=self._log)
             except UvkernelError as exc:
                 error = exc
         if error is not None:
@@ -163,43 +159,7 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         kwargs["env"] = self.prepared.environment_for(kwargs["env"])  # a copy: saved launch kwargs stay as they came
         if cwd is None:
             kwargs["cwd"] = str(self.prepared.project.notebook_dir)
-        # The preflight runs while the kernel process starts (its cheap layer alone costs a Python start, about
-        # as long as the whole of uvkernel's other work); launch_kernel waits for it and hands the kernel out
-        # only if it passed, else kills the process before any client has connected.
-        self._verifying = asyncio.ensure_future(pipeline.verify(self.prepared, self, log=self._log))
         return kwargs
-
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        verifying, self._verifying = self._verifying, None
-        if verifying is None:
-            return await super().launch_kernel(cmd, **kwargs)
-        try:
-            info = await super().launch_kernel(cmd, **kwargs)
-        except BaseException:
-            verifying.cancel()
-            raise
-        try:
-            await verifying
-        except UvkernelError as error:
-            refusal = self._refuse(error)
-            await self._discard_process()
-            if not self._wants_fallback(self._launch_restarting):
-                raise refusal from None
-            connection_file = self.parent.connection_file if self.parent else ""
-            fallback_cmd, env = self._fallback(error, connection_file, kwargs.get("env") or dict(os.environ))
-            return await super().launch_kernel(fallback_cmd, **{**kwargs, "env": env})
-        return info
-
-    async def _discard_process(self) -> None:
-        """Kill a kernel whose preflight failed; no client has seen it."""
-        if self.process is None:
-            return
-        try:
-            await self.kill()
-        except OSError:
-            pass
-        await self.wait()
-        self.process = None
 
     def _fallback(self, error: UvkernelError, connection_file: str,
                   env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
