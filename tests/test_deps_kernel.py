@@ -7,9 +7,7 @@ Downloads stay small because the exclusion works: torch itself is never fetched.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 from deps_support import assert_no_stack, cli, dists, host_dists, torch_wheel_file, uv
 from helpers import Kernel, make_project, run_async
 

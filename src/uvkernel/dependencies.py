@@ -41,9 +41,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from . import process
-from .errors import DependencyError, UvError
+from .errors import DependencyError
 from .host_packages import HostDist, allowed, canonical, provided, write_placeholders
-from .uvbin import uv_environment
+from .uvbin import run_uv
 
 Log = Callable[[str], None]
 
@@ -176,10 +176,8 @@ class _Compile:
             argv += ["--excludes", self._file("excludes", excludes)]
         if placeholders is not None:
             argv += ["--find-links", str(placeholders)]
-        done = await process.run(argv, env=uv_environment(), cwd=self.cwd, timeout=self.timeout)
-        if done.timed_out:
-            raise UvError("UV_TIMEOUT", step="resolved the project's dependencies", timeout=int(self.timeout))
-        return done
+        return await run_uv(argv, step="resolved the project's dependencies", timeout=self.timeout, cwd=self.cwd,
+                            check=False)
 
 
 async def resolve(
@@ -341,13 +339,8 @@ async def install(
         log("uv pip install " + " ".join(pinned))
         argv = [uv, "pip", "install", "--python", env_python, "--compile-bytecode", "--no-deps",
                 "--excludes", str(excludes), "-r", str(reqs)]
-        done = await process.run(argv, env=uv_environment(), cwd=cwd, timeout=timeout)
-    if done.timed_out:
-        raise UvError("UV_TIMEOUT", step=what, timeout=int(timeout))
-    if done.returncode != 0:
-        raise UvError("UV_FAILED", step=f"{what} ({', '.join(pinned)})", returncode=done.returncode,
-                      detail=done.output[-4000:],
-                      fix=f"read uv's message above; fix the requirement in {root or 'the project'} and start again")
+        await run_uv(argv, step=f"{what} ({', '.join(pinned)})", timeout=timeout, cwd=cwd,
+                     fix=f"read uv's message above; fix the requirement in {root or 'the project'} and start again")
     the_plan.installed = pinned
     return the_plan
 
@@ -376,15 +369,10 @@ async def install_editable(root: Path, *, uv: str, env_python: str, host: dict[s
         excludes = Path(tmp) / "host-provided.txt"
         excludes.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
         log(f"uv pip install --no-deps -e {root}")
-        done = await process.run([uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes",
-                                  str(excludes), "-e", str(root)], env=uv_environment(), cwd=root, timeout=timeout)
-    if done.timed_out:
-        raise UvError("UV_TIMEOUT", step="installed the project itself (editable)", timeout=int(timeout))
-    if done.returncode != 0:
-        raise UvError("UV_FAILED", step=f"installed the project itself ({root}, editable)",
-                      returncode=done.returncode, detail=done.output[-4000:],
-                      fix=f"fix the build configuration in {root}/pyproject.toml, or, when the project is not "
-                          "meant to be installed, set package = false under [tool.uv] there")
+        await run_uv([uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
+                      "-e", str(root)], step=f"installed the project itself ({root}, editable)", timeout=timeout,
+                     cwd=root, fix=f"fix the build configuration in {root}/pyproject.toml, or, when the project is "
+                                   "not meant to be installed, set package = false under [tool.uv] there")
 
 
 # --- what the env holds, and what of it hides the host ---------------------------------------------------

@@ -21,13 +21,13 @@ from typing import Any, Callable
 
 from filelock import FileLock, Timeout
 
-from . import __version__, dependencies, host_packages, process
+from . import __version__, dependencies, host_packages
 from .errors import EnvError, UvError
 from .host import HostPython
 from .host_packages import HostDist, list_host_distributions, provided
 from .project import Project
 from .settings import UvKernelSettings
-from .uvbin import uv_environment
+from .uvbin import no_space, run_uv
 
 STATE_FILE = ".uvkernel-state.json"
 LAYER_PTH = "_uvkernel_host.pth"
@@ -101,10 +101,6 @@ def creation_marker(env: Path, cache_root: Path) -> Path:
     finishes the creation (``uv venv --allow-existing``) instead of refusing a folder without pyvenv.cfg."""
     digest = hashlib.sha256(str(env).encode()).hexdigest()[:24]
     return cache_root / "locks" / f"{digest}.creating"
-
-
-def _no_space(text: str) -> bool:
-    return "No space left on device" in text or "os error 28" in text
 
 
 def same_interpreter(env: Path, host: HostPython) -> tuple[bool, str]:
@@ -203,22 +199,8 @@ def cheap_check(env: Path, host: HostPython) -> list[str]:
     return problems
 
 
-async def _uv(args: list[str], step: str, settings: UvKernelSettings, timeout: float | None = None,
-              cwd: Path | None = None) -> process.Completed:
-    try:
-        done = await process.run(args, env=uv_environment(), timeout=timeout or settings.uv_timeout, cwd=cwd)
-    except OSError as exc:  # uv_path names something that cannot be executed
-        raise UvError("UV_FAILED", step=step, returncode=exc.errno or -1, detail=f"{args[0]}: {exc.strerror or exc}",
-                      fix="point uv_path at a working uv binary, or remove the setting") from None
-    if done.timed_out:
-        raise UvError("UV_TIMEOUT", step=step, timeout=int(timeout or settings.uv_timeout))
-    if done.returncode != 0 and _no_space(done.output):
-        raise EnvError("DISK_FULL", env=str(args[-1]) if step == "created the env" else "the env", step=step,
-                       detail=done.output[-2000:])
-    if done.returncode != 0:
-        raise UvError("UV_FAILED", step=step, returncode=done.returncode, detail=done.output[-4000:],
-                      fix="read uv's message above; run uvkernel check in the notebook's folder for the full report")
-    return done
+async def _uv(args: list[str], step: str, settings: UvKernelSettings) -> None:
+    await run_uv(args, step=step, timeout=settings.uv_timeout, disk=str(args[-1]))
 
 
 async def _acquire(lock: FileLock, timeout: float, env: Path) -> None:
@@ -325,7 +307,6 @@ async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: st
 async def _prepare_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
                           wanted: str, log: Log, project_requirements: Callable[..., Any] | None,
                           marker: Path) -> None:
-    env_path = env.path
     # what the host provides: read concurrently with the uv calls below (it starts the host's python)
     listing = asyncio.ensure_future(host_distributions(host, marker.parent.parent))
     try:
@@ -410,7 +391,7 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
             cwd=project.root, timeout=settings.uv_timeout, log=log,
         )
     except UvError as exc:
-        if _no_space(exc.detail):
+        if no_space(exc.detail):
             raise EnvError("DISK_FULL", env=str(env_path), step="installed the project's dependencies",
                            detail=exc.detail) from None
         raise

@@ -17,11 +17,10 @@ from typing import Any, Callable
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from . import process
-from .errors import DependencyError, ProjectError, UvError
+from .errors import DependencyError, ProjectError
 from .host_packages import canonical
 from .project import Project
-from .uvbin import uv_environment
+from .uvbin import run_uv
 
 Log = Callable[[str], None]
 
@@ -121,14 +120,9 @@ async def locked_pins(project: Project, uv: str, timeout: float) -> list[str]:
     argv = [uv, "export", "--frozen", "--format", "requirements.txt", "--no-hashes", "--no-header",
             "--no-annotate", "--no-emit-project", "--no-emit-workspace", "--all-groups", "--all-extras",
             "--project", str(project.root)]
-    done = await process.run(argv, env=uv_environment(), cwd=project.root, timeout=timeout)
-    if done.timed_out:
-        raise UvError("UV_TIMEOUT", step="read uv.lock", timeout=int(timeout))
-    if done.returncode != 0:
-        raise UvError("UV_FAILED", step=f"read {project.root}/uv.lock (uv export --frozen)",
-                      returncode=done.returncode, detail=done.output[-3000:],
-                      fix=f"the lock file could not be read: regenerate it with uv lock in {project.root} "
-                          "(uvkernel reads uv.lock but never writes it)")
+    done = await run_uv(argv, step=f"read {project.root}/uv.lock (uv export --frozen)", timeout=timeout,
+                        cwd=project.root, fix=f"the lock file could not be read: regenerate it with `uv lock` in "
+                                              f"{project.root} (uvkernel reads uv.lock but never writes it)")
     pins = []
     for line in done.stdout.splitlines():
         line = line.strip()

@@ -45,3 +45,34 @@ def uv_environment(base: dict[str, str] | None = None) -> dict[str, str]:
         env.pop(key, None)
     env.setdefault("UV_NO_PROGRESS", "1")
     return env
+
+
+GENERIC_FIX = "read uv's message above; run uvkernel check in the notebook's folder for the full report"
+
+
+def no_space(text: str) -> bool:
+    return "No space left on device" in text or "os error 28" in text
+
+
+async def run_uv(args: list[str], *, step: str, timeout: float, cwd: "os.PathLike[str] | str | None" = None,
+                 fix: str = GENERIC_FIX, check: bool = True, disk: str = "the env"):
+    """Run uv (async, own process group) and turn its failures into uvkernel errors, in one place.
+
+    ``step`` completes "uv failed while it ..."; ``check=False`` returns a failed run to the caller (which
+    explains it better), but a time-out, an unrunnable binary and a full disk are always errors.
+    """
+    from . import process
+    from .errors import EnvError
+
+    try:
+        done = await process.run(args, env=uv_environment(), timeout=timeout, cwd=cwd)
+    except OSError as exc:  # uv_path names something that cannot be executed
+        raise UvError("UV_FAILED", step=step, returncode=exc.errno or -1, detail=f"{args[0]}: {exc.strerror or exc}",
+                      fix="point uv_path at a working uv binary, or remove the setting") from None
+    if done.timed_out:
+        raise UvError("UV_TIMEOUT", step=step, timeout=int(timeout))
+    if done.returncode != 0 and no_space(done.output):
+        raise EnvError("DISK_FULL", env=disk, step=step, detail=done.output[-2000:])
+    if done.returncode != 0 and check:
+        raise UvError("UV_FAILED", step=step, returncode=done.returncode, detail=done.output[-4000:], fix=fix)
+    return done
