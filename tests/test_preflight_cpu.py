@@ -214,3 +214,26 @@ def test_uvkernel_magic_shows_the_report(install_spec, cpu_project):
     report = json.loads(as_json.stdout)
     assert report["ok"] and report["preflight"]["facts"]["torch"]["build"] == "cpu"
     assert "uvkernel" not in namespace and "render_html" not in namespace  # nothing leaks into the user's namespace
+
+
+def test_a_new_env_on_the_same_host_reuses_the_deep_result(tmp_path, host_python):
+    """A new project's first start does not import torch again when another env on the host already did."""
+    import asyncio
+
+    from helpers import make_project
+
+    from uvkernel import pipeline
+    from uvkernel.settings import from_config
+
+    settings = from_config({"host_python": host_python, "cache_dir": str(tmp_path / "cache")})
+    first = asyncio.run(pipeline.prepare(settings, cwd=str(make_project(tmp_path / "a")), environ=dict(os.environ)))
+    second = asyncio.run(pipeline.prepare(settings, cwd=str(make_project(tmp_path / "b")), environ=dict(os.environ)))
+    assert first.env.actions and second.env.actions  # both envs were created by these starts
+    assert first.preflight.to_json()["deep"] == "ran"
+    assert second.preflight.to_json()["deep"] == "cached"
+    # a start that asks the deep layer for more is a miss
+    own = make_project(tmp_path / "c")
+    third = asyncio.run(pipeline.prepare(from_config({"host_python": host_python, "cache_dir": str(tmp_path / "cache"),
+                                                      "required_packages": ["torch", "ipykernel"]}),
+                                         cwd=str(own), environ=dict(os.environ)))
+    assert third.preflight.to_json()["deep"] == "ran"

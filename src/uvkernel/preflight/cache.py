@@ -6,8 +6,13 @@ the driver and its devices as NVML reports them, ``/dev/nvidia*`` access, the re
 (CUDA_*, NVIDIA_*, LD_*, PYTHON*, TORCH_*, UVKERNEL_*, ...), the user, groups, host name, machine and boot id)
 plus what the deep layer was asked to do and the probe's own source.  Anything that changes there is a miss.
 
+The env's own path is replaced by a placeholder in the key, and entries live in one file per user (not per
+env): a new env on the same host, with the same packages resolving to the same host copies, reuses a deep
+result instead of importing torch again (the cold start of a new project).  Anything the env changes that the
+deep layer depends on (a shadowing copy, nvidia-* wheels, a .pth, pyvenv.cfg) is still in the key.
+
 Entries expire after ``preflight_cache_ttl`` seconds; ``--recheck`` ignores them; failed results are never
-stored.  One small JSON file per env under the per-user cache folder (private: 0700).
+stored.  The file is under the per-user cache folder (private: 0700).
 """
 
 from __future__ import annotations
@@ -25,24 +30,28 @@ from .. import __version__
 from .probe import PROBE_FORMAT
 
 _VOLATILE = ("timings", "notebook_dir")  # per start or per notebook: not what the deep layer depends on
-_KEEP = 8  # entries per env: a few CUDA_VISIBLE_DEVICES or kernel-spec variants side by side
+_KEEP = 64  # entries: a few CUDA_VISIBLE_DEVICES or kernel-spec variants of several hosts side by side
 _PROBE_SOURCE = hashlib.sha256(Path(__file__).with_name("probe.py").read_bytes()).hexdigest()
 
 
-def key(cheap: Mapping[str, Any], deep_request: Mapping[str, Any]) -> str:
+def key(cheap: Mapping[str, Any], deep_request: Mapping[str, Any], env_path: Path | str | None = None) -> str:
     material = {k: v for k, v in cheap.items() if k not in _VOLATILE}
+    if isinstance(material.get("pyvenv_cfg"), dict):  # the prompt is the project's name: nothing torch reads
+        material["pyvenv_cfg"] = {k: v for k, v in material["pyvenv_cfg"].items() if k != "prompt"}
     blob = json.dumps({"facts": material, "request": deep_request, "uvkernel": __version__,
                        "probe": [PROBE_FORMAT, _PROBE_SOURCE]}, sort_keys=True, default=str)
+    if env_path:
+        blob = blob.replace(json.dumps(str(env_path))[1:-1], "<env>")
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def path_for(cache_root: Path, env_path: Path) -> Path:
-    digest = hashlib.sha256(str(env_path).encode()).hexdigest()[:24]
-    return cache_root / "preflight" / f"{digest}.json"
+    """The cache file (one per user; ``env_path`` is kept in the signature for the callers' clarity)."""
+    return cache_root / "preflight" / "deep-results.json"
 
 
 def lock_for(cache_root: Path, env_path: Path) -> FileLock:
-    """One deep run at a time per env (across processes: several servers or kernels starting together)."""
+    """One deep run at a time (across processes: several servers or kernels starting together)."""
     path = path_for(cache_root, env_path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return FileLock(str(path) + ".lock", thread_local=False)
@@ -75,7 +84,7 @@ def store(cache_root: Path, env_path: Path, cache_key: str, deep: Mapping[str, A
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
-    data = _read(path) or {"env": str(env_path), "entries": {}}
+    data = _read(path) or {"entries": {}}
     data["entries"][cache_key] = {"time": time.time() if now is None else now, "deep": dict(deep)}
     newest = sorted(data["entries"].items(), key=lambda kv: kv[1].get("time", 0), reverse=True)[:_KEEP]
     data["entries"] = dict(newest)
@@ -87,8 +96,3 @@ def store(cache_root: Path, env_path: Path, cache_key: str, deep: Mapping[str, A
     return path
 
 
-def forget(cache_root: Path, env_path: Path) -> None:
-    try:
-        path_for(cache_root, env_path).unlink()
-    except OSError:
-        pass

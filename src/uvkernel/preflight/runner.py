@@ -143,13 +143,13 @@ async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any,
         result.notices = verdict.notices
         result.deep = "not run: nothing to import"
         return result
-    cache_key = cache.key(facts, request)
+    cache_key = cache.key(facts, request, env_path)
     result.cache = {"key": cache_key, "ttl": settings.preflight_cache_ttl, "recheck": recheck}
     caching = settings.preflight_cache_ttl > 0
     entry = None if recheck else cache.lookup(cache_root, env_path, cache_key, settings.preflight_cache_ttl)
     lock = None
     if entry is None and caching:
-        # Concurrent starts of one env run the deep layer once: the others wait, then find it in the cache.
+        # Concurrent starts run the deep layer once: the others wait, then find it in the cache.
         lock = cache.lock_for(cache_root, env_path)
         try:
             await _acquire(lock, max(deadline - loop.time(), 0.1))
@@ -211,7 +211,7 @@ async def _finish(result: PreflightResult, entry: dict[str, Any] | None, facts: 
         result.deep = "ran"
         result.cache.update(hit=False)
         facts = result.facts
-        cache_key = cache.key(facts, request)  # the facts this deep run saw
+        cache_key = cache.key(facts, request, env_path)  # the facts this deep run saw
         result.cache["key"] = cache_key
     verdict = policy.evaluate(facts, deep, ctx)
     result.facts = {**facts, "deep": deep}
