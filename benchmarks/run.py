@@ -141,12 +141,13 @@ class Workspace:
                                                                                   "{connection_file}"]}}}})
 
     def reset_uvkernel(self) -> None:
-        """No env for the project, no lock or preflight state for it; what uvkernel knows about the host
-        (cache/uvkernel/hosts, per host, shared by every project) stays, as on a machine that has run it before."""
+        """No env for the project, no lock for it; what uvkernel knows about the host (cache/uvkernel/hosts and the
+        deep preflight results in cache/uvkernel/preflight, per host, shared by every project) stays, as on a
+        machine that has run uvkernel before: a new project's first start."""
         shutil.rmtree(self.project / ".venv", ignore_errors=True)
         if self.uvkernel_cache.is_dir():
             for entry in self.uvkernel_cache.iterdir():
-                if entry.name != "hosts":
+                if entry.name not in ("hosts", "preflight"):
                     shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
 
     def reset_neighbour(self) -> None:
