@@ -14,7 +14,7 @@ import pytest
 from deps_support import assert_no_stack, dists, host_dists, uv
 from helpers import make_project
 
-from uvkernel import dependencies, environment, pipeline, project_dependencies
+from uvkernel import dependencies, environment, installers, pipeline, project_dependencies
 from uvkernel.errors import DependencyError, EnvError, ProjectError
 from uvkernel.host_packages import list_host_distributions
 from uvkernel.kernel_extension import render_text
@@ -149,8 +149,8 @@ def test_allow_shadowing_installs_the_projects_copy_on_purpose(tmp_path, host_py
     text = render_text(prepared.report())
     assert "shadowed on purpose" in text and "(on purpose)" in text
     # the kernel's installers may replace it too, and only it
-    assert "idna" not in (env / environment.HOST_EXCLUDES).read_text().split()
-    assert "torch" in (env / environment.HOST_EXCLUDES).read_text().split()
+    assert "idna" not in (env / installers.HOST_EXCLUDES).read_text().split()
+    assert "torch" in (env / installers.HOST_EXCLUDES).read_text().split()
 
 
 # --- uv.lock: read, honoured for what the host does not provide, never written ----------------------------------

@@ -21,19 +21,16 @@ from typing import Any, Callable
 
 from filelock import FileLock, Timeout
 
-from . import __version__, dependencies, host_packages
+from . import __version__, dependencies, host_packages, installers, project_dependencies
 from .errors import EnvError, UvError
 from .host import HostPython
-from .host_packages import HostDist, list_host_distributions, provided
+from .host_packages import HostDist, host_distributions
 from .project import Project
 from .settings import UvKernelSettings
 from .uvbin import no_space, run_uv
 
 STATE_FILE = ".uvkernel-state.json"
 LAYER_PTH = "_uvkernel_host.pth"
-# For installs from inside the kernel: `!uv pip install` reads UV_EXCLUDE, `%pip install` PIP_CONSTRAINT.
-HOST_EXCLUDES = ".uvkernel-host-provided.txt"
-HOST_CONSTRAINTS = ".uvkernel-host-pins.txt"
 
 Log = Callable[[str], None]
 
@@ -301,7 +298,7 @@ async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: st
     elif pth.exists():
         pth.unlink()  # uvkernel's own file, from a host that was a venv
         env.actions.append("removed the layer of an earlier venv host")
-    write_pip_command(env.path)
+    installers.write_pip_command(env.path)
 
 
 async def _prepare_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
@@ -364,7 +361,7 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
     await _repair(env, host, settings, uv, log)
 
     host_dists: dict[str, HostDist] = await listing
-    write_host_files(env_path, host_dists, settings.allow_shadowing)
+    installers.write_host_files(env_path, host_dists, settings.allow_shadowing)
     requirements: list[str] = []
     if not host.has_ipykernel:
         if settings.install_ipykernel:
@@ -398,7 +395,7 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
     env.plan = {**the_plan.to_json(), "sources": sources}
     if the_plan.installed:
         env.actions.append("installed " + ", ".join(the_plan.installed))
-    if settings.project_dependencies and project.root is not None and is_package(project):
+    if settings.project_dependencies and project.root is not None and project_dependencies.is_package(project):
         # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
         await dependencies.install_editable(project.root, uv=uv, env_python=str(env.python), host=host_dists,
                                             allow_shadowing=settings.allow_shadowing, timeout=settings.uv_timeout,
@@ -408,76 +405,6 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
                            "ipykernel_from": env.ipykernel_from, "plan": env.plan,
                            "host_dists": {k: [d.name, d.version, d.location] for k, d in host_dists.items()},
                            "python": sys.version.split()[0]})
-
-
-def is_package(project: Project) -> bool:
-    """uv's rule: a project is installed itself when it has a build system, unless [tool.uv] package says."""
-    tool_uv = (project.pyproject.get("tool") or {}).get("uv") or {}
-    if isinstance(tool_uv.get("package"), bool):
-        return tool_uv["package"]
-    return "build-system" in project.pyproject and "project" in project.pyproject
-
-
-async def host_distributions(host: HostPython, cache_root: Path) -> dict[str, HostDist]:
-    """The host's distributions, cached in the per-user cache while the host's site-packages folders are unchanged
-    (installing, upgrading or removing a package changes a folder's mtime)."""
-    from .host import _stamp
-
-    digest = hashlib.sha256(host.executable.encode()).hexdigest()[:24]
-    path = cache_root / "hosts" / f"{digest}.dists.json"
-    stamp = _stamp(host.executable, host.prefix, host.site_packages)
-    try:
-        data = json.loads(path.read_text())
-        if data["stamp"] == stamp:
-            return {k: HostDist(**v) for k, v in data["dists"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    dists = await list_host_distributions(host.executable, host.site_packages)
-    if dists:
-        try:
-            private_dir(path.parent)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"stamp": stamp, "dists": {k: vars(v) for k, v in dists.items()}}))
-            os.replace(tmp, path)
-        except OSError:
-            pass
-    return dists
-
-
-def write_host_files(env_path: Path, host_dists: dict[str, HostDist], allow_shadowing: list[str]) -> None:
-    """Files the kernel's installers read so they leave host packages alone (see launch.kernel_environment).
-
-    HOST_EXCLUDES: every host name, for uv (``UV_EXCLUDE``): uv never installs or downloads them.
-    HOST_CONSTRAINTS: the host's exact versions, for pip (``PIP_CONSTRAINT``): pip sees the host's packages
-    and keeps them; a package that needs another version of one fails instead of shadowing it.
-    """
-    keep = provided(host_dists, allow_shadowing)
-    names = sorted(d.name for d in keep.values())
-    pins = sorted(p for p in (d.pin for d in keep.values()) if p)
-    for name, lines in ((HOST_EXCLUDES, names), (HOST_CONSTRAINTS, pins)):
-        tmp = env_path / (name + ".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, env_path / name)
-
-
-PIP_SHIM_MARK = "# uvkernel: pip for this env"
-_PIP_SHIM = f"""#!/bin/sh
-{PIP_SHIM_MARK} (uv venvs have no pip of their own). The env's python runs pip, so it installs here,
-# never into the host; the kernel's PIP_CONSTRAINT keeps the host's packages.
-exec "$(dirname -- "$0")/python" -m pip "$@"
-"""
-
-
-def write_pip_command(env_path: Path) -> None:
-    """``!pip install X`` in the kernel must reach this env's pip, not the host's ``pip`` further down PATH."""
-    for name in ("pip", "pip3"):
-        target = env_path / "bin" / name
-        if target.exists() or target.is_symlink():
-            continue  # the env has a pip of its own (uv venv --seed, or pip installed into it)
-        tmp = target.with_name(name + ".uvkernel-tmp")
-        tmp.write_text(_PIP_SHIM)
-        tmp.chmod(0o755)
-        os.replace(tmp, target)
 
 
 def _check_writable(parent: Path, env_path: Path) -> None:

@@ -188,7 +188,7 @@ def _cache_file(cache_dir: Path, path: str) -> Path:
     return cache_dir / "hosts" / (hashlib.sha256(path.encode()).hexdigest()[:24] + ".json")
 
 
-def _stamp(path: str, prefix: str, site_packages: list[str]) -> list[list]:
+def stamp(path: str, prefix: str, site_packages: list[str]) -> list[list]:
     """What the interrogation's answer depends on, as (path, mtime_ns, size, inode) of files and folders."""
     out = []
     for item in [path, os.path.realpath(path), os.path.join(prefix, "pyvenv.cfg"), *site_packages]:
@@ -206,7 +206,7 @@ def _cache_read(cache_dir: Path, path: str, reason: str) -> HostPython | None:
         if data.get("version") != _CACHE_VERSION:
             return None
         host = dict(data["host"])
-        if data["stamp"] != _stamp(path, host["prefix"], host["site_packages"]):
+        if data["stamp"] != stamp(path, host["prefix"], host["site_packages"]):
             return None
         host.update(path=path, reason=reason, version=tuple(host["version"]))
         return HostPython(**host)
@@ -222,7 +222,7 @@ def _cache_write(cache_dir: Path, path: str, host: HostPython) -> None:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"version": _CACHE_VERSION, "host": data,
-                                   "stamp": _stamp(path, host.prefix, host.site_packages)}))
+                                   "stamp": stamp(path, host.prefix, host.site_packages)}))
         os.replace(tmp, target)
     except OSError:
         pass

@@ -15,6 +15,7 @@ uv cannot see inherited packages (FIELD-NOTES section 1), so uvkernel tells it i
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from typing import Iterable
 from packaging.version import InvalidVersion, Version
 
 from . import process
+from .host import HostPython, stamp
 
 # Runs in the host (stdlib only).  Reads the site-packages folders passed as arguments, nothing else, so a
 # user-site or PYTHONPATH copy is never mistaken for the host's.
@@ -142,3 +144,27 @@ def write_placeholders(host: dict[str, HostDist], folder: Path) -> tuple[list[st
             whl.writestr(f"{info}/RECORD", "")
         pins.append(pin)
     return sorted(pins), sorted(unversioned)
+
+
+async def host_distributions(host: HostPython, cache_root: Path) -> dict[str, HostDist]:
+    """The host's distributions, cached in the per-user cache while the host's site-packages folders are unchanged
+    (installing, upgrading or removing a package changes a folder's mtime)."""
+    digest = hashlib.sha256(host.executable.encode()).hexdigest()[:24]
+    path = cache_root / "hosts" / f"{digest}.dists.json"
+    current = stamp(host.executable, host.prefix, host.site_packages)
+    try:
+        data = json.loads(path.read_text())
+        if data["stamp"] == current:
+            return {k: HostDist(**v) for k, v in data["dists"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    dists = await list_host_distributions(host.executable, host.site_packages)
+    if dists:
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"stamp": current, "dists": {k: vars(v) for k, v in dists.items()}}))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return dists

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from . import __version__, environment, host as host_mod, launch, preflight, project as project_mod
-from . import project_dependencies
+from . import installers, project_dependencies
 from .errors import PreflightError, ProjectError, UvkernelError
 from .host import HostPython
 from .project import Project
@@ -42,8 +42,8 @@ class Prepared:
         """The kernel's environment built on ``base`` (a copy; ``base`` is not changed)."""
         return launch.kernel_environment(
             base, self.env.path, uv_dir=os.path.dirname(self.uv), report_file=self.env.path / REPORT_FILE,
-            excludes_file=_existing(self.env.path / environment.HOST_EXCLUDES),
-            constraints_file=_existing(self.env.path / environment.HOST_CONSTRAINTS),
+            excludes_file=_existing(self.env.path / installers.HOST_EXCLUDES),
+            constraints_file=_existing(self.env.path / installers.HOST_CONSTRAINTS),
         )
 
     def command(self, connection_file: str) -> list[str]:

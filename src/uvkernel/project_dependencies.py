@@ -141,3 +141,11 @@ async def requirements(project: Project, settings: Any, uv: str, log: Log = lamb
         result.locked = await locked_pins(project, uv, timeout=getattr(settings, "uv_timeout", 900))
         result.sources.append(f"uv.lock ({len(result.locked)} locked versions, used as constraints)")
     return result
+
+
+def is_package(project: Project) -> bool:
+    """uv's rule: a project is installed itself when it has a build system, unless [tool.uv] package says."""
+    tool_uv = (project.pyproject.get("tool") or {}).get("uv") or {}
+    if isinstance(tool_uv.get("package"), bool):
+        return tool_uv["package"]
+    return "build-system" in project.pyproject and "project" in project.pyproject
