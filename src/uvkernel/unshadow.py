@@ -16,9 +16,8 @@ from typing import Any, Mapping
 from . import dependencies, environment, host as host_mod, project as project_mod
 from .errors import MESSAGES, _fill
 from .host_packages import list_host_distributions
-from .process import run
 from .settings import UvKernelSettings
-from .uvbin import find_uv, uv_environment
+from .uvbin import find_uv, run_uv
 
 
 def say(code: str, out: Any = None, **fields: Any) -> None:
@@ -71,8 +70,10 @@ async def main(settings: UvKernelSettings, dir: str, environ: Mapping[str, str],
     lock = environment.lock_for(env_path, cache_root(settings))
     await environment._acquire(lock, settings.lock_timeout, env_path)
     try:
-        done = await run([uv, "pip", "uninstall", "--python", str(env_path / "bin" / "python"),
-                          *[item["name"] for item in remove]], env=uv_environment(), timeout=settings.uv_timeout)
+        # a time-out or an unrunnable uv is an error like everywhere else; a failed uninstall is reported below
+        done = await run_uv([uv, "pip", "uninstall", "--python", str(env_path / "bin" / "python"),
+                             *[item["name"] for item in remove]], step=f"removed shadowing copies from {env_path}",
+                            timeout=settings.uv_timeout, check=False, disk=str(env_path))
     finally:
         lock.release()
     if done.returncode != 0:

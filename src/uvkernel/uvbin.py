@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from .errors import UvError
+from . import process
+from .errors import EnvError, UvError
 
 
 def find_uv(explicit: str = "", spec: str = "the kernel spec") -> tuple[str, str]:
@@ -61,9 +62,6 @@ async def run_uv(args: list[str], *, step: str, timeout: float, cwd: "os.PathLik
     ``step`` completes "uv failed while it ..."; ``check=False`` returns a failed run to the caller (which
     explains it better), but a time-out, an unrunnable binary and a full disk are always errors.
     """
-    from . import process
-    from .errors import EnvError
-
     try:
         done = await process.run(args, env=uv_environment(), timeout=timeout, cwd=cwd)
     except OSError as exc:  # uv_path names something that cannot be executed
