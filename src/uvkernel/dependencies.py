@@ -42,7 +42,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import process
 from .errors import DependencyError
-from .host_packages import HostDist, allowed, canonical, provided, write_placeholders
+from .host_packages import HostDist, allowed, canonical, find_links_env, provided, write_placeholders
 from .uvbin import run_uv
 
 Log = Callable[[str], None]
@@ -174,10 +174,8 @@ class _Compile:
             argv += ["--constraints", self._file("locked-versions", locked)]
         if excludes:
             argv += ["--excludes", self._file("excludes", excludes)]
-        if placeholders is not None:
-            argv += ["--find-links", str(placeholders)]
         return await run_uv(argv, step="resolved the project's dependencies", timeout=self.timeout, cwd=self.cwd,
-                            check=False)
+                            check=False, extra_env=find_links_env(placeholders) if placeholders else None)
 
 
 async def resolve(
@@ -228,23 +226,29 @@ async def resolve(
         free = await compile_(requirements)
         if free.returncode != 0:
             raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=root or ".", detail=explanation)
-        wanted = {canonical(r.name): (r, via) for r, via in _parse_compiled(free.stdout)}
-        differ = [d for k, d in sorted(keep.items()) if k in wanted
-                  and _versions([wanted[k][0]]).get(k) != _normal(d.version)]
-        mentioned = _mentioned(keep, explanation)
-        culprits = [d for d in mentioned if d in differ] or mentioned or differ
-        facts = []
-        for dist in culprits[:8]:
-            facts.append((f"the host provides {dist.name}", dist.version))
-            if canonical(dist.name) in wanted:
-                req, via = wanted[canonical(dist.name)]
-                facts.append((f"without the host, uv picks {dist.name}",
-                              _versions([req]).get(canonical(dist.name), str(req)) + (f" (via {via})" if via else "")))
-        facts.append(("installed", "nothing"))
-        names = ", ".join(d.name for d in culprits[:8]) or "host packages"
-        first = culprits[0].name if culprits else "torch"
-        raise DependencyError("DEPENDENCY_CONFLICT_TRANSITIVE", root=root or ".", names=names,
-                              allow=_allow_option(first), facts=facts, detail=explanation)
+        raise transitive_conflict(keep, explanation, free.stdout, root)
+
+
+def transitive_conflict(keep: dict[str, HostDist], explanation: str, free_output: str, root: str) -> DependencyError:
+    """DEPENDENCY_CONFLICT_TRANSITIVE: which host packages are in the way, and what uv picks without the host
+    (``free_output``: the same resolution without the host's placeholders)."""
+    wanted = {canonical(r.name): (r, via) for r, via in _parse_compiled(free_output)}
+    differ = [d for k, d in sorted(keep.items()) if k in wanted
+              and _versions([wanted[k][0]]).get(k) != _normal(d.version)]
+    mentioned = _mentioned(keep, explanation)
+    culprits = [d for d in mentioned if d in differ] or mentioned or differ
+    facts = []
+    for dist in culprits[:8]:
+        facts.append((f"the host provides {dist.name}", dist.version))
+        if canonical(dist.name) in wanted:
+            req, via = wanted[canonical(dist.name)]
+            facts.append((f"without the host, uv picks {dist.name}",
+                          _versions([req]).get(canonical(dist.name), str(req)) + (f" (via {via})" if via else "")))
+    facts.append(("installed", "nothing"))
+    names = ", ".join(d.name for d in culprits[:8]) or "host packages"
+    first = culprits[0].name if culprits else "torch"
+    return DependencyError("DEPENDENCY_CONFLICT_TRANSITIVE", root=root or ".", names=names,
+                           allow=_allow_option(first), facts=facts, detail=explanation)
 
 
 def _tail(text: str, lines: int = 30) -> str:
@@ -331,18 +335,28 @@ async def install(
     pinned = [line for line in pinned if not _already(line, present)]
     if not pinned:
         return the_plan
+    await install_pinned(pinned, uv=uv, env_python=env_python, host=host, allow_shadowing=allow_shadowing, cwd=cwd,
+                         timeout=timeout, log=log, what=f"{what} ({', '.join(pinned)})",
+                         fix=f"read uv's message above; fix the requirement in {root or 'the project'} and start again")
+    the_plan.installed = pinned
+    return the_plan
+
+
+async def install_pinned(pinned: list[str], *, uv: str, env_python: str, host: dict[str, HostDist],
+                         allow_shadowing: Iterable[str] = (), cwd: Path | None = None, timeout: float = 900,
+                         log: Log = lambda _m: None, what: str = "installed packages",
+                         fix: str = "read uv's message above") -> None:
+    """Exactly these versions, without their dependencies, never a host package (``--excludes``)."""
+    keep = provided(host, allow_shadowing)
     with tempfile.TemporaryDirectory(prefix="uvkernel-install-") as tmp:
         excludes = Path(tmp) / "host-provided.txt"
         excludes.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
         reqs = Path(tmp) / "requirements.txt"
         reqs.write_text("\n".join(pinned) + "\n")
         log("uv pip install " + " ".join(pinned))
-        argv = [uv, "pip", "install", "--python", env_python, "--compile-bytecode", "--no-deps",
-                "--excludes", str(excludes), "-r", str(reqs)]
-        await run_uv(argv, step=f"{what} ({', '.join(pinned)})", timeout=timeout, cwd=cwd,
-                     fix=f"read uv's message above; fix the requirement in {root or 'the project'} and start again")
-    the_plan.installed = pinned
-    return the_plan
+        argv = [uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
+                "-r", str(reqs)]
+        await run_uv(argv, step=what, timeout=timeout, cwd=cwd, fix=fix)
 
 
 def _already(line: str, present: dict[str, str]) -> bool:
@@ -383,6 +397,7 @@ class EnvDist:
     version: str
     location: str
     requires: list[str]
+    editable: bool = False  # installed from a local folder (direct_url.json says so)
 
 
 def _read_env_distributions(site_packages: str) -> dict[str, EnvDist]:
@@ -393,7 +408,9 @@ def _read_env_distributions(site_packages: str) -> dict[str, EnvDist]:
         name = dist.metadata["Name"]
         if not name or canonical(name) in out:
             continue
-        out[canonical(name)] = EnvDist(name, dist.version, site_packages, list(dist.requires or []))
+        direct = dist.read_text("direct_url.json") or ""
+        out[canonical(name)] = EnvDist(name, dist.version, site_packages, list(dist.requires or []),
+                                       editable='"editable": true' in direct or '"file://' in direct)
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from filelock import FileLock, Timeout
 
-from . import __version__, dependencies, host_packages, installers, project_dependencies
+from . import __version__, dependencies, host_packages, installers, project_sync
 from .errors import EnvError, UvError
 from .host import HostPython
 from .host_packages import HostDist, host_distributions
@@ -148,11 +148,13 @@ def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) 
     h.update(json.dumps([settings.install_ipykernel, settings.project_dependencies, sorted(settings.extras),
                          sorted(settings.dependency_groups), sorted(settings.allow_shadowing)]).encode())
     if project.root is not None:
-        for name in ("pyproject.toml", "uv.lock"):
+        # every file uv reads to decide what the project is (workspace members too) and uv's own variables
+        for path in project_sync.project_files(project):
             try:
-                h.update(name.encode() + (project.root / name).read_bytes())
+                h.update(str(path).encode() + path.read_bytes())
             except OSError:
-                h.update(name.encode() + b"-absent")
+                h.update(str(path).encode() + b"-absent")
+        h.update(json.dumps(project_sync.uv_variables()).encode())
     return h.hexdigest()
 
 
@@ -229,7 +231,6 @@ async def prepare(
     uv: str,
     cache_root: Path,
     log: Log = lambda _m: None,
-    project_requirements: Callable[..., Any] | None = None,
 ) -> Env:
     env_path = project.env_path
     marker = creation_marker(env_path, cache_root)
@@ -251,7 +252,7 @@ async def prepare(
     lock = lock_for(env_path, cache_root)
     await _acquire(lock, settings.lock_timeout, env_path)
     try:
-        await _prepare_locked(env, project, host, settings, uv, wanted, log, project_requirements, marker)
+        await _prepare_locked(env, project, host, settings, uv, wanted, log, marker)
     except OSError as exc:  # writing into the env failed (disk full, read-only, permissions)
         if exc.errno == errno.ENOSPC:
             raise EnvError("DISK_FULL", env=str(env_path), step="wrote uvkernel's files into the env",
@@ -302,21 +303,18 @@ async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: st
 
 
 async def _prepare_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
-                          wanted: str, log: Log, project_requirements: Callable[..., Any] | None,
-                          marker: Path) -> None:
+                          wanted: str, log: Log, marker: Path) -> None:
     # what the host provides: read concurrently with the uv calls below (it starts the host's python)
     listing = asyncio.ensure_future(host_distributions(host, marker.parent.parent))
     try:
-        await _prepare_env_locked(env, project, host, settings, uv, wanted, log, project_requirements, marker,
-                                  listing)
+        await _prepare_env_locked(env, project, host, settings, uv, wanted, log, marker, listing)
     finally:
         if not listing.done():
             listing.cancel()
 
 
 async def _prepare_env_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
-                              wanted: str, log: Log, project_requirements: Callable[..., Any] | None,
-                              marker: Path, listing: "asyncio.Future[dict[str, HostDist]]") -> None:
+                              wanted: str, log: Log, marker: Path, listing: "asyncio.Future[dict[str, HostDist]]") -> None:
     env_path = env.path
     interrupted = marker.exists()
     check_path(env_path, interrupted=interrupted)
@@ -362,45 +360,38 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
 
     host_dists: dict[str, HostDist] = await listing
     installers.write_host_files(env_path, host_dists, settings.allow_shadowing)
-    requirements: list[str] = []
+    extra: list[str] = []  # what the kernel needs and the host lacks
     if not host.has_ipykernel:
         if settings.install_ipykernel:
-            requirements.append("ipykernel")
+            extra.append("ipykernel")
         env.ipykernel_from = "env"
     else:
         env.ipykernel_from = "host"
     if "pip" not in host_dists:
-        requirements.append("pip")  # %pip runs the env's python -m pip: the host has none to inherit
-    locked: list[str] = []
-    sources: list[str] = []
-    if project_requirements is not None and settings.project_dependencies and project.root is not None:
-        found = await project_requirements(project, settings, uv)
-        if isinstance(found, list):
-            requirements.extend(found)
-        else:
-            requirements.extend(found.requirements)
-            locked, sources = found.locked, found.sources
+        extra.append("pip")  # %pip runs the env's python -m pip: the host has none to inherit
     try:
-        the_plan = await dependencies.install(
-            requirements, uv=uv, env_python=str(env.python), host=host_dists, python_version=host.version,
-            env_site_packages=env.site_packages,
-            allow_shadowing=settings.allow_shadowing, locked=locked, root=str(project.root or ""),
-            cwd=project.root, timeout=settings.uv_timeout, log=log,
-        )
+        if settings.project_dependencies and project.root is not None:
+            synced = await project_sync.sync(project, env, host_dists, host, settings, uv=uv,
+                                             cache_root=marker.parent.parent, log=log)
+            env.plan = synced.to_json()
+            if synced.installed:
+                env.actions.append("installed " + ", ".join(synced.installed))
+        if extra:
+            # resolved against the host and against what the project installed (kept at its versions)
+            present = await dependencies.env_distributions(env.site_packages)
+            the_plan = await dependencies.install(
+                extra, uv=uv, env_python=str(env.python), host=host_dists, python_version=host.version,
+                env_site_packages=env.site_packages, allow_shadowing=settings.allow_shadowing,
+                locked=[f"{d.name}=={d.version}" for d in present.values()], root=str(project.root or ""),
+                cwd=project.root, timeout=settings.uv_timeout, log=log, what="installed the kernel's own packages")
+            if the_plan.installed:
+                env.actions.append("installed " + ", ".join(the_plan.installed))
+                env.plan["kernel_packages"] = the_plan.installed
     except UvError as exc:
         if no_space(exc.detail):
             raise EnvError("DISK_FULL", env=str(env_path), step="installed the project's dependencies",
                            detail=exc.detail) from None
         raise
-    env.plan = {**the_plan.to_json(), "sources": sources}
-    if the_plan.installed:
-        env.actions.append("installed " + ", ".join(the_plan.installed))
-    if settings.project_dependencies and project.root is not None and project_dependencies.is_package(project):
-        # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
-        await dependencies.install_editable(project.root, uv=uv, env_python=str(env.python), host=host_dists,
-                                            allow_shadowing=settings.allow_shadowing, timeout=settings.uv_timeout,
-                                            log=log)
-        env.plan["project"] = f"{project.root} (editable)"
     write_state(env_path, {"fingerprint": wanted, "uvkernel": __version__, "host": host.executable,
                            "ipykernel_from": env.ipykernel_from, "plan": env.plan,
                            "host_dists": {k: [d.name, d.version, d.location] for k, d in host_dists.items()},

@@ -113,6 +113,32 @@ MESSAGES: dict[str, Message] = {
         "lock against the host's versions: add constraint-dependencies = [{constraints}] under [tool.uv] in "
         "{root}/pyproject.toml and run `uv lock` there (uvkernel never edits either file)",
     ),
+    "LOCK_INVALID": Message(
+        "{path} cannot be read as a uv lock file ({detail})",
+        "regenerate it with `uv lock` in its folder (uvkernel reads uv.lock but never writes it)",
+    ),
+    "SOURCE_NOT_FOUND": Message(
+        "a source the project declares does not exist: {source}",
+        "fix the source at {where} (or create the folder it names); uvkernel never edits pyproject.toml",
+    ),
+    "SOURCE_UNREACHABLE": Message(
+        "uv could not reach a source or index the project declares{source_text}",
+        "check the address and your network or credentials (uv's message above says what failed){where_text}; "
+        "nothing was installed from it",
+    ),
+    "SOURCE_FOR_UNKNOWN_PACKAGE": Message(
+        "{where} declares a workspace source for {name}, but the workspace at {root} has no member named {name}",
+        "add the member to [tool.uv.workspace] members in {root}/pyproject.toml, or correct the source",
+    ),
+    "PACKAGE_NOT_AVAILABLE_OFFLINE": Message(
+        "uv is offline and a package the project needs is not in the cache, the find-links folders or the local "
+        "index (uv's message below names it); this is not a version conflict",
+        "add its wheel to your wheelhouse (UV_FIND_LINKS), or run once with network access so uv's cache holds it",
+    ),
+    "UV_CONFIG_INVALID": Message(
+        "uv refuses the project's uv configuration ({path})",
+        "fix the file as uv's message below says (`uv sync --dry-run` in {root} shows the same error)",
+    ),
     "DEPENDENCIES_UNRESOLVABLE": Message(
         "uv could not resolve the project's dependencies (with or without the host's packages)",
         "fix the requirements in {root}/pyproject.toml (uv's message above names the conflict)",

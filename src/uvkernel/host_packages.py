@@ -146,6 +146,14 @@ def write_placeholders(host: dict[str, HostDist], folder: Path) -> tuple[list[st
     return sorted(pins), sorted(unversioned)
 
 
+def find_links_env(folder: Path) -> dict[str, str]:
+    """uv's environment with the placeholders added to the user's find-links.  ``UV_FIND_LINKS`` is a
+    comma-separated list; a ``--find-links`` flag would replace the user's list (an air-gapped wheelhouse) instead
+    of adding to it."""
+    user = os.environ.get("UV_FIND_LINKS", "").strip().strip(",")
+    return {"UV_FIND_LINKS": f"{user},{folder}" if user else str(folder)}
+
+
 async def host_distributions(host: HostPython, cache_root: Path) -> dict[str, HostDist]:
     """The host's distributions, cached in the per-user cache while the host's site-packages folders are unchanged
     (installing, upgrading or removing a package changes a folder's mtime)."""

@@ -135,6 +135,10 @@ def _rows(report):
     if project:
         rows.append(("project", "folder", project.get("root") or "(none: notebook outside a project)", ""))
         rows.append(("project", "env", "%s (%s)" % (project.get("env"), project.get("env_reason")), ""))
+        if project.get("workspace_root") and project.get("workspace_root") != project.get("root"):
+            rows.append(("project", "workspace", project["workspace_root"], ""))
+        for note in project.get("notices") or []:
+            rows.append(("project", "note", note, _NOTE))
     if env:
         rows.append(("env", "ipykernel from", env.get("ipykernel_from") or "?", ""))
         if env.get("actions"):
@@ -146,6 +150,18 @@ def _rows(report):
             rows.append(("env", "shadowed on purpose", ", ".join(sorted(deps["shadowed_on_purpose"])), _NOTE))
         if deps.get("installed"):
             rows.append(("env", "installed", ", ".join(deps["installed"]), ""))
+        if deps.get("how"):
+            rows.append(("env", "dependencies from", deps["how"], ""))
+        if deps.get("skipped_for_host"):
+            rows.append(("env", "not installed (host's closure)", ", ".join(deps["skipped_for_host"]), ""))
+        for name, version in sorted((deps.get("own_code_shadows_host") or {}).items()):
+            rows.append(("env", "project's own code", "%s (a path/git/url source) hides the host's %s %s" % (
+                name, name, version), _NOTE))
+        for item in deps.get("lock_deviations") or []:
+            rows.append(("env", "differs from uv.lock", "%s %s instead of %s (%s)" % (
+                item.get("name"), item.get("installed"), item.get("locked"), item.get("why")), _NOTE))
+        for note in deps.get("notes") or []:
+            rows.append(("env", "note", note, _NOTE))
         for layer in env.get("host_layer") or []:
             rows.append(("env", "host layer", layer, ""))
         for item in env.get("shadowing") or []:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from . import __version__, environment, host as host_mod, launch, preflight, project as project_mod
-from . import installers, project_dependencies
+from . import installers
 from .errors import PreflightError, ProjectError, UvkernelError
 from .host import HostPython
 from .project import Project
@@ -135,8 +135,7 @@ async def prepare_env(
     uv, _how = find_uv(settings.uv_path)
     timings["find"] = time.monotonic() - t0
 
-    env = await environment.prepare(project, host, settings, uv=uv, cache_root=root, log=say,
-                                    project_requirements=project_dependencies.requirements)
+    env = await environment.prepare(project, host, settings, uv=uv, cache_root=root, log=say)
     timings["env"] = time.monotonic() - t0 - timings["find"]
     prepared = Prepared(host, project, env, preflight.PreflightResult(skipped=True), {}, uv, timings, root)
     prepared.kernel_env = prepared.environment_for(environ)

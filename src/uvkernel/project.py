@@ -7,7 +7,10 @@ the server's working directory.
 
 A project is the nearest folder, walking up, holding a ``uv.lock`` or a ``pyproject.toml`` with a
 ``[project]`` or ``[tool.uv]`` table (a pyproject.toml that only configures tools, e.g. black, is not a
-project).  Its env is ``.venv`` there, or ``UV_PROJECT_ENVIRONMENT`` (relative to the project root).
+project).  As uv does, a project that is a member of a uv workspace (an ancestor's ``[tool.uv.workspace]``
+``members`` globs match it and its ``exclude`` globs do not) shares the workspace's env and lock: ``.venv``
+and ``uv.lock`` at the workspace root.  The env is ``.venv`` there, or ``UV_PROJECT_ENVIRONMENT`` (relative
+to the workspace root).
 A notebook outside any project gets an env in the per-user cache keyed by its folder and the host, so
 nothing is written into a folder that is not a project.
 """
@@ -38,18 +41,39 @@ class Project:
     env_reason: str  # why that env path
     pyproject: dict[str, Any] = field(default_factory=dict)
     in_cache: bool = False  # the env lives in the per-user cache (no project, or a read-only project folder)
+    workspace_root: Path | None = None  # where uv.lock and the env live: the workspace's root, else ``root``
+    workspace: dict[str, Any] = field(default_factory=dict)  # the workspace root's pyproject.toml
+    notices: list[str] = field(default_factory=list)  # facts for the report (a member's stray .venv …)
 
     @property
     def is_project(self) -> bool:
         return self.root is not None
 
     @property
+    def top(self) -> Path | None:
+        """The folder uv treats as the workspace root (the project itself when it is not a member)."""
+        return self.workspace_root or self.root
+
+    @property
+    def lock_path(self) -> Path | None:
+        return self.top / "uv.lock" if self.top is not None else None
+
+    @property
     def has_lock(self) -> bool:
-        return self.root is not None and (self.root / "uv.lock").is_file()
+        return self.lock_path is not None and self.lock_path.is_file()
+
+    @property
+    def is_member(self) -> bool:
+        return self.workspace_root is not None and self.workspace_root != self.root
 
     @property
     def requires_python(self) -> str | None:
         return (self.pyproject.get("project") or {}).get("requires-python")
+
+    def tool_uv(self, *, top: bool = False) -> dict[str, Any]:
+        data = self.workspace if (top and self.workspace_root is not None) else self.pyproject
+        value = (data.get("tool") or {}).get("uv") or {}
+        return value if isinstance(value, dict) else {}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,7 +81,9 @@ class Project:
             "root": str(self.root) if self.root else None,
             "env": str(self.env_path),
             "env_reason": self.env_reason,
+            "workspace_root": str(self.workspace_root) if self.workspace_root else None,
             "has_lock": self.has_lock,
+            "notices": self.notices,
         }
 
 
@@ -110,6 +136,47 @@ def find_root(start: Path) -> tuple[Path | None, dict[str, Any]]:
     return None, {}
 
 
+def _globs(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _matches(folder: Path, root: Path, patterns: list[str]) -> bool:
+    """Does ``folder`` match one of the workspace globs (relative to ``root``), as uv matches members?"""
+    for pattern in patterns:
+        for candidate in root.glob(pattern.rstrip("/")) if pattern.strip("/. ") else [root]:
+            try:
+                if candidate.resolve() == folder.resolve():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def find_workspace(project_root: Path, data: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """The uv workspace ``project_root`` belongs to: (root, its pyproject), or None for a lone project.
+
+    uv's rule: the project's own ``[tool.uv.workspace]`` makes it a root; otherwise the nearest ancestor with
+    one whose ``members`` globs match the project and whose ``exclude`` globs do not.
+    """
+    if isinstance(((data.get("tool") or {}).get("uv") or {}).get("workspace"), dict):
+        return project_root, data
+    for folder in project_root.parents:
+        pyproject = folder / "pyproject.toml"
+        if not pyproject.is_file():
+            continue
+        try:
+            candidate = read_pyproject(pyproject)
+        except ProjectError:
+            continue  # uv skips an unreadable ancestor too; the member's own file is what we report
+        table = ((candidate.get("tool") or {}).get("uv") or {}).get("workspace")
+        if not isinstance(table, dict):
+            continue
+        if _matches(project_root, folder, _globs(table.get("members"))) and not _matches(
+                project_root, folder, _globs(table.get("exclude"))):
+            return folder, candidate
+    return None
+
+
 def cache_env_path(cache_root: Path, notebook_dir: Path, host_key: str) -> Path:
     """An env in the per-user cache for a folder that is not a project."""
     digest = hashlib.sha256(f"{notebook_dir}\0{host_key}".encode()).hexdigest()[:16]
@@ -131,19 +198,30 @@ def find_project(
         env = cache_env_path(cache_root, notebook_dir, host_key)
         return Project(notebook_dir, None, env, "per-user cache (the notebook's folder is not in a project)",
                        in_cache=True)
+    found = find_workspace(root, data)
+    top, workspace = found if found else (root, data)
+    notices = []
+    if top != root and os.path.lexists(root / ".venv"):
+        notices.append(f"{root / '.venv'} is left from before: uv (and uvkernel) use the workspace's env at "
+                       f"{top / '.venv'}; the member's own .venv is not used and not deleted")
+
+    def make(env_path: Path, reason: str, in_cache: bool = False) -> Project:
+        return Project(notebook_dir, root, env_path, reason, data, in_cache=in_cache,
+                       workspace_root=top if found else None, workspace=workspace, notices=notices)
+
     override = environ.get("UV_PROJECT_ENVIRONMENT")
     if override:
         env_path = Path(os.path.expanduser(override))
         if not env_path.is_absolute():
-            env_path = root / env_path
-        return Project(notebook_dir, root, Path(os.path.normpath(env_path)), "UV_PROJECT_ENVIRONMENT", data)
-    env_path = root / ".venv"
-    if not os.path.lexists(env_path) and not _writable(root):
+            env_path = top / env_path  # uv: relative to the workspace root
+        return make(Path(os.path.normpath(env_path)), "UV_PROJECT_ENVIRONMENT")
+    env_path = top / ".venv"
+    if not os.path.lexists(env_path) and not _writable(top):
         # a read-only project folder (a mounted share, a read-only file system): the env goes to the cache
-        env = cache_env_path(cache_root, root, host_key)
-        return Project(notebook_dir, root, env, f"per-user cache: notice, the project folder {root} is read-only, so "
-                       f"the env lives in the cache instead of {env_path}", data, in_cache=True)
-    return Project(notebook_dir, root, env_path, "the project's .venv", data)
+        env = cache_env_path(cache_root, top, host_key)
+        return make(env, f"per-user cache: notice, the project folder {top} is read-only, so the env lives in "
+                         f"the cache instead of {env_path}", in_cache=True)
+    return make(env_path, "the workspace's .venv (at its root)" if top != root else "the project's .venv")
 
 
 def _writable(folder: Path) -> bool:

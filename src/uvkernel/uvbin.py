@@ -56,14 +56,15 @@ def no_space(text: str) -> bool:
 
 
 async def run_uv(args: list[str], *, step: str, timeout: float, cwd: "os.PathLike[str] | str | None" = None,
-                 fix: str = GENERIC_FIX, check: bool = True, disk: str = "the env"):
+                 fix: str = GENERIC_FIX, check: bool = True, disk: str = "the env",
+                 extra_env: "dict[str, str] | None" = None):
     """Run uv (async, own process group) and turn its failures into uvkernel errors, in one place.
 
     ``step`` completes "uv failed while it ..."; ``check=False`` returns a failed run to the caller (which
     explains it better), but a time-out, an unrunnable binary and a full disk are always errors.
     """
     try:
-        done = await process.run(args, env=uv_environment(), timeout=timeout, cwd=cwd)
+        done = await process.run(args, env={**uv_environment(), **(extra_env or {})}, timeout=timeout, cwd=cwd)
     except OSError as exc:  # uv_path names something that cannot be executed
         raise UvError("UV_FAILED", step=step, returncode=exc.errno or -1, detail=f"{args[0]}: {exc.strerror or exc}",
                       fix="point uv_path at a working uv binary, or remove the setting") from None

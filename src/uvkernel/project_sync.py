@@ -1,0 +1,597 @@
+"""Installing a project the way ``uv sync`` would, minus what the host provides.
+
+uv is the authority on what a project is: its pyproject.toml, workspace, ``[tool.uv]`` settings, sources,
+indexes, uv.toml and ``UV_*`` variables are read by uv, never rebuilt here.  uvkernel adds the one thing uv
+cannot know (FIELD-NOTES sections 1 and 6): which distributions the host interpreter already provides.
+
+**With a uv.lock that matches pyproject.toml** (``uv sync --locked`` accepts it):
+
+1. the host-provided names the lock takes from an index are *pruned*: ``uv export --frozen --prune NAME …``
+   lists what ``uv sync`` would install once those packages and everything only they pull in (``nvidia-*``,
+   ``triton`` …) are gone.  A name the lock takes from a path, workspace, git or url source is the project's own
+   code: it is installed even when the host has a distribution of that name (the report says what it shadows);
+2. ``uv sync --locked --inexact`` with ``--no-install-package`` for every other locked name installs the rest:
+   uv's own sources, indexes, editables, groups and extras.  The env's interpreter is passed by path and the env
+   by ``UV_PROJECT_ENVIRONMENT``, so uv never recreates it (uv#15603);
+3. every installed requirement on a host package is checked against the host's version.  A locked version
+   that needs another host version (a lock made for torch 2.15 on a 2.13 host) is re-resolved against the host
+   (:func:`dependencies.resolve`) and replaced; every deviation from the lock goes into the report.
+
+**Without a lock, or with one pyproject.toml has moved past**: ``uv pip compile`` on the project's
+pyproject.toml (which applies ``[tool.uv.sources]``, workspace members, overrides, constraints and excludes)
+against placeholder wheels of the host's packages; the result is kept in uvkernel's cache (never in the
+project), so later cold starts of the same inputs do not resolve again.  uv.lock is never written or created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import dependencies
+from .errors import DependencyError, ProjectError, UvError
+from .host_packages import HostDist, canonical, find_links_env, provided, write_placeholders
+from .project import Project
+from .uvbin import run_uv
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Log = Callable[[str], None]
+LOCAL_SOURCES = ("editable", "path", "directory", "virtual", "git", "url")
+STALE_LOCK = "needs to be updated"
+
+
+@dataclass
+class SyncResult:
+    how: str = ""  # "uv.lock (uv sync)", "resolved (uv pip compile)", …
+    from_host: dict[str, str] = field(default_factory=dict)  # host-provided names the project needs
+    skipped: list[str] = field(default_factory=list)  # locked names not installed (host's and their closure)
+    own_code_shadows: dict[str, str] = field(default_factory=dict)  # local source name -> host version it hides
+    deviations: list[dict[str, str]] = field(default_factory=list)  # {name, locked, installed, why}
+    installed: list[str] = field(default_factory=list)
+    shadowed_on_purpose: dict[str, str] = field(default_factory=dict)  # allow_shadowing: name -> host version
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"how": self.how, "from_host": self.from_host, "skipped_for_host": self.skipped,
+                "own_code_shadows_host": self.own_code_shadows, "lock_deviations": self.deviations,
+                "installed": self.installed, "shadowed_on_purpose": self.shadowed_on_purpose, "notes": self.notes}
+
+
+def selection(project: Project, settings: Any) -> list[str]:
+    """``--extra``/``--group`` flags for the configured extras and groups (uv applies its default groups)."""
+    args: list[str] = []
+    for extra in settings.extras:
+        args += ["--extra", extra]
+    for group in settings.dependency_groups:
+        args += ["--group", group]
+    return args
+
+
+def read_lock(path: Path) -> dict[str, dict[str, Any]]:
+    """canonical name -> the lock's [[package]] table (the first one of that name)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProjectError("LOCK_INVALID", path=str(path), detail=str(exc)[:500]) from None
+    out: dict[str, dict[str, Any]] = {}
+    packages = data.get("package") if isinstance(data, dict) else None
+    for table in packages if isinstance(packages, list) else []:
+        if isinstance(table, dict) and isinstance(table.get("name"), str):
+            out.setdefault(canonical(table["name"]), table)
+    return out
+
+
+def is_local(table: dict[str, Any]) -> bool:
+    source = table.get("source")
+    return isinstance(source, dict) and any(key in source for key in LOCAL_SOURCES)
+
+
+def _uv_env(project: Project, env_path: Path) -> dict[str, str]:
+    # uv's project commands use this env and keep its system-site-packages (FIELD-NOTES section 1)
+    return {"UV_PROJECT_ENVIRONMENT": str(env_path)}
+
+
+def _where(project: Project) -> str:
+    return str(project.top)
+
+
+async def _exported_names(project: Project, settings: Any, uv: str, prune: list[str]) -> set[str]:
+    argv = [uv, "export", "--frozen", "--format", "pylock.toml", "--project", str(project.root),
+            *selection(project, settings)]
+    for name in prune:
+        argv += ["--prune", name]
+    done = await run_uv(argv, step=f"read {project.lock_path} (uv export --frozen)", timeout=settings.uv_timeout,
+                        cwd=project.root, fix=f"regenerate the lock with `uv lock` in {_where(project)} "
+                                              "(uvkernel reads uv.lock but never writes it)")
+    try:
+        data = tomllib.loads(done.stdout)
+    except tomllib.TOMLDecodeError as exc:
+        raise UvError("UV_FAILED", step="read uv export's output", returncode=0, detail=str(exc),
+                      fix="upgrade uv (uv export --format pylock.toml)") from None
+    return {canonical(p["name"]) for p in data.get("packages", []) if isinstance(p, dict) and "name" in p}
+
+
+async def sync_locked(project: Project, env_python: Path, env_path: Path, host: dict[str, HostDist],
+                      settings: Any, uv: str, log: Log) -> SyncResult | None:
+    """Steps 1-2 of the module doc; None when uv says the lock is out of date with pyproject.toml."""
+    locked = read_lock(project.lock_path)  # type: ignore[arg-type]
+    keep = provided(host, settings.allow_shadowing)
+    result = SyncResult(how=f"{project.lock_path} (uv sync --locked --inexact, host packages left out)")
+    prune = []
+    for key, table in sorted(locked.items()):
+        if key not in keep:
+            continue
+        if is_local(table):
+            result.own_code_shadows[table["name"]] = keep[key].version
+        else:
+            prune.append(table["name"])
+    wanted = await _exported_names(project, settings, uv, prune)
+    skip = sorted(t["name"] for k, t in locked.items() if k not in wanted)
+    # for the report: what only the host's packages pull in (the host's own names are listed as from_host)
+    result.skipped = [n for n in skip if canonical(n) not in keep and not is_local(locked[canonical(n)])]
+    result.from_host = {keep[canonical(n)].name: keep[canonical(n)].version for n in prune}
+    argv = [uv, "sync", "--locked", "--inexact", "--no-python-downloads", "--python", str(env_python),
+            "--project", str(project.root), *selection(project, settings)]
+    for name in skip:
+        argv += ["--no-install-package", name]
+    log("uv sync --locked --inexact (leaving out " + (", ".join(prune) or "nothing") + " and what only they need)")
+    done = await run_uv(argv, step=f"installed {project.root} from {project.lock_path} (uv sync)",
+                        timeout=settings.uv_timeout, cwd=project.root, check=False, disk=str(env_path),
+                        extra_env=_uv_env(project, env_path))
+    if done.returncode != 0 and STALE_LOCK in done.output:
+        return None
+    if done.returncode != 0:
+        raise _uv_failure(project, done.output, done.returncode, "uv sync")
+    result.installed = _installed_lines(done.output)
+    return result
+
+
+def _installed_lines(output: str) -> list[str]:
+    return [line.strip()[2:].strip() for line in output.splitlines() if line.strip().startswith("+ ")]
+
+
+def _uv_failure(project: Project, output: str, returncode: int, what: str) -> UvError | DependencyError | ProjectError:
+    """uv's failure, said as what it is (a missing source path, an unreachable index, an offline miss …)."""
+    text = output.strip()
+    where = _where_declared(project, text)
+    if "Failed to parse" in text and ("uv.toml" in text or "pyproject.toml" in text):
+        path = "uv.toml" if "uv.toml" in text else "pyproject.toml"
+        return ProjectError("UV_CONFIG_INVALID", path=path, root=_where(project), detail=_tail(text))
+    if "not found in the cache" in text or "network was disabled" in text:
+        return DependencyError("PACKAGE_NOT_AVAILABLE_OFFLINE", root=_where(project), detail=_tail(text))
+    if "No solution found" in text and what != "uv pip compile":
+        return DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=_tail(text))
+    if "Distribution not found at" in text:
+        return DependencyError("SOURCE_NOT_FOUND", source=where or "a path or url the project names",
+                               where=where or f"{project.root}/pyproject.toml", detail=_tail(text))
+    if where or any(s in text for s in ("Failed to fetch", "Failed to download", "Git operation failed",
+                                         "failed to clone", "Failed to clone")):
+        return DependencyError("SOURCE_UNREACHABLE", source_text=f": {where}" if where else "",
+                               where_text=f" ({where})" if where else "", detail=_tail(text))
+    return UvError("UV_FAILED", step=f"{what} installed {project.root}", returncode=returncode, detail=_tail(text),
+                   fix=f"read uv's message above; `uv sync` in {project.root} shows the same (it would also "
+                       "install the host's packages: do not keep what it installs)")
+
+
+def _tail(text: str, lines: int = 30) -> str:
+    kept = text.strip().splitlines()
+    return "\n".join(kept[-lines:])
+
+
+async def fit_to_host(project: Project, env_python: Path, site_packages: Path, host: dict[str, HostDist],
+                      settings: Any, uv: str, result: SyncResult, log: Log) -> None:
+    """Step 3: locked versions that need another host version are re-resolved against the host and replaced."""
+    env_dists = await dependencies.env_distributions(site_packages)
+    keep = provided(host, settings.allow_shadowing)
+    broken = dependencies.broken_requirements(env_dists, keep, _python_version(env_python, site_packages))
+    if not broken:
+        return
+    names = {canonical(name) for name, _req, _v in broken}
+    why = {canonical(n): f"requires {req}; the host has {v}" for n, req, v in broken}
+    log("re-resolving against the host: " + ", ".join(sorted(names)))
+    # everything else stays at its locked version (constraints); the broken ones are free to move
+    others = [f"{d.name}=={d.version}" for k, d in sorted(env_dists.items())
+              if k not in names and k not in keep and _plain_version(d.version) and not d.editable]
+    with tempfile.TemporaryDirectory(prefix="uvkernel-fit-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, constraints=others)
+        except DependencyError:
+            pinned = await _compile(project, env_python, keep, settings, uv, tmp, log)
+        lines = [line for line in pinned.splitlines()
+                 if (req := dependencies._requirement(line)) is not None and canonical(req.name) in names]  # noqa: SLF001
+        await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
+                                what="replaced locked versions that do not fit the host")
+    fixed = dependencies._versions(dependencies._requirement(p) for p in lines)  # noqa: SLF001
+    for key in sorted(names):
+        result.deviations.append({"name": env_dists[key].name if key in env_dists else key,
+                                  "locked": env_dists[key].version if key in env_dists else "",
+                                  "installed": fixed.get(key, "?"), "why": why[key]})
+
+
+def _plain_version(version: str) -> bool:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        Version(version)
+        return True
+    except InvalidVersion:
+        return False
+
+
+def _python_version(env_python: Path, site_packages: Path) -> tuple[int, ...]:
+    # lib/pythonX.Y/site-packages: the env's version without starting its interpreter
+    digits = site_packages.parent.name.removeprefix("python").split(".")
+    try:
+        return tuple(int(d) for d in digits) + (0,)
+    except ValueError:
+        return sys.version_info[:3]
+
+
+# --- without a (current) lock: uv pip compile on the project, cached in uvkernel's own state --------------
+
+def default_groups(project: Project, settings: Any) -> list[str]:
+    """The groups ``uv sync`` installs here: ``[tool.uv] default-groups`` (else ``dev``) plus the configured ones."""
+    tool_uv = project.tool_uv()
+    groups = project.pyproject.get("dependency-groups")
+    declared = [canonical(g) for g in groups] if isinstance(groups, dict) else []
+    defaults = tool_uv.get("default-groups", ["dev"])
+    wanted = declared if defaults == "all" else [canonical(g) for g in defaults if isinstance(g, str)]
+    out = [g for g in wanted if g in declared]
+    for group in settings.dependency_groups:
+        if canonical(group) not in out:
+            out.append(canonical(group))
+    return out
+
+
+def _compile_args(project: Project, settings: Any) -> list[str]:
+    args = [str(project.root / "pyproject.toml")]  # type: ignore[operator]
+    for extra in settings.extras:
+        args += ["--extra", extra]
+    for group in default_groups(project, settings):
+        args += ["--group", f"pyproject.toml:{group}"]
+    return args
+
+
+def resolution_key(project: Project, host_sig: str, settings: Any) -> str:
+    h = hashlib.sha256()
+    for path in sorted(project_files(project)):
+        try:
+            h.update(str(path).encode() + b"\0" + path.read_bytes())
+        except OSError:
+            h.update(str(path).encode() + b"\0-")
+    h.update(host_sig.encode())
+    h.update(json.dumps([sorted(settings.extras), sorted(settings.dependency_groups),
+                         sorted(settings.allow_shadowing), uv_variables()]).encode())
+    return h.hexdigest()[:32]
+
+
+def uv_variables() -> list[tuple[str, str]]:
+    """uv's own settings from the environment: they change what uv resolves (indexes, find-links, offline)."""
+    return sorted((k, v) for k, v in os.environ.items() if k.startswith("UV_") and k not in ("UV_NO_PROGRESS",))
+
+
+def project_files(project: Project) -> list[Path]:
+    """The files whose contents decide what uv installs: pyproject.toml of the project, the workspace root and
+    its members, uv.toml, uv.lock."""
+    files: set[Path] = set()
+    for folder in {project.root, project.top}:
+        if folder is None:
+            continue
+        for name in ("pyproject.toml", "uv.toml", "uv.lock"):
+            files.add(folder / name)
+    if project.workspace_root is not None:
+        table = project.tool_uv(top=True).get("workspace") or {}
+        members = table.get("members") if isinstance(table, dict) else None
+        for pattern in members if isinstance(members, list) else []:
+            if isinstance(pattern, str):
+                for member in project.workspace_root.glob(pattern.rstrip("/")):
+                    files.add(member / "pyproject.toml")
+    return sorted(files)
+
+
+async def sync_resolved(project: Project, env_python: Path, env_path: Path, host: dict[str, HostDist],
+                        host_sig: str, settings: Any, uv: str, cache_root: Path, log: Log,
+                        stale_lock: bool) -> SyncResult:
+    keep = provided(host, settings.allow_shadowing)
+    result = SyncResult(how="resolved against the host (uv pip compile on pyproject.toml)")
+    if stale_lock:
+        result.notes.append(f"{project.lock_path} is out of date with pyproject.toml: resolved again, preferring "
+                            f"its versions as `uv lock` would; run `uv lock` in {_where(project)} to update it "
+                            "(uvkernel never writes it)")
+    elif project.top is not None:
+        result.notes.append("no uv.lock: resolved against the host (kept in uvkernel's cache, not in the project)")
+    key = resolution_key(project, host_sig, settings)
+    cached = cache_root / "resolutions" / f"{key}.txt"
+    with tempfile.TemporaryDirectory(prefix="uvkernel-sync-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            pinned = cached.read_text()
+            log(f"resolution of these inputs kept from an earlier start ({cached})")
+        except OSError:
+            preferences = await _locked_preferences(project, settings, uv, tmp) if stale_lock else None
+            pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, preferences=preferences)
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                part = cached.with_name(cached.name + f".{os.getpid()}.tmp")
+                part.write_text(pinned)
+                os.replace(part, cached)
+            except OSError:
+                pass
+        lines = []
+        for line in pinned.splitlines():
+            req = dependencies._requirement(line)  # noqa: SLF001
+            name = canonical(req.name) if req is not None else ""
+            if name in keep:
+                result.from_host[keep[name].name] = keep[name].version
+                continue
+            lines.append(line)
+        result.installed = await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
+                                                   what=f"installed {project.root}'s dependencies")
+    return result
+
+
+async def _locked_preferences(project: Project, settings: Any, uv: str, tmp: Path) -> Path | None:
+    """A stale lock's versions, as an output file ``uv pip compile`` prefers (as ``uv lock`` keeps them)."""
+    done = await run_uv([uv, "export", "--frozen", "--format", "requirements.txt", "--no-hashes", "--no-header",
+                         "--no-annotate", "--no-emit-workspace", "--all-groups", "--all-extras", "--project",
+                         str(project.root)], step="read uv.lock", timeout=settings.uv_timeout, cwd=project.root,
+                        check=False)
+    if done.returncode != 0:
+        return None
+    path = tmp / "preferences.txt"
+    path.write_text("\n".join(line for line in done.stdout.splitlines() if line and not line.startswith(("-", "#")))
+                    + "\n")
+    return path
+
+
+async def _install_resolved(project: Project, env_python: Path, keep: dict[str, HostDist], lines: list[str],
+                            settings: Any, uv: str, tmp: Path, log: Log, what: str) -> list[str]:
+    """Exactly the resolved versions (``--no-deps``), with the project's pyproject.toml beside them so its
+    ``[tool.uv.sources]`` say where each direct dependency comes from; never a host package (``--excludes``)."""
+    excludes = tmp / "host-provided.txt"
+    excludes.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
+    reqs = tmp / "resolved.txt"
+    reqs.write_text("\n".join(lines) + "\n")
+    argv = [uv, "pip", "install", "--python", str(env_python), "--no-deps", "--excludes", str(excludes),
+            "-r", str(reqs), "-r", *_compile_args(project, settings)]
+    log("uv pip install --no-deps (the versions resolved against the host, with the project's own sources)")
+    done = await run_uv(argv, step=what, timeout=settings.uv_timeout, cwd=project.root, check=False,
+                        disk=str(env_python.parent.parent))
+    if done.returncode != 0:
+        raise _uv_failure(project, done.output, done.returncode, "uv pip install")
+    return _installed_lines(done.output)
+
+
+async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist], settings: Any, uv: str,
+                   tmp: Path, log: Log, *, constraints: list[str] = (), preferences: Path | None = None) -> str:
+    placeholders = tmp / "host"
+    import asyncio
+
+    pins, unversioned = await asyncio.to_thread(write_placeholders, keep, placeholders)
+    pins_file = tmp / "host-versions.txt"
+    pins_file.write_text("\n".join([*pins, *constraints]) + "\n")
+    argv = [uv, "pip", "compile", "--python", str(env_python), "--no-header", "--no-annotate", "--quiet",
+            *_compile_args(project, settings), "--constraints", str(pins_file)]
+    if preferences is not None:
+        argv += ["--output-file", str(preferences)]  # uv prefers the versions an existing output file holds
+    if unversioned:
+        (tmp / "unversioned.txt").write_text("\n".join(unversioned) + "\n")
+        argv += ["--excludes", str(tmp / "unversioned.txt")]
+    log(f"uv pip compile {project.root}/pyproject.toml against the host's packages")
+    done = await run_uv(argv, step=f"resolved {project.root}'s dependencies against the host",
+                        timeout=settings.uv_timeout, cwd=project.root, check=False,
+                        extra_env=find_links_env(placeholders))
+    if done.returncode == 0:
+        return preferences.read_text() if preferences is not None else done.stdout
+    text = done.output
+    failure = _uv_failure(project, text, done.returncode, "uv pip compile")
+    if not isinstance(failure, UvError):
+        raise failure
+    # the host is in the way, or the project cannot be resolved at all: the same resolution without the host says
+    free = await run_uv([uv, "pip", "compile", "--python", str(env_python), "--no-header", "--annotation-style",
+                         "line", "--quiet", *_compile_args(project, settings)],
+                        step=f"resolved {project.root}'s dependencies without the host", timeout=settings.uv_timeout,
+                        cwd=project.root, check=False)
+    if free.returncode != 0:
+        raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=_tail(text))
+    raise dependencies.transitive_conflict(keep, dependencies._tail(text), free.stdout, _where(project))  # noqa: SLF001
+
+
+# --- the stage: checks that need no uv, then the lock or the resolution ----------------------------------
+
+@dataclass
+class Declared:
+    """A ``[tool.uv.sources]`` entry or ``[[tool.uv.index]]`` as written, with the file and line declaring it."""
+    name: str
+    value: dict[str, Any]
+    file: Path
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else str(self.file)
+
+
+def _line_of(text: str, table: str, key: str) -> int:
+    """The line declaring ``key`` in ``[table]`` (or ``[table.key]``), 0 when not found; no TOML rewriting."""
+    current = ""
+    wanted = {key, f'"{key}"', f"'{key}'"}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("["):
+            current = line.strip("[] ").replace('"', "").replace("'", "")
+            if current == f"{table}.{key}":
+                return number
+            continue
+        name = line.split("=", 1)[0].strip()
+        if current == table and name in wanted:
+            return number
+        if table == "tool.uv.index" and current == "tool.uv.index" and name == "name" and key in line:
+            return number
+    return 0
+
+
+def _pyprojects(project: Project) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    if project.root is not None:
+        out.append((project.root / "pyproject.toml", project.pyproject))
+    if project.workspace_root is not None and project.workspace_root != project.root:
+        out.append((project.workspace_root / "pyproject.toml", project.workspace))
+    return out
+
+
+def _declared(project: Project, key: str) -> list[tuple[Path, str, Any]]:
+    out = []
+    for path, data in _pyprojects(project):
+        value = ((data.get("tool") or {}).get("uv") or {}).get(key)
+        if value:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                text = ""
+            out.append((path, text, value))
+    return out
+
+
+def declared_sources(project: Project) -> list[Declared]:
+    out = []
+    for path, text, sources in _declared(project, "sources"):
+        for name, value in sources.items() if isinstance(sources, dict) else []:
+            for entry in value if isinstance(value, list) else [value]:
+                if isinstance(entry, dict):
+                    out.append(Declared(str(name), entry, path, _line_of(text, "tool.uv.sources", str(name))))
+    return out
+
+
+def declared_indexes(project: Project) -> list[Declared]:
+    out = []
+    for path, text, indexes in _declared(project, "index"):
+        for entry in indexes if isinstance(indexes, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("url"), str):
+                name = str(entry.get("name") or entry["url"])
+                out.append(Declared(name, entry, path, _line_of(text, "tool.uv.index", name)))
+    return out
+
+
+def workspace_members(project: Project) -> dict[str, Path]:
+    """canonical project name -> folder, for every member of the project's workspace."""
+    from .project import _globs, _matches, read_pyproject
+
+    out: dict[str, Path] = {}
+    if project.workspace_root is None:
+        return out
+    table = project.tool_uv(top=True).get("workspace") or {}
+    table = table if isinstance(table, dict) else {}
+    excluded = _globs(table.get("exclude"))
+    folders = [project.workspace_root]
+    for pattern in _globs(table.get("members")):
+        folders += [f for f in project.workspace_root.glob(pattern.rstrip("/")) if f.is_dir()]
+    for folder in folders:
+        if (folder / "pyproject.toml").is_file() and not _matches(folder, project.workspace_root, excluded):
+            name = (read_pyproject(folder / "pyproject.toml").get("project") or {}).get("name")
+            if isinstance(name, str):
+                out[canonical(name)] = folder
+    return out
+
+
+def check_sources(project: Project) -> None:
+    """What can be told without uv: a path source that does not exist, a workspace source naming no member."""
+    members: dict[str, Path] | None = None
+    for source in declared_sources(project):
+        if "path" in source.value:
+            target = Path(os.path.expanduser(str(source.value["path"])))
+            if not target.is_absolute():
+                target = source.file.parent / target
+            if not target.exists():
+                raise DependencyError("SOURCE_NOT_FOUND", source=f"{source.name} = {{ path = "
+                                      f"\"{source.value['path']}\" }} (looked for {os.path.normpath(target)})",
+                                      where=source.where)
+        if source.value.get("workspace") is True:
+            if members is None:
+                members = workspace_members(project)
+            if canonical(source.name) not in members:
+                raise DependencyError("SOURCE_FOR_UNKNOWN_PACKAGE", name=source.name, where=source.where,
+                                      root=str(project.workspace_root or project.root),
+                                      facts=[("members", ", ".join(sorted(members)) or "none")])
+
+
+def _where_declared(project: Project, text: str) -> str:
+    """The file:line of a declared git/url source or index that uv's failure names."""
+    for source in declared_sources(project):
+        for key in ("git", "url"):
+            if isinstance(source.value.get(key), str) and source.value[key].rstrip("/") in text:
+                return f"{source.name} at {source.where}"
+    for index in declared_indexes(project):
+        if index.value["url"].rstrip("/") in text:
+            return f"index {index.name} at {index.where}"
+    return ""
+
+
+def _local_names(project: Project) -> set[str]:
+    return {canonical(s.name) for s in declared_sources(project)
+            if any(k in s.value for k in ("path", "git", "url", "workspace"))}
+
+
+def check_direct(project: Project, host: dict[str, HostDist], python_version: tuple[int, ...],
+                 settings: Any) -> dependencies.InstallPlan:
+    """A direct requirement the host's version does not meet: DEPENDENCY_CONFLICT before anything is installed."""
+    from . import project_dependencies
+
+    reqs, _notes = project_dependencies.declared(project, settings)
+    own = _local_names(project)
+    reqs = [r for r in reqs if canonical(dependencies._name(r)) not in own]  # noqa: SLF001
+    return dependencies.plan(reqs, host, python_version, settings.allow_shadowing, root=_where(project),
+                             extras=settings.extras)
+
+
+async def sync(project: Project, env: Any, host: dict[str, HostDist], host_python: Any, settings: Any, *, uv: str,
+               cache_root: Path, log: Log) -> SyncResult:
+    """Install the project into ``env`` as ``uv sync`` would, leaving the host's packages to the host."""
+    from . import host_packages, project_dependencies
+
+    if project.tool_uv().get("managed") is False:
+        return SyncResult(how="nothing: [tool.uv] managed = false (uv does not manage this project either)",
+                          notes=[f"{project.root}/pyproject.toml sets managed = false under [tool.uv]: its "
+                                 "dependencies are yours to install (`%pip install` in the kernel keeps the host's)"])
+    check_sources(project)
+    direct = check_direct(project, host, host_python.version, settings)
+    # a path, workspace, git or url source is the project's own code: installed even where the host has the name
+    own = _local_names(project)
+    shadows = {host[k].name: host[k].version for k in own if k in host}
+    host = {k: d for k, d in host.items() if k not in own}
+    result: SyncResult | None = None
+    stale = False
+    if project.has_lock:
+        result = await sync_locked(project, env.python, env.path, host, settings, uv, log)
+        if result is None:
+            stale = True
+            log(f"{project.lock_path} is out of date with pyproject.toml: resolving instead (the lock is not written)")
+        else:
+            await fit_to_host(project, env.python, env.site_packages, host, settings, uv, result, log)
+    if result is None:
+        result = await sync_resolved(project, env.python, env.path, host,
+                                     host_packages.signature(host_python.site_packages), settings, uv, cache_root,
+                                     log, stale_lock=stale)
+        if project_dependencies.is_package(project):
+            # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
+            await dependencies.install_editable(project.root, uv=uv, env_python=str(env.python), host=host,
+                                                allow_shadowing=settings.allow_shadowing,
+                                                timeout=settings.uv_timeout, log=log)
+            result.installed.append(f"{project.root} (editable)")
+    result.own_code_shadows.update(shadows)
+    result.shadowed_on_purpose = direct.shadowed_on_purpose
+    for name, version in result.own_code_shadows.items():
+        log(f"notice: the project's own {name} (a local source) hides the host's {name} {version}")
+    return result
