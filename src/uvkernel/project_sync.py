@@ -389,6 +389,10 @@ async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist]
     if unversioned:
         (tmp / "unversioned.txt").write_text("\n".join(unversioned) + "\n")
         argv += ["--excludes", str(tmp / "unversioned.txt")]
+    for name in _sourced_host_names(project, keep):
+        # the project names an index for a package the host provides (torch = { index = "pytorch-cu128" }): the
+        # host satisfies it, so that index is not contacted for it
+        argv += ["--no-sources-package", name]
     log(f"uv pip compile {project.root}/pyproject.toml against the host's packages")
     done = await run_uv(argv, step=f"resolved {project.root}'s dependencies against the host",
                         timeout=settings.uv_timeout, cwd=project.root, check=False,
@@ -537,6 +541,10 @@ def _where_declared(project: Project, text: str) -> str:
         if index.value["url"].rstrip("/") in text:
             return f"index {index.name} at {index.where}"
     return ""
+
+
+def _sourced_host_names(project: Project, keep: dict[str, HostDist]) -> list[str]:
+    return sorted({keep[canonical(s.name)].name for s in declared_sources(project) if canonical(s.name) in keep})
 
 
 def _local_names(project: Project) -> set[str]:

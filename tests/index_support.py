@@ -1,0 +1,66 @@
+"""Local package indexes the tests build, standing in for download.pytorch.org and private indexes.
+
+The PyTorch indexes (and every index but PyPI) are unreachable here, so the tests make small wheels of their
+own (real wheels: a dist-info with METADATA, WHEEL and RECORD, and a module) and serve them as a PEP 503
+``file://`` simple index, or as a flat find-links folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import zipfile
+from pathlib import Path
+
+
+def _record_line(path: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+
+def make_wheel(folder: Path, name: str, version: str, *, requires: list[str] = (), module: str | None = None,
+               code: str | None = None) -> Path:
+    """A pure-Python wheel ``name-version-py3-none-any.whl`` whose module records where it came from."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[-_.]+", "_", name).lower()
+    module = module or stem
+    info = f"{stem}-{version}.dist-info"
+    files = {
+        f"{module}/__init__.py": (code if code is not None else
+                                  f"BUILD = {version!r}\nFROM = 'test index wheel {name} {version}'\n").encode(),
+        f"{info}/METADATA": ("Metadata-Version: 2.1\n" f"Name: {name}\nVersion: {version}\n"
+                             + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: uvkernel-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{info}/top_level.txt": f"{module}\n".encode(),
+    }
+    record = [_record_line(p, d) for p, d in files.items()] + [f"{info}/RECORD,,"]
+    path = folder / f"{stem}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as whl:
+        for p, d in files.items():
+            whl.writestr(p, d)
+        whl.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+    return path
+
+
+def simple_index(root: Path, wheels: list[Path]) -> str:
+    """A PEP 503 simple index of ``wheels`` under ``root``; returns its ``file://`` URL."""
+    projects: dict[str, list[Path]] = {}
+    for wheel in wheels:
+        project = re.sub(r"[-_.]+", "-", wheel.name.split("-")[0]).lower()
+        projects.setdefault(project, []).append(wheel)
+    root.mkdir(parents=True, exist_ok=True)
+    for project, files in projects.items():
+        page = root / project
+        page.mkdir(exist_ok=True)
+        links = []
+        for wheel in files:
+            target = page / wheel.name
+            if not target.exists():
+                target.write_bytes(wheel.read_bytes())
+            digest = hashlib.sha256(target.read_bytes()).hexdigest()
+            links.append(f'<a href="{wheel.name}#sha256={digest}">{wheel.name}</a>')
+        (page / "index.html").write_text("<html><body>\n" + "\n".join(links) + "\n</body></html>\n")
+    (root / "index.html").write_text("<html><body>\n" + "\n".join(
+        f'<a href="{p}/">{p}</a>' for p in sorted(projects)) + "\n</body></html>\n")
+    return root.as_uri()
