@@ -21,12 +21,19 @@ def make_project(folder: Path, dependencies: list[str] | None = None, extra: str
     deps = ", ".join(json.dumps(d) for d in (dependencies or []))
     (folder / "pyproject.toml").write_text(textwrap.dedent(f"""\
         [project]
-        name = "{name or folder.name.lower().replace(' ', '-') or 'proj'}"
+        name = "{name or _valid_name(folder.name)}"
         version = "0.1.0"
         requires-python = "{requires_python}"
         dependencies = [{deps}]
         """) + extra)
     return folder
+
+
+def _valid_name(folder: str) -> str:
+    """A project name uv accepts (PEP 508: ASCII letters, digits, -_. inside) from any folder name."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", folder.lower()).strip("-") or "proj"
 
 
 def uvkernel_cli(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:

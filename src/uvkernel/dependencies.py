@@ -29,6 +29,7 @@ The kernel's own installers get the same protection (launch.kernel_environment):
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -401,17 +402,45 @@ class EnvDist:
 
 
 def _read_env_distributions(site_packages: str) -> dict[str, EnvDist]:
-    from importlib import metadata
-
+    """The env's dist-info folders, reading only METADATA's header lines (importlib.metadata's email parser takes
+    ~6 ms a distribution here: a 100-distribution env is read in a few ms instead of ~0.4 s)."""
     out: dict[str, EnvDist] = {}
-    for dist in metadata.distributions(path=[site_packages]):
-        name = dist.metadata["Name"]
+    try:
+        entries = sorted(os.scandir(site_packages), key=lambda e: e.name)
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.name.endswith(".dist-info"):
+            continue
+        fields = _metadata_headers(os.path.join(entry.path, "METADATA"))
+        name = fields.get("name", [""])[0]
         if not name or canonical(name) in out:
             continue
-        direct = dist.read_text("direct_url.json") or ""
-        out[canonical(name)] = EnvDist(name, dist.version, site_packages, list(dist.requires or []),
+        try:
+            with open(os.path.join(entry.path, "direct_url.json"), encoding="utf-8") as fh:
+                direct = fh.read()
+        except OSError:
+            direct = ""
+        out[canonical(name)] = EnvDist(name, fields.get("version", [""])[0], site_packages,
+                                       fields.get("requires-dist", []),
                                        editable='"editable": true' in direct or '"file://' in direct)
     return out
+
+
+def _metadata_headers(path: str) -> dict[str, list[str]]:
+    fields: dict[str, list[str]] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    break  # the description starts after the first blank line
+                if line[0] in " \t" or ":" not in line:
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip().lower(), []).append(value.strip())
+    except OSError:
+        pass
+    return fields
 
 
 async def env_distributions(site_packages: str | Path) -> dict[str, EnvDist]:

@@ -136,7 +136,7 @@ MESSAGES: dict[str, Message] = {
         "add its wheel to your wheelhouse (UV_FIND_LINKS), or run once with network access so uv's cache holds it",
     ),
     "UV_CONFIG_INVALID": Message(
-        "uv refuses the project's uv configuration ({path})",
+        "uv refuses the project's {path}",
         "fix the file as uv's message below says (`uv sync --dry-run` in {root} shows the same error)",
     ),
     "DEPENDENCIES_UNRESOLVABLE": Message(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -77,24 +78,46 @@ def selection(project: Project, settings: Any) -> list[str]:
     return args
 
 
-def read_lock(path: Path) -> dict[str, dict[str, Any]]:
-    """canonical name -> the lock's [[package]] table (the first one of that name)."""
+_LOCK_PACKAGE = re.compile(r'^\[\[package\]\]\nname = "([^"]+)"\n(?:version = "([^"]*)"\n)?source = \{ (\w+) =',
+                           re.M)
+
+
+@dataclass
+class Locked:
+    kind: str  # the source kind in uv.lock: registry, editable, path, directory, virtual, git, url
+    version: str
+
+
+def read_lock(path: Path) -> dict[str, Locked]:
+    """canonical name -> its source kind and version in uv.lock.
+
+    uv writes uv.lock in a fixed layout (each ``[[package]]`` starts with name, version and source), so the names
+    and sources are read with one pattern: a full TOML parse of a 100-dependency lock takes a second here.
+    """
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError("LOCK_INVALID", path=str(path), detail=str(exc)[:500]) from None
-    out: dict[str, dict[str, Any]] = {}
-    packages = data.get("package") if isinstance(data, dict) else None
-    for table in packages if isinstance(packages, list) else []:
+    found: dict[str, Locked] = {}
+    for name, version, kind in _LOCK_PACKAGE.findall(text):
+        found.setdefault(canonical(name), Locked(kind, version))
+    if found or "[[package]]" not in text:
+        return found
+    try:  # a layout this pattern does not know: the slow, exact way
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectError("LOCK_INVALID", path=str(path), detail=str(exc)[:500]) from None
+    out: dict[str, Locked] = {}
+    for table in data.get("package") or []:
         if isinstance(table, dict) and isinstance(table.get("name"), str):
-            out.setdefault(canonical(table["name"]), table)
+            source = table.get("source") if isinstance(table.get("source"), dict) else {}
+            out.setdefault(canonical(table["name"]), Locked(next(iter(source), "registry"),
+                                                            str(table.get("version", ""))))
     return out
 
 
-def is_local(table: dict[str, Any]) -> bool:
-    source = table.get("source")
-    return isinstance(source, dict) and any(key in source for key in LOCAL_SOURCES)
+def is_local(locked: Locked) -> bool:
+    return locked.kind in LOCAL_SOURCES
 
 
 def _uv_env(project: Project, env_path: Path) -> dict[str, str]:
@@ -114,6 +137,10 @@ async def _exported_names(project: Project, settings: Any, uv: str, prune: list[
     done = await run_uv(argv, step=f"read {project.lock_path} (uv export --frozen)", timeout=settings.uv_timeout,
                         cwd=project.root, fix=f"regenerate the lock with `uv lock` in {_where(project)} "
                                               "(uvkernel reads uv.lock but never writes it)")
+    # pylock.toml as uv writes it: each [[packages]] starts with its name (a full TOML parse takes ~0.5 s here)
+    names = {canonical(n) for n in re.findall(r'^\[\[packages\]\]\nname = "([^"]+)"', done.stdout, re.M)}
+    if names or "[[packages]]" not in done.stdout:
+        return names
     try:
         data = tomllib.loads(done.stdout)
     except tomllib.TOMLDecodeError as exc:
@@ -123,27 +150,30 @@ async def _exported_names(project: Project, settings: Any, uv: str, prune: list[
 
 
 async def sync_locked(project: Project, env_python: Path, env_path: Path, host: dict[str, HostDist],
-                      settings: Any, uv: str, log: Log) -> SyncResult | None:
-    """Steps 1-2 of the module doc; None when uv says the lock is out of date with pyproject.toml."""
-    locked = read_lock(project.lock_path)  # type: ignore[arg-type]
+                      settings: Any, uv: str, log: Log, locked: dict[str, Locked],
+                      refitted: set[str] = frozenset()) -> SyncResult | None:
+    """Steps 1-2 of the module doc; None when uv says the lock is out of date with pyproject.toml.
+
+    ``refitted``: locked names an earlier start found not to fit the host; step 3 installs them, so uv skips them.
+    """
     keep = provided(host, settings.allow_shadowing)
     result = SyncResult(how=f"{project.lock_path} (uv sync --locked --inexact, host packages left out)")
     prune = []
-    for key, table in sorted(locked.items()):
+    for key, entry in sorted(locked.items()):
         if key not in keep:
             continue
-        if is_local(table):
-            result.own_code_shadows[table["name"]] = keep[key].version
+        if is_local(entry):
+            result.own_code_shadows[keep[key].name] = keep[key].version
         else:
-            prune.append(table["name"])
+            prune.append(key)
     wanted = await _exported_names(project, settings, uv, prune)
-    skip = sorted(t["name"] for k, t in locked.items() if k not in wanted)
+    skip = sorted(k for k in locked if k not in wanted)
     # for the report: what only the host's packages pull in (the host's own names are listed as from_host)
-    result.skipped = [n for n in skip if canonical(n) not in keep and not is_local(locked[canonical(n)])]
-    result.from_host = {keep[canonical(n)].name: keep[canonical(n)].version for n in prune}
+    result.skipped = [n for n in skip if n not in keep and not is_local(locked[n])]
+    result.from_host = {keep[n].name: keep[n].version for n in prune}
     argv = [uv, "sync", "--locked", "--inexact", "--no-python-downloads", "--python", str(env_python),
             "--project", str(project.root), *selection(project, settings)]
-    for name in skip:
+    for name in sorted(set(skip) | set(refitted)):
         argv += ["--no-install-package", name]
     log("uv sync --locked --inexact (leaving out " + (", ".join(prune) or "nothing") + " and what only they need)")
     done = await run_uv(argv, step=f"installed {project.root} from {project.lock_path} (uv sync)",
@@ -165,9 +195,9 @@ def _uv_failure(project: Project, output: str, returncode: int, what: str) -> Uv
     """uv's failure, said as what it is (a missing source path, an unreachable index, an offline miss …)."""
     text = output.strip()
     where = _where_declared(project, text)
-    if "Failed to parse" in text and ("uv.toml" in text or "pyproject.toml" in text):
-        path = "uv.toml" if "uv.toml" in text else "pyproject.toml"
-        return ProjectError("UV_CONFIG_INVALID", path=path, root=_where(project), detail=_tail(text))
+    parsed = re.search(r"Failed to parse:? `?([^`\n]*(?:uv\.toml|pyproject\.toml))`?", text)
+    if parsed:
+        return ProjectError("UV_CONFIG_INVALID", path=parsed.group(1), root=_where(project), detail=_tail(text))
     if "not found in the cache" in text or "network was disabled" in text:
         return DependencyError("PACKAGE_NOT_AVAILABLE_OFFLINE", root=_where(project), detail=_tail(text))
     if "No solution found" in text and what != "uv pip compile":
@@ -189,35 +219,90 @@ def _tail(text: str, lines: int = 30) -> str:
     return "\n".join(kept[-lines:])
 
 
+def fit_cache(project: Project, host_sig: str, settings: Any, cache_root: Path) -> Path:
+    """Where the versions that replace locked ones for this host are kept (uvkernel's cache, never the project)."""
+    return cache_root / "resolutions" / f"fit-{resolution_key(project, host_sig, settings)}.txt"
+
+
+DROPPED = "# not needed with the host's versions: "
+
+
+def read_fit(path: Path) -> tuple[list[str], set[str]]:
+    """(versions that replace locked ones, locked names the host's versions make unnecessary)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return [], set()
+    pins = [line for line in text.splitlines() if dependencies._requirement(line)]  # noqa: SLF001
+    dropped = {line[len(DROPPED):].strip() for line in text.splitlines() if line.startswith(DROPPED)}
+    return pins, dropped
+
+
 async def fit_to_host(project: Project, env_python: Path, site_packages: Path, host: dict[str, HostDist],
-                      settings: Any, uv: str, result: SyncResult, log: Log) -> None:
-    """Step 3: locked versions that need another host version are re-resolved against the host and replaced."""
-    env_dists = await dependencies.env_distributions(site_packages)
+                      settings: Any, uv: str, result: SyncResult, log: Log, *, locked: dict[str, Locked],
+                      cached: Path, kept: list[str], dropped: set[str]) -> None:
+    """Step 3: locked versions that need another host version are re-resolved against the host and installed.
+
+    ``kept``: the versions an earlier start of the same inputs found (uv sync skipped those names): installed
+    straight away, then checked like the rest.
+    """
     keep = provided(host, settings.allow_shadowing)
-    broken = dependencies.broken_requirements(env_dists, keep, _python_version(env_python, site_packages))
-    if not broken:
-        return
-    names = {canonical(name) for name, _req, _v in broken}
-    why = {canonical(n): f"requires {req}; the host has {v}" for n, req, v in broken}
-    log("re-resolving against the host: " + ", ".join(sorted(names)))
-    # everything else stays at its locked version (constraints); the broken ones are free to move
-    others = [f"{d.name}=={d.version}" for k, d in sorted(env_dists.items())
-              if k not in names and k not in keep and _plain_version(d.version) and not d.editable]
+    why: dict[str, str] = {}
+    lines = list(kept)
     with tempfile.TemporaryDirectory(prefix="uvkernel-fit-") as tmp_name:
         tmp = Path(tmp_name)
-        try:
-            pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, constraints=others)
-        except DependencyError:
-            pinned = await _compile(project, env_python, keep, settings, uv, tmp, log)
-        lines = [line for line in pinned.splitlines()
-                 if (req := dependencies._requirement(line)) is not None and canonical(req.name) in names]  # noqa: SLF001
-        await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
-                                what="replaced locked versions that do not fit the host")
+        if lines:
+            log(f"installing the versions that fit the host, kept from an earlier start ({cached})")
+            await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
+                                    what="installed versions that fit the host in place of locked ones")
+        env_dists = await dependencies.env_distributions(site_packages)
+        broken = dependencies.broken_requirements(env_dists, keep, _python_version(env_python, site_packages))
+        if broken:
+            names = {canonical(name) for name, _req, _v in broken}
+            why.update({canonical(n): f"requires {req}; the host has {v}" for n, req, v in broken})
+            log("re-resolving against the host: " + ", ".join(sorted(names)))
+            # everything else stays at its locked version (constraints); the broken ones are free to move
+            others = [f"{d.name}=={d.version}" for k, d in sorted(env_dists.items())
+                      if k not in names and k not in keep and _plain_version(d.version) and not d.editable]
+            try:
+                pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, constraints=others,
+                                        diagnose=False)
+            except DependencyError:
+                pinned = await _compile(project, env_python, keep, settings, uv, tmp, log)
+            # every resolved version the env does not hold yet: the broken ones and whatever their new versions need
+            new = []
+            for line in pinned.splitlines():
+                req = dependencies._requirement(line)  # noqa: SLF001
+                key = canonical(req.name) if req is not None else ""
+                if not key or key in keep or req.url:
+                    continue
+                have = env_dists.get(key)
+                if have is None or dependencies._versions([req]).get(key) != dependencies._normal(have.version):  # noqa: SLF001
+                    new.append(line)
+                    names.add(key)
+            await _install_resolved(project, env_python, keep, new, settings, uv, tmp, log,
+                                    what="replaced locked versions that do not fit the host")
+            lines = [line for line in lines if canonical(dependencies._name(line)) not in names] + new  # noqa: SLF001
+            # a broken locked package the host's versions do not need at all (pulled in only by a newer version
+            # of something else): not kept; removed when this start installed it
+            resolved = {canonical(dependencies._name(line)) for line in pinned.splitlines() if line.strip()}  # noqa: SLF001
+            unneeded = {canonical(n) for n, _r, _v in broken} - resolved
+            ours = {canonical(line.split("==")[0].split(" ")[0]) for line in result.installed}
+            if unneeded & ours:
+                await run_uv([uv, "pip", "uninstall", "--python", str(env_python), *sorted(unneeded & ours)],
+                             step="removed locked packages the host's versions make unnecessary",
+                             timeout=settings.uv_timeout, cwd=project.root)
+            dropped = dropped | unneeded
+            _keep(cached, "\n".join(lines + [DROPPED + n for n in sorted(dropped)]) + "\n")
     fixed = dependencies._versions(dependencies._requirement(p) for p in lines)  # noqa: SLF001
-    for key in sorted(names):
-        result.deviations.append({"name": env_dists[key].name if key in env_dists else key,
-                                  "locked": env_dists[key].version if key in env_dists else "",
-                                  "installed": fixed.get(key, "?"), "why": why[key]})
+    for key in sorted(dropped):
+        entry = locked.get(key)
+        fixed.setdefault(key, "not installed")
+    for key, version in sorted(fixed.items()):
+        entry = locked.get(key)
+        result.deviations.append({"name": key, "locked": entry.version if entry else "", "installed": version,
+                                  "why": why.get(key, "needs other versions of host packages (found by an "
+                                                      "earlier start)")})
 
 
 def _plain_version(version: str) -> bool:
@@ -322,13 +407,7 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
         except OSError:
             preferences = await _locked_preferences(project, settings, uv, tmp) if stale_lock else None
             pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, preferences=preferences)
-            try:
-                cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                part = cached.with_name(cached.name + f".{os.getpid()}.tmp")
-                part.write_text(pinned)
-                os.replace(part, cached)
-            except OSError:
-                pass
+            _keep(cached, pinned)
         lines = []
         for line in pinned.splitlines():
             req = dependencies._requirement(line)  # noqa: SLF001
@@ -340,6 +419,17 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
         result.installed = await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
                                                    what=f"installed {project.root}'s dependencies")
     return result
+
+
+def _keep(path: Path, text: str) -> None:
+    """A resolution kept in uvkernel's cache (written whole or not at all)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        part = path.with_name(path.name + f".{os.getpid()}.tmp")
+        part.write_text(text)
+        os.replace(part, path)
+    except OSError:
+        pass
 
 
 async def _locked_preferences(project: Project, settings: Any, uv: str, tmp: Path) -> Path | None:
@@ -367,15 +457,20 @@ async def _install_resolved(project: Project, env_python: Path, keep: dict[str, 
     argv = [uv, "pip", "install", "--python", str(env_python), "--no-deps", "--excludes", str(excludes),
             "-r", str(reqs), "-r", *_compile_args(project, settings)]
     log("uv pip install --no-deps (the versions resolved against the host, with the project's own sources)")
-    done = await run_uv(argv, step=what, timeout=settings.uv_timeout, cwd=project.root, check=False,
-                        disk=str(env_python.parent.parent))
+    # exact versions are usually in uv's cache already: asking the index again costs a round trip per package
+    done = await run_uv([*argv, "--offline"], step=what, timeout=settings.uv_timeout, cwd=project.root,
+                        check=False, disk=str(env_python.parent.parent))
+    if done.returncode != 0 and os.environ.get("UV_OFFLINE", "").lower() not in ("1", "true", "yes"):
+        done = await run_uv(argv, step=what, timeout=settings.uv_timeout, cwd=project.root, check=False,
+                            disk=str(env_python.parent.parent))
     if done.returncode != 0:
         raise _uv_failure(project, done.output, done.returncode, "uv pip install")
     return _installed_lines(done.output)
 
 
 async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist], settings: Any, uv: str,
-                   tmp: Path, log: Log, *, constraints: list[str] = (), preferences: Path | None = None) -> str:
+                   tmp: Path, log: Log, *, constraints: list[str] = (), preferences: Path | None = None,
+                   diagnose: bool = True) -> str:
     placeholders = tmp / "host"
     import asyncio
 
@@ -403,6 +498,8 @@ async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist]
     failure = _uv_failure(project, text, done.returncode, "uv pip compile")
     if not isinstance(failure, UvError):
         raise failure
+    if not diagnose:
+        raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=_tail(text))
     # the host is in the way, or the project cannot be resolved at all: the same resolution without the host says
     free = await run_uv([uv, "pip", "compile", "--python", str(env_python), "--no-header", "--annotation-style",
                          "line", "--quiet", *_compile_args(project, settings)],
@@ -581,16 +678,21 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     host = {k: d for k, d in host.items() if k not in own}
     result: SyncResult | None = None
     stale = False
+    host_sig = host_packages.signature(host_python.site_packages)
     if project.has_lock:
-        result = await sync_locked(project, env.python, env.path, host, settings, uv, log)
+        locked = read_lock(project.lock_path)  # type: ignore[arg-type]
+        cached = fit_cache(project, host_sig, settings, cache_root)
+        kept, dropped = read_fit(cached)
+        refitted = {canonical(dependencies._name(line)) for line in kept} | dropped  # noqa: SLF001
+        result = await sync_locked(project, env.python, env.path, host, settings, uv, log, locked, refitted)
         if result is None:
             stale = True
             log(f"{project.lock_path} is out of date with pyproject.toml: resolving instead (the lock is not written)")
         else:
-            await fit_to_host(project, env.python, env.site_packages, host, settings, uv, result, log)
+            await fit_to_host(project, env.python, env.site_packages, host, settings, uv, result, log,
+                              locked=locked, cached=cached, kept=kept, dropped=dropped)
     if result is None:
-        result = await sync_resolved(project, env.python, env.path, host,
-                                     host_packages.signature(host_python.site_packages), settings, uv, cache_root,
+        result = await sync_resolved(project, env.python, env.path, host, host_sig, settings, uv, cache_root,
                                      log, stale_lock=stale)
         if project_dependencies.is_package(project):
             # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
