@@ -7,6 +7,8 @@ over lines breaks when pasted into a shell).  Texts avoid the percent sign: jupy
 
 from __future__ import annotations
 
+import os
+import traceback
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -257,6 +259,13 @@ MESSAGES: dict[str, Message] = {
         "fix the problem above (if none is shown, the server log has it), then restart the kernel "
         "(in JupyterLab: Kernel menu, Restart Kernel)",
     ),
+    # --- the last line of defence: an exception uvkernel did not expect ------------------------------
+    "INTERNAL_ERROR": Message(
+        "an unexpected error inside uvkernel while it {doing}: {error}",
+        "this is a bug in uvkernel, not a problem with your project. The full traceback is in {log}; report it "
+        "to the uvkernel maintainers (the project's issue tracker) with that traceback and the output of "
+        "`uvkernel --version`. To show tracebacks here, set UVKERNEL_DEBUG=1 (for the CLI: `uvkernel --debug`)",
+    ),
     "IPYKERNEL_MISSING": Message(
         "ipykernel is not importable from the kernel's environment",
         "let uvkernel install it (install_ipykernel = true), or install it into the host: "
@@ -345,6 +354,31 @@ class PreflightError(UvkernelError):
 
 class SpecError(UvkernelError):
     """A kernel spec or its config is wrong."""
+
+
+class InternalError(UvkernelError):
+    """An exception uvkernel did not expect, wrapped so that users get a code, where the traceback is, and
+    how to report it, instead of a bare traceback (or, in JupyterLab, a bare exception text)."""
+
+
+DEBUG_ENV = "UVKERNEL_DEBUG"
+
+
+def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """UVKERNEL_DEBUG=1 (any value but empty, 0, false, no, off): show tracebacks where users see messages."""
+    value = (os.environ if environ is None else environ).get(DEBUG_ENV, "")
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def internal_error(exc: BaseException, *, doing: str, log: str, debug: bool = False) -> InternalError:
+    """The INTERNAL_ERROR for ``exc``; with ``debug`` the traceback is part of the message."""
+    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    if len(text) > 300:
+        text = text[:297] + "..."
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if debug else ""
+    error = InternalError("INTERNAL_ERROR", doing=doing, error=text.replace("\n", " "), log=log, detail=detail)
+    error.__cause__ = exc
+    return error
 
 
 class _Defaulting(dict):
