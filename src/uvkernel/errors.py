@@ -94,6 +94,12 @@ MESSAGES: dict[str, Message] = {
         "another start has been preparing {env} for more than {timeout} seconds",
         "wait for it to finish, or remove a stale lock file: `rm {lock}`",
     ),
+    "LOCK_UNSUPPORTED": Message(
+        "the file system holding uvkernel's lock {lock} does not support file locks ({detail}); concurrent starts "
+        "of {env} cannot be kept apart there",
+        "keep uvkernel's cache on a local disk: set cache_dir in the kernel spec (`uvkernel install --user --set "
+        "cache_dir=/path/on/local/disk`), or XDG_CACHE_HOME for the Jupyter server; the cache now is {folder}",
+    ),
     # --- dependencies -------------------------------------------------------------------------------
     "DEPENDENCY_CONFLICT": Message(
         "the project needs {requirement}, but the host provides {name} {host_version}; nothing was installed",
