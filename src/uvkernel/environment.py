@@ -94,6 +94,17 @@ def check_path(env: Path, interrupted: bool = False) -> None:
         raise EnvError("ENV_NOT_A_VENV", env=str(env))
 
 
+def check_project_env(project: Project, interrupted: bool = False) -> None:
+    """:func:`check_path` for a project's env, saying where the path came from when a setting chose it."""
+    try:
+        check_path(project.env_path, interrupted=interrupted)
+    except EnvError as exc:
+        if project.env_reason == "UV_PROJECT_ENVIRONMENT":
+            exc.facts.append(("set by", "the UV_PROJECT_ENVIRONMENT environment variable"))
+            exc.args = (exc.render(),)
+        raise
+
+
 def made_by_uvkernel(env: Path) -> bool:
     """Is ``env`` a venv uvkernel made, whose pyvenv.cfg went missing?  Its own state file says so, and the layout
     is a venv's (bin/, lib/pythonX.Y/site-packages).  Never a conda prefix or a full Python installation (their
@@ -303,7 +314,7 @@ async def prepare(
 ) -> Env:
     env_path = project.env_path
     marker = creation_marker(env_path, cache_root)
-    check_path(env_path, interrupted=marker.exists())
+    check_project_env(project, interrupted=marker.exists())
     site = site_packages_of(env_path, host.version)
     env = Env(env_path, env_path / "bin" / "python", site, layer=layer_dirs(host))
     wanted = fingerprint(project, host, settings)

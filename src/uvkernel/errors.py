@@ -176,6 +176,12 @@ MESSAGES: dict[str, Message] = {
         "the provisioner config in {spec} is invalid (the problems are listed below)",
         "edit {spec} (metadata.kernel_provisioner.config), or reinstall it: `uvkernel install --user`",
     ),
+    "JUPYTER_CONFIG_INVALID": Message(
+        "the uvkernel settings in the Jupyter configuration (c.{section}.*) are invalid (the problems are listed "
+        "below); they were ignored",
+        "correct c.{section}.<setting> in your jupyter_server_config.py (`jupyter --paths` lists the config "
+        "folders), then restart the Jupyter server",
+    ),
     # --- preflight (codes from preflight/policy.py and preflight/runner.py) ---------------------------
     "TORCH_NOT_FOUND": Message(
         "{package} is not importable from the host interpreter {host_python}{elsewhere}",

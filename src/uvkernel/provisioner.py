@@ -20,7 +20,7 @@ from tornado.web import HTTPError
 
 from . import fallback_kernel, pipeline
 from .errors import SpecError, UvkernelError, debug_enabled, internal_error
-from .settings import UvKernelSettings, validate_config
+from .settings import SETTING_NAMES, UvKernelSettings, validate_config
 
 
 class PlainText(str):
@@ -91,6 +91,36 @@ def _spec_path(spec: Any) -> str:
     return os.path.join(folder, "kernel.json") if folder else "the kernel spec"
 
 
+_CONFIG_SECTIONS = ("UvKernelProvisioner", "UvKernelSettings")
+
+
+def _jupyter_config_problems(base: dict[str, Any]) -> tuple[UvkernelError | None, Any]:
+    """Settings from jupyter config files (``c.UvKernelProvisioner.min_gpus = 'two'``) are checked as kernel.json's
+    are: traitlets would raise a bare TraitError out of the constructor.  Returns (error, the config without the
+    invalid section) or (None, None)."""
+    config = base.get("config")
+    if config is None and base.get("parent") is not None:
+        config = getattr(base["parent"], "config", None)
+    if not config:
+        return None, None
+    from traitlets.config import LazyConfigValue
+
+    for section in _CONFIG_SECTIONS:
+        if section not in config:
+            continue
+        values = {k: v for k, v in dict(config[section]).items()
+                  if k in SETTING_NAMES and not isinstance(v, LazyConfigValue)}
+        try:
+            validate_config(values)
+        except SpecError as exc:
+            from traitlets.config import Config
+
+            clean = config.copy()
+            clean[section] = Config({k: v for k, v in dict(config[section]).items() if k not in SETTING_NAMES})
+            return SpecError("JUPYTER_CONFIG_INVALID", section=section, detail=exc.detail, facts=exc.facts), clean
+    return None, None
+
+
 class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[misc]
     """Starts ipykernel from the notebook project's uv env, which inherits the host's site-packages."""
 
@@ -108,6 +138,10 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         except Exception as exc:  # the last line of defence: never a bare traceback
             unexpected = exc
             kwargs = {}
+        jupyter_error, clean = _jupyter_config_problems(base)
+        if clean is not None:
+            base["config"] = clean  # the valid rest of the jupyter config still applies
+        config_error = config_error or jupyter_error
         super().__init__(**base, **kwargs)
         if unexpected is not None:
             config_error = self._internal(unexpected, "read the kernel spec's provisioner config", os.environ)
