@@ -495,10 +495,12 @@ def test_fuzz_environment_variables_through_uvkernel_check(workdir, host_python,
     values = _clean(data.draw(env_values(workdir)))
     if values["UV_PROJECT_ENVIRONMENT"] and os.path.isabs(os.path.expanduser(values["UV_PROJECT_ENVIRONMENT"])):
         values["UV_PROJECT_ENVIRONMENT"] = None  # never build envs outside the example's folder
+    if not values["UVKERNEL_HOST_PYTHON"]:
+        values["UVKERNEL_HOST_PYTHON"] = host_python  # else the test runner's interpreter (no torch) is the host
     before = user_files(project)
     with environ(**values):
         status, report = _cli_check(project)
-    assert_report(status, report, *[k for k, v in values.items() if v], str(project))
+    assert_report(status, report, *[k for k, v in values.items() if v], str(project), "host interpreter")
     assert user_files(project) == before
 
 
@@ -569,7 +571,8 @@ def test_fuzz_state_cache_and_report_files(workdir, prepared_template, host_pyth
     shutil.copytree(template, project, symlinks=True)
     shutil.copytree(template_cache, cache, symlinks=True)
     env = project / ".venv"
-    which = data.draw(st.sampled_from(["state", "preflight-cache", "report", "pyvenv.cfg", "host-cache"]))
+    which = data.draw(st.sampled_from(["state", "preflight-cache", "report", "pyvenv.cfg", "host-cache",
+                                               "host-dists-cache"]))
     if which == "state":
         target = env / environment.STATE_FILE
     elif which == "preflight-cache":
@@ -577,7 +580,9 @@ def test_fuzz_state_cache_and_report_files(workdir, prepared_template, host_pyth
     elif which == "report":
         target = env / pipeline.REPORT_FILE
     elif which == "host-cache":
-        target = next((cache / "hosts").glob("*.json"))
+        target = next(p for p in (cache / "hosts").glob("*.json") if not p.name.endswith(".dists.json"))
+    elif which == "host-dists-cache":
+        target = next((cache / "hosts").glob("*.dists.json"))
     else:
         target = env / "pyvenv.cfg"
     valid = target.read_bytes() if target.exists() else b"{}"

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from . import __version__, kernelspec, pipeline
 from .errors import DEBUG_ENV, UvkernelError, debug_enabled, internal_error
-from .settings import from_config
+from .settings import from_config, validate_config
 
 
 def _location(parser: argparse.ArgumentParser) -> None:
@@ -79,10 +79,11 @@ def _settings_for(kernel: str | None, host_python: str | None, **overrides: Any)
     config: dict[str, Any] = {}
     env: dict[str, str] = {}
     if kernel:
-        config, env, _path = kernelspec.load_config(kernel)
+        config, env, path = kernelspec.load_config(kernel)
+        validate_config(config, spec=path)  # a wrong value is reported with the file it is in
     if host_python:
         config["host_python"] = os.path.abspath(os.path.expanduser(host_python))
-    return from_config(config, **overrides), {**os.environ, **env}
+    return from_config(config, **overrides), {**os.environ, **{str(k): str(v) for k, v in env.items()}}
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -124,10 +125,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     overrides = {"require_cuda": "true"} if args.require_cuda else {}
-    settings, environ = _settings_for(args.kernel, args.host_python, **overrides)
     from .kernel_extension import render_text
 
     try:
+        settings, environ = _settings_for(args.kernel, args.host_python, **overrides)
         prepared = asyncio.run(pipeline.prepare(settings, cwd=os.path.abspath(args.dir), environ=environ,
                                                 recheck=args.recheck, log=_stderr_log(args.json)))
         report = prepared.report()

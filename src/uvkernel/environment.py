@@ -56,7 +56,7 @@ class Env:
 def read_pyvenv_cfg(env: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     try:
-        text = (env / "pyvenv.cfg").read_text()
+        text = (env / "pyvenv.cfg").read_bytes().decode("utf-8", "replace")  # a garbled file reads as garbled values
     except OSError:
         return values
     for line in text.splitlines():
@@ -200,10 +200,13 @@ def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) 
 
 
 def read_state(env: Path) -> dict[str, Any]:
+    """uvkernel's state file, or {} when it is missing, truncated, garbled or not a JSON object (the env is then
+    checked and its state written again)."""
     try:
-        return json.loads((env / STATE_FILE).read_text())
-    except (OSError, ValueError):
+        data = json.loads((env / STATE_FILE).read_bytes())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def write_state(env: Path, state: dict[str, Any]) -> None:
@@ -345,13 +348,24 @@ async def prepare(
 
 
 def _from_state(env: Env, state: dict[str, Any]) -> None:
-    env.ipykernel_from = state.get("ipykernel_from", "")
-    env.plan = state.get("plan", {})
+    ipykernel_from, plan = state.get("ipykernel_from"), state.get("plan")
+    env.ipykernel_from = ipykernel_from if isinstance(ipykernel_from, str) else ""
+    env.plan = plan if isinstance(plan, dict) else {}
+
+
+def _state_host_dists(state: dict[str, Any]) -> dict[str, HostDist]:
+    """The host listing the state file keeps ({name: [name, version, location]}); entries of another shape
+    (a garbled or older file) are skipped."""
+    listing = state.get("host_dists")
+    if not isinstance(listing, dict):
+        return {}
+    return {k: HostDist(*v, requires=[]) for k, v in listing.items()
+            if isinstance(v, list) and len(v) == 3 and all(isinstance(x, str) for x in v)}
 
 
 async def _find_shadowing(env: Env, settings: UvKernelSettings) -> None:
     """Every env package that hides a host one (for the report, ``uvkernel check`` and ``unshadow``)."""
-    host = {k: HostDist(*v, requires=[]) for k, v in (read_state(env.path).get("host_dists") or {}).items()}
+    host = _state_host_dists(read_state(env.path))
     env_dists = await dependencies.env_distributions(env.site_packages)
     env.shadowing = dependencies.shadowing(env_dists, host, settings.allow_shadowing)
 

@@ -172,6 +172,10 @@ MESSAGES: dict[str, Message] = {
         "no kernel spec named {name} was found{where}",
         "list the installed ones with: `uvkernel list`",
     ),
+    "KERNEL_SPEC_INVALID": Message(
+        "{spec} cannot be read as a kernel spec: {detail}",
+        "fix the file, or write it again: `uvkernel install --user --name {name}`",
+    ),
     "CONFIG_INVALID": Message(
         "the provisioner config in {spec} is invalid (the problems are listed below)",
         "edit {spec} (metadata.kernel_provisioner.config), or reinstall it: `uvkernel install --user`",
