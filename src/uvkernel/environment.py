@@ -224,7 +224,8 @@ SYSTEM_SITE_WRONG = "system-site-packages flag differs from the host's"
 LINKS_BROKEN = "interpreter links missing or broken"
 ACTIVATE_MISSING = "activation script missing (bin/activate)"
 PIP_MISSING = "pip command missing (bin/pip)"
-_UV_VENV_REPAIRS = (SYSTEM_SITE_WRONG, LINKS_BROKEN, ACTIVATE_MISSING)  # what `uv venv --allow-existing` puts back
+CFG_GARBLED = "pyvenv.cfg is not UTF-8 text (Python cannot start from the env)"
+_UV_VENV_REPAIRS = (SYSTEM_SITE_WRONG, LINKS_BROKEN, ACTIVATE_MISSING, CFG_GARBLED)  # what `uv venv --allow-existing` puts back
 
 
 def cheap_check(env: Path, host: HostPython) -> list[str]:
@@ -243,6 +244,12 @@ def cheap_check(env: Path, host: HostPython) -> list[str]:
             problems.append("host layer missing")
     elif pth.exists():
         problems.append("host layer left from an earlier venv host")
+    try:
+        (env / "pyvenv.cfg").read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(CFG_GARBLED)
+    except OSError:
+        pass
     links = interpreter_links(env, host.version)
     if links:
         problems.append(f"{LINKS_BROKEN} (bin/{', bin/'.join(links)})")
@@ -385,6 +392,8 @@ async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: st
                 repaired.append("recreated " + p[len(LINKS_BROKEN):].strip(" ()") + " (the interpreter links)")
             elif p == ACTIVATE_MISSING:
                 repaired.append("recreated the activation scripts (bin/activate)")
+            elif p == CFG_GARBLED:
+                repaired.append("rewrote pyvenv.cfg, which was not UTF-8 text")
         log(f"repairing {env.path}: {'; '.join(repaired)}; installed packages are kept")
         await _uv([uv, "venv", "--allow-existing", *(["--system-site-packages"] if flag else []), "--no-project",
                    "--python", host.interpreter_for_env, "--no-python-downloads", str(env.path)],
