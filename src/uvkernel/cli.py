@@ -7,11 +7,13 @@ import asyncio
 import json
 import os
 import sys
+import time
+import traceback
 from typing import Any, Sequence
 
 from . import __version__, kernelspec, pipeline
-from .errors import UvkernelError
-from .settings import from_config
+from .errors import DEBUG_ENV, UvkernelError, debug_enabled, internal_error
+from .settings import from_config, validate_config
 
 
 def _location(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,8 @@ def _prefix(args: argparse.Namespace) -> tuple[bool, str | None]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uvkernel", description=__doc__)
     parser.add_argument("--version", action="version", version=f"uvkernel {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an unexpected error (same as {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("install", help="write a kernel spec that uses the uvkernel provisioner")
@@ -75,10 +79,11 @@ def _settings_for(kernel: str | None, host_python: str | None, **overrides: Any)
     config: dict[str, Any] = {}
     env: dict[str, str] = {}
     if kernel:
-        config, env, _path = kernelspec.load_config(kernel)
+        config, env, path = kernelspec.load_config(kernel)
+        validate_config(config, spec=path)  # a wrong value is reported with the file it is in
     if host_python:
         config["host_python"] = os.path.abspath(os.path.expanduser(host_python))
-    return from_config(config, **overrides), {**os.environ, **env}
+    return from_config(config, **overrides), {**os.environ, **{str(k): str(v) for k, v in env.items()}}
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -120,16 +125,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     overrides = {"require_cuda": "true"} if args.require_cuda else {}
-    settings, environ = _settings_for(args.kernel, args.host_python, **overrides)
     from .kernel_extension import render_text
 
     try:
+        settings, environ = _settings_for(args.kernel, args.host_python, **overrides)
         prepared = asyncio.run(pipeline.prepare(settings, cwd=os.path.abspath(args.dir), environ=environ,
                                                 recheck=args.recheck, log=_stderr_log(args.json)))
         report = prepared.report()
         code = 0
     except UvkernelError as exc:
         report = _failure_report(exc)
+        code = 1
+    except Exception as exc:  # the last line of defence: a coded report, the traceback in a log file
+        report = _failure_report(unexpected(exc, f"checked {os.path.abspath(args.dir)}", args))
         code = 1
     if args.json:
         print(json.dumps(report, indent=1, default=str))
@@ -160,8 +168,14 @@ def _stderr_log(quiet: bool):
 def cmd_kernel(args: argparse.Namespace) -> int:
     """Prepare, then become the env's ipykernel (exec), so signals reach it directly."""
     try:
-        settings, environ = _settings_for(args.kernel, None)
-        prepared = asyncio.run(pipeline.prepare(settings, cwd=os.getcwd(), environ=environ, log=_stderr_log(False)))
+        try:
+            settings, environ = _settings_for(args.kernel, None)
+            prepared = asyncio.run(pipeline.prepare(settings, cwd=os.getcwd(), environ=environ,
+                                                    log=_stderr_log(False)))
+        except UvkernelError:
+            raise
+        except Exception as exc:  # the last line of defence: the fallback kernel shows it
+            raise unexpected(exc, "prepared the kernel's environment", args) from None
     except UvkernelError as exc:
         print(str(exc), file=sys.stderr)
         from . import fallback_kernel
@@ -184,12 +198,43 @@ COMMANDS = {"install": cmd_install, "uninstall": cmd_uninstall, "list": cmd_list
             "kernel": cmd_kernel, "unshadow": cmd_unshadow}
 
 
+def _traceback_log(text: str) -> str:
+    """Write a traceback to a file in the per-user cache; returns where it went ('' when nothing could be written)."""
+    try:
+        import platformdirs
+
+        folder = os.path.join(platformdirs.user_cache_dir("uvkernel", appauthor=False), "logs")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        path = os.path.join(folder, time.strftime("error-%Y%m%d-%H%M%S") + f"-{os.getpid()}.log")
+        with open(path, "w") as fh:
+            fh.write(f"uvkernel {__version__}, argv {sys.argv!r}\n{text}")
+        return path
+    except Exception:  # noqa: BLE001 - a log file that cannot be written must not hide the error itself
+        return ""
+
+
+def unexpected(exc: Exception, doing: str, args: argparse.Namespace | None = None) -> UvkernelError:
+    """An exception uvkernel did not expect, as an INTERNAL_ERROR; the traceback goes to a log file (or, with
+    --debug / UVKERNEL_DEBUG=1 or when no file can be written, to stderr and into the message)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    debug = bool(getattr(args, "debug", False)) or debug_enabled()
+    where = "" if debug else _traceback_log(text)
+    if not where:
+        debug = True
+        where = "the traceback printed above"
+        print(text, file=sys.stderr)
+    return internal_error(exc, doing=doing, log=where)  # not the traceback again: stderr has it
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except UvkernelError as exc:
         print(str(exc), file=sys.stderr)
+        return 2
+    except Exception as exc:  # the last line of defence: never a bare traceback
+        print(str(unexpected(exc, f"ran `uvkernel {args.command}`", args)), file=sys.stderr)
         return 2
 
 

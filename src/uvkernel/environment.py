@@ -56,7 +56,7 @@ class Env:
 def read_pyvenv_cfg(env: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     try:
-        text = (env / "pyvenv.cfg").read_text()
+        text = (env / "pyvenv.cfg").read_bytes().decode("utf-8", "replace")  # a garbled file reads as garbled values
     except OSError:
         return values
     for line in text.splitlines():
@@ -89,8 +89,32 @@ def check_path(env: Path, interrupted: bool = False) -> None:
         raise EnvError("ENV_BROKEN_LINK", env=str(env), target=os.readlink(env))
     if env.exists() and not env.is_dir():
         raise EnvError("ENV_IS_FILE", env=str(env))
-    if not interrupted and env.is_dir() and not (env / "pyvenv.cfg").exists() and any(env.iterdir()):
+    if (not interrupted and env.is_dir() and not (env / "pyvenv.cfg").exists() and any(env.iterdir())
+            and not made_by_uvkernel(env)):
         raise EnvError("ENV_NOT_A_VENV", env=str(env))
+
+
+def check_project_env(project: Project, interrupted: bool = False) -> None:
+    """:func:`check_path` for a project's env, saying where the path came from when a setting chose it."""
+    try:
+        check_path(project.env_path, interrupted=interrupted)
+    except EnvError as exc:
+        if project.env_reason == "UV_PROJECT_ENVIRONMENT":
+            exc.facts.append(("set by", "the UV_PROJECT_ENVIRONMENT environment variable"))
+            exc.args = (exc.render(),)
+        raise
+
+
+def made_by_uvkernel(env: Path) -> bool:
+    """Is ``env`` a venv uvkernel made, whose pyvenv.cfg went missing?  Its own state file says so, and the layout
+    is a venv's (bin/, lib/pythonX.Y/site-packages).  Never a conda prefix or a full Python installation (their
+    stdlib, conda-meta): those stay ENV_NOT_A_VENV even with a stray state file."""
+    state = read_state(env)
+    if not (isinstance(state, dict) and state.get("fingerprint") and state.get("host")):
+        return False
+    if (env / "conda-meta").exists() or list(env.glob("lib/python3*/os.py")):
+        return False
+    return (env / "bin").is_dir() and bool(list(env.glob("lib/python3*/site-packages")))
 
 
 def creation_marker(env: Path, cache_root: Path) -> Path:
@@ -108,15 +132,34 @@ def same_interpreter(env: Path, host: HostPython) -> tuple[bool, str]:
     3.12 keeps the path but leaves the env's lib/python3.11 unread).
     """
     cfg = read_pyvenv_cfg(env)
-    env_python = env / "bin" / "python"
-    target = os.path.realpath(env_python) if env_python.exists() else cfg.get("home", "?") + "/python"
     expected = os.path.realpath(host.interpreter_for_env)
     version = cfg.get("version_info") or cfg.get("version") or ""
     same_version = not version or version.split(".")[:2] == [str(v) for v in host.version[:2]]
-    if os.path.realpath(target) == expected:
-        return same_version, target
     same_home = bool(cfg.get("home")) and os.path.realpath(cfg["home"]) == os.path.dirname(expected)
-    return same_home and same_version and env_python.exists(), target
+    env_python = _env_python(env)
+    if env_python is None:
+        # the bin/python* links were deleted or point nowhere: pyvenv.cfg still says which interpreter made the
+        # env (repaired in place by cheap_check/_repair when it is the host's)
+        short = ".".join(version.split(".")[:2])
+        return same_home and same_version, os.path.join(cfg.get("home", "?"), f"python{short}" if short else "python")
+    target = os.path.realpath(env_python)
+    if target == expected:
+        return same_version, target
+    return same_home and same_version, target
+
+
+def _env_python(env: Path) -> Path | None:
+    """The first of bin/python, bin/python3 that leads to an existing file."""
+    for name in ("python", "python3"):
+        if (env / "bin" / name).exists():
+            return env / "bin" / name
+    return None
+
+
+def interpreter_links(env: Path, version: tuple[int, ...]) -> list[str]:
+    """The env's interpreter names (bin/python, python3, python3.X) that are missing or lead nowhere."""
+    names = ("python", f"python{version[0]}", f"python{version[0]}.{version[1]}")
+    return [name for name in names if not (env / "bin" / name).exists()]
 
 
 def expected_system_site(host: HostPython) -> bool:
@@ -159,10 +202,13 @@ def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) 
 
 
 def read_state(env: Path) -> dict[str, Any]:
+    """uvkernel's state file, or {} when it is missing, truncated, garbled or not a JSON object (the env is then
+    checked and its state written again)."""
     try:
-        return json.loads((env / STATE_FILE).read_text())
-    except (OSError, ValueError):
+        data = json.loads((env / STATE_FILE).read_bytes())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def write_state(env: Path, state: dict[str, Any]) -> None:
@@ -177,6 +223,11 @@ def layer_line(host: HostPython) -> str:
 
 
 SYSTEM_SITE_WRONG = "system-site-packages flag differs from the host's"
+LINKS_BROKEN = "interpreter links missing or broken"
+ACTIVATE_MISSING = "activation script missing (bin/activate)"
+PIP_MISSING = "pip command missing (bin/pip)"
+CFG_GARBLED = "pyvenv.cfg is not UTF-8 text (Python cannot start from the env)"
+_UV_VENV_REPAIRS = (SYSTEM_SITE_WRONG, LINKS_BROKEN, ACTIVATE_MISSING, CFG_GARBLED)  # what `uv venv --allow-existing` puts back
 
 
 def cheap_check(env: Path, host: HostPython) -> list[str]:
@@ -195,6 +246,19 @@ def cheap_check(env: Path, host: HostPython) -> list[str]:
             problems.append("host layer missing")
     elif pth.exists():
         problems.append("host layer left from an earlier venv host")
+    try:
+        (env / "pyvenv.cfg").read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(CFG_GARBLED)
+    except OSError:
+        pass
+    links = interpreter_links(env, host.version)
+    if links:
+        problems.append(f"{LINKS_BROKEN} (bin/{', bin/'.join(links)})")
+    if not (env / "bin" / "activate").exists():
+        problems.append(ACTIVATE_MISSING)
+    if not any((env / "bin" / name).exists() for name in ("pip", "pip3")):
+        problems.append(PIP_MISSING)
     return problems
 
 
@@ -220,7 +284,34 @@ async def _acquire(lock: FileLock, timeout: float, env: Path) -> None:
 def lock_for(env: Path, cache_root: Path) -> FileLock:
     private_dir(cache_root / "locks")
     digest = hashlib.sha256(str(env).encode()).hexdigest()[:24]
-    return FileLock(str(cache_root / "locks" / f"{digest}.lock"), thread_local=False)
+    path = cache_root / "locks" / f"{digest}.lock"
+    check_flock(path, env)
+    return FileLock(str(path), thread_local=False)
+
+
+# flock answers these when another process holds the lock: the lock works
+_HELD = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES}
+
+
+def check_flock(path: Path, env: Path) -> None:
+    """Refuse, with the reason, a lock folder on a file system without working flock (NFS without lockd:
+    ENOLCK; some FUSE and network file systems: ENOSYS, EOPNOTSUPP, EINVAL).  Without it, concurrent starts
+    would build one env at the same time; filelock's own answers differ by version (an error, or a silent
+    switch to a marker file that a killed start leaves behind)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return  # not a flock problem: FileLock reports it (not writable, disk full) where it is taken
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in _HELD:
+            raise EnvError("LOCK_UNSUPPORTED", env=str(env), lock=str(path), folder=str(path.parent.parent),
+                           detail=f"flock failed: {os.strerror(exc.errno) if exc.errno else exc}") from None
+    finally:
+        os.close(fd)  # closing releases a flock this probe took
 
 
 async def prepare(
@@ -234,7 +325,7 @@ async def prepare(
 ) -> Env:
     env_path = project.env_path
     marker = creation_marker(env_path, cache_root)
-    check_path(env_path, interrupted=marker.exists())
+    check_project_env(project, interrupted=marker.exists())
     site = site_packages_of(env_path, host.version)
     env = Env(env_path, env_path / "bin" / "python", site, layer=layer_dirs(host))
     wanted = fingerprint(project, host, settings)
@@ -265,13 +356,24 @@ async def prepare(
 
 
 def _from_state(env: Env, state: dict[str, Any]) -> None:
-    env.ipykernel_from = state.get("ipykernel_from", "")
-    env.plan = state.get("plan", {})
+    ipykernel_from, plan = state.get("ipykernel_from"), state.get("plan")
+    env.ipykernel_from = ipykernel_from if isinstance(ipykernel_from, str) else ""
+    env.plan = plan if isinstance(plan, dict) else {}
+
+
+def _state_host_dists(state: dict[str, Any]) -> dict[str, HostDist]:
+    """The host listing the state file keeps ({name: [name, version, location]}); entries of another shape
+    (a garbled or older file) are skipped."""
+    listing = state.get("host_dists")
+    if not isinstance(listing, dict):
+        return {}
+    return {k: HostDist(*v, requires=[]) for k, v in listing.items()
+            if isinstance(v, list) and len(v) == 3 and all(isinstance(x, str) for x in v)}
 
 
 async def _find_shadowing(env: Env, settings: UvKernelSettings) -> None:
     """Every env package that hides a host one (for the report, ``uvkernel check`` and ``unshadow``)."""
-    host = {k: HostDist(*v, requires=[]) for k, v in (read_state(env.path).get("host_dists") or {}).items()}
+    host = _state_host_dists(read_state(env.path))
     env_dists = await dependencies.env_distributions(env.site_packages)
     env.shadowing = dependencies.shadowing(env_dists, host, settings.allow_shadowing)
 
@@ -279,14 +381,25 @@ async def _find_shadowing(env: Env, settings: UvKernelSettings) -> None:
 async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: str, log: Log) -> None:
     """Put the env's state back without touching its packages."""
     problems = cheap_check(env.path, host)
-    if any(p.startswith(SYSTEM_SITE_WRONG) for p in problems):
+    if any(p.startswith(_UV_VENV_REPAIRS) for p in problems):
+        # one `uv venv --allow-existing` puts back the flag, the interpreter links and the activation scripts,
+        # keeping every installed package (and uvkernel's state file)
         flag = expected_system_site(host)
-        word = "on" if flag else "off (the host venv does not inherit its base either)"
-        log(f"repairing {env.path}: turning system-site-packages {word}; installed packages are kept")
+        repaired: list[str] = []
+        for p in problems:
+            if p.startswith(SYSTEM_SITE_WRONG):
+                repaired.append(f"system-site-packages turned {'on' if flag else 'off'}")
+            elif p.startswith(LINKS_BROKEN):
+                repaired.append("recreated " + p[len(LINKS_BROKEN):].strip(" ()") + " (the interpreter links)")
+            elif p == ACTIVATE_MISSING:
+                repaired.append("recreated the activation scripts (bin/activate)")
+            elif p == CFG_GARBLED:
+                repaired.append("rewrote pyvenv.cfg, which was not UTF-8 text")
+        log(f"repairing {env.path}: {'; '.join(repaired)}; installed packages are kept")
         await _uv([uv, "venv", "--allow-existing", *(["--system-site-packages"] if flag else []), "--no-project",
                    "--python", host.interpreter_for_env, "--no-python-downloads", str(env.path)],
-                  f"turned system-site-packages {'on' if flag else 'off'}", settings)
-        env.actions.append(f"repaired: system-site-packages turned {'on' if flag else 'off'}")
+                  "repaired the env in place", settings)
+        env.actions.extend(f"repaired: {r}" for r in repaired)
     pth = env.site_packages / LAYER_PTH
     if host.layered:
         line = layer_line(host)
@@ -300,6 +413,29 @@ async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: st
         pth.unlink()  # uvkernel's own file, from a host that was a venv
         env.actions.append("removed the layer of an earlier venv host")
     installers.write_pip_command(env.path)
+    if PIP_MISSING in problems and not any(a.startswith(("created", "finished a creation")) for a in env.actions):
+        env.actions.append("repaired: recreated bin/pip (runs the env's pip)")
+
+
+async def _restore_pyvenv_cfg(env: Env, host: HostPython, settings: UvKernelSettings, uv: str, log: Log) -> None:
+    """An env uvkernel made (its state file says so) lost its pyvenv.cfg: rebuild it in place when the layout is
+    the host's (lib/pythonX.Y), keeping every package.  Anything else is refused, never rebuilt."""
+    if (env.path / "pyvenv.cfg").exists() or not made_by_uvkernel(env.path):
+        return
+    state = read_state(env.path)
+    made_from = str(state.get("host", ""))
+    same_host = os.path.realpath(made_from) in {os.path.realpath(host.executable),
+                                                os.path.realpath(host.interpreter_for_env)}
+    if not same_host or not env.site_packages.is_dir():
+        raise EnvError("ENV_OTHER_INTERPRETER", env=str(env.path), env_python=made_from or "unknown",
+                       host_python=host.interpreter_for_env)
+    flag = expected_system_site(host)
+    log(f"repairing {env.path}: its pyvenv.cfg is missing; rebuilding it for {host.interpreter_for_env}, "
+        "installed packages are kept")
+    await _uv([uv, "venv", "--allow-existing", *(["--system-site-packages"] if flag else []), "--no-project",
+               "--python", host.interpreter_for_env, "--no-python-downloads", str(env.path)],
+              "rebuilt the env's pyvenv.cfg", settings)
+    env.actions.append("repaired: rebuilt the missing pyvenv.cfg (installed packages kept)")
 
 
 async def _prepare_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
@@ -307,6 +443,7 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
     # what the host provides: read concurrently with the uv calls below (it starts the host's python)
     listing = asyncio.ensure_future(host_distributions(host, marker.parent.parent))
     try:
+        await _restore_pyvenv_cfg(env, host, settings, uv, log)
         await _prepare_env_locked(env, project, host, settings, uv, wanted, log, marker, listing)
     finally:
         if not listing.done():

@@ -7,6 +7,8 @@ over lines breaks when pasted into a shell).  Texts avoid the percent sign: jupy
 
 from __future__ import annotations
 
+import os
+import traceback
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -91,6 +93,12 @@ MESSAGES: dict[str, Message] = {
     "LOCK_TIMEOUT": Message(
         "another start has been preparing {env} for more than {timeout} seconds",
         "wait for it to finish, or remove a stale lock file: `rm {lock}`",
+    ),
+    "LOCK_UNSUPPORTED": Message(
+        "the file system holding uvkernel's lock {lock} does not support file locks ({detail}); concurrent starts "
+        "of {env} cannot be kept apart there",
+        "keep uvkernel's cache on a local disk: set cache_dir in the kernel spec (`uvkernel install --user --set "
+        "cache_dir=/path/on/local/disk`), or XDG_CACHE_HOME for the Jupyter server; the cache now is {folder}",
     ),
     # --- dependencies -------------------------------------------------------------------------------
     "DEPENDENCY_CONFLICT": Message(
@@ -190,9 +198,19 @@ MESSAGES: dict[str, Message] = {
         "no kernel spec named {name} was found{where}",
         "list the installed ones with: `uvkernel list`",
     ),
+    "KERNEL_SPEC_INVALID": Message(
+        "{spec} cannot be read as a kernel spec: {detail}",
+        "fix the file, or write it again: `uvkernel install --user --name {name}`",
+    ),
     "CONFIG_INVALID": Message(
         "the provisioner config in {spec} is invalid (the problems are listed below)",
         "edit {spec} (metadata.kernel_provisioner.config), or reinstall it: `uvkernel install --user`",
+    ),
+    "JUPYTER_CONFIG_INVALID": Message(
+        "the uvkernel settings in the Jupyter configuration (c.{section}.*) are invalid (the problems are listed "
+        "below); they were ignored",
+        "correct c.{section}.<setting> in your jupyter_server_config.py (`jupyter --paths` lists the config "
+        "folders), then restart the Jupyter server",
     ),
     # --- preflight (codes from preflight/policy.py and preflight/runner.py) ---------------------------
     "TORCH_NOT_FOUND": Message(
@@ -283,6 +301,13 @@ MESSAGES: dict[str, Message] = {
         "fix the problem above (if none is shown, the server log has it), then restart the kernel "
         "(in JupyterLab: Kernel menu, Restart Kernel)",
     ),
+    # --- the last line of defence: an exception uvkernel did not expect ------------------------------
+    "INTERNAL_ERROR": Message(
+        "an unexpected error inside uvkernel while it {doing}: {error}",
+        "this is a bug in uvkernel, not a problem with your project. The full traceback is in {log}; report it "
+        "to the uvkernel maintainers (the project's issue tracker) with that traceback and the output of "
+        "`uvkernel --version`. To show tracebacks here, set UVKERNEL_DEBUG=1 (for the CLI: `uvkernel --debug`)",
+    ),
     "IPYKERNEL_MISSING": Message(
         "ipykernel is not importable from the kernel's environment",
         "let uvkernel install it (install_ipykernel = true), or install it into the host: "
@@ -371,6 +396,31 @@ class PreflightError(UvkernelError):
 
 class SpecError(UvkernelError):
     """A kernel spec or its config is wrong."""
+
+
+class InternalError(UvkernelError):
+    """An exception uvkernel did not expect, wrapped so that users get a code, where the traceback is, and
+    how to report it, instead of a bare traceback (or, in JupyterLab, a bare exception text)."""
+
+
+DEBUG_ENV = "UVKERNEL_DEBUG"
+
+
+def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """UVKERNEL_DEBUG=1 (any value but empty, 0, false, no, off): show tracebacks where users see messages."""
+    value = (os.environ if environ is None else environ).get(DEBUG_ENV, "")
+    return value.strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def internal_error(exc: BaseException, *, doing: str, log: str, debug: bool = False) -> InternalError:
+    """The INTERNAL_ERROR for ``exc``; with ``debug`` the traceback is part of the message."""
+    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    if len(text) > 300:
+        text = text[:297] + "..."
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if debug else ""
+    error = InternalError("INTERNAL_ERROR", doing=doing, error=text.replace("\n", " "), log=log, detail=detail)
+    error.__cause__ = exc
+    return error
 
 
 class _Defaulting(dict):

@@ -202,7 +202,7 @@ def stamp(path: str, prefix: str, site_packages: list[str]) -> list[list]:
 
 def _cache_read(cache_dir: Path, path: str, reason: str) -> HostPython | None:
     try:
-        data = json.loads(_cache_file(cache_dir, path).read_text())
+        data = json.loads(_cache_file(cache_dir, path).read_bytes())
         if data.get("version") != _CACHE_VERSION:
             return None
         host = dict(data["host"])
@@ -210,7 +210,7 @@ def _cache_read(cache_dir: Path, path: str, reason: str) -> HostPython | None:
             return None
         host.update(path=path, reason=reason, version=tuple(host["version"]))
         return HostPython(**host)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a garbled or older cache file
         return None
 
 

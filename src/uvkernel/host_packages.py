@@ -161,10 +161,10 @@ async def host_distributions(host: HostPython, cache_root: Path) -> dict[str, Ho
     path = cache_root / "hosts" / f"{digest}.dists.json"
     current = stamp(host.executable, host.prefix, host.site_packages)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
         if data["stamp"] == current:
             return {k: HostDist(**v) for k, v in data["dists"].items()}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a garbled or older cache file
         pass
     dists = await list_host_distributions(host.executable, host.site_packages)
     if dists:

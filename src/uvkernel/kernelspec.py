@@ -118,9 +118,20 @@ def find_specs() -> list[dict[str, Any]]:
 
 def load_config(name: str) -> tuple[dict[str, Any], dict[str, str], str]:
     """(provisioner config, env, kernel.json path) of a spec by name."""
+    manager = KernelSpecManager()
     try:
-        spec = KernelSpecManager().get_kernel_spec(name)
+        spec = manager.get_kernel_spec(name)
     except NoSuchKernel:
         raise SpecError("KERNEL_NOT_FOUND", name=name, where="") from None
-    prov = (spec.metadata or {}).get("kernel_provisioner") or {}
-    return dict(prov.get("config") or {}), dict(spec.env or {}), os.path.join(spec.resource_dir, "kernel.json")
+    except Exception as exc:  # noqa: BLE001 - a hand-edited kernel.json: not JSON, or fields of the wrong type
+        folder = manager.find_kernel_specs().get(name, "")
+        raise SpecError("KERNEL_SPEC_INVALID", spec=os.path.join(folder, "kernel.json") if folder else name,
+                        name=name, detail=f"{type(exc).__name__}: {exc}"[:300]) from None
+    path = os.path.join(spec.resource_dir, "kernel.json")
+    metadata = spec.metadata if isinstance(spec.metadata, dict) else {}
+    prov = metadata.get("kernel_provisioner") or {}
+    config = prov.get("config") if isinstance(prov, dict) else None
+    if not isinstance(prov, dict) or not isinstance(config or {}, dict):
+        raise SpecError("KERNEL_SPEC_INVALID", spec=path, name=name,
+                        detail="metadata.kernel_provisioner must be a table with a config table")
+    return dict(config or {}), dict(spec.env or {}), path

@@ -107,18 +107,31 @@ def notebook_folder(cwd: str | os.PathLike[str] | None, environ: Mapping[str, st
 def read_pyproject(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProjectError("PYPROJECT_INVALID", path=str(path), detail=str(exc)) from None
+            raw = fh.read()
     except OSError as exc:
         raise ProjectError("PYPROJECT_INVALID", path=str(path), detail=exc.strerror or str(exc)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ProjectError("PYPROJECT_INVALID", path=str(path),
+                           detail=f"the file is not UTF-8 text (TOML must be): byte 0x{raw[exc.start]:02x} on line "
+                                  f"{line} cannot be decoded; save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProjectError("PYPROJECT_INVALID", path=str(path), detail=str(exc)) from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ProjectError("PYPROJECT_INVALID", path=str(path),
+                           detail="arrays or inline tables are nested too deeply to be read") from None
 
 
 def _is_project(folder: Path) -> tuple[bool, dict[str, Any]]:
     pyproject = folder / "pyproject.toml"
     if pyproject.is_file():
         data = read_pyproject(pyproject)
-        if "project" in data or "uv" in (data.get("tool") or {}):
+        tool = data.get("tool")
+        if "project" in data or (isinstance(tool, dict) and "uv" in tool):
             return True, data
         if (folder / "uv.lock").is_file():
             return True, data
@@ -194,6 +207,8 @@ def find_project(
 ) -> Project:
     notebook_dir = notebook_folder(cwd, environ, base)
     root, data = find_root(notebook_dir)
+    if root is not None and data:
+        validate_pyproject(data, root / "pyproject.toml")
     if root is None:
         env = cache_env_path(cache_root, notebook_dir, host_key)
         return Project(notebook_dir, None, env, "per-user cache (the notebook's folder is not in a project)",
@@ -227,3 +242,207 @@ def find_project(
 def _writable(folder: Path) -> bool:
     """Can an env folder be created here?  os.access also answers False on a read-only file system for root."""
     return os.access(folder, os.W_OK | os.X_OK)
+
+
+# --- validation: the keys uvkernel or uv reads, with the types uv accepts ---------------------------------------
+# uv refuses a pyproject.toml with a wrong type at any key it reads ("Failed to parse: pyproject.toml"), and
+# malformed dependency groups; uvkernel refuses the same files with the file, the key and uv's reason, before
+# anything reads a value of the wrong type.
+
+_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_DEPENDENCY_LISTS = ("[project].dependencies", "[project.optional-dependencies]", "[dependency-groups]",
+                     "[tool.uv].dev-dependencies")
+
+
+class _Invalid(Exception):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key, self.reason = key, reason
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _expect(key: str, value: Any, kind: type, expected: str) -> None:
+    if type(value) is not kind:  # exact: a TOML boolean is no integer
+        raise _Invalid(key, f"{key} must be {expected}, not {_show(value)} ({_type_name(value)})")
+
+
+def _strings_list(key: str, value: Any, what: str = "strings") -> list[str]:
+    _expect(key, value, list, f"a list of {what}")
+    for i, item in enumerate(value):
+        _expect(f"{key}[{i}]", item, str, "a string")
+    return value
+
+
+def _table(key: str, value: Any) -> dict[str, Any]:
+    _expect(key, value, dict, "a table")
+    return value
+
+
+def _check_project(table: dict[str, Any]) -> None:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    if "name" in table:
+        _expect("[project].name", table["name"], str, "a string")
+        if not _NAME.match(table["name"]):
+            raise _Invalid("[project].name", f"[project].name = {_show(table['name'])} is not a valid package "
+                           "name (uv: names must start and end with a letter or digit and may only contain -, _, "
+                           "., and alphanumeric characters)")
+    if "version" in table:
+        _expect("[project].version", table["version"], str, "a string")
+        try:
+            Version(table["version"])
+        except InvalidVersion:
+            raise _Invalid("[project].version", f"[project].version = {_show(table['version'])} is not a valid "
+                           "version (PEP 440, e.g. \"0.1.0\")") from None
+    if "requires-python" in table:
+        _expect("[project].requires-python", table["requires-python"], str, 'a string such as ">=3.11"')
+        try:
+            SpecifierSet(table["requires-python"])
+        except InvalidSpecifier:
+            raise _Invalid("[project].requires-python", f"requires-python = {_show(table['requires-python'])} "
+                           "is not a valid version specifier (e.g. \">=3.11\")") from None
+    if "dynamic" in table:
+        _strings_list("[project].dynamic", table["dynamic"])
+    if "dependencies" in table:
+        _strings_list("[project].dependencies", table["dependencies"], "requirement strings")
+    if "optional-dependencies" in table:
+        for extra, reqs in _table("[project.optional-dependencies]", table["optional-dependencies"]).items():
+            _strings_list(f"[project.optional-dependencies].{extra}", reqs, "requirement strings")
+
+
+def _check_groups(groups: dict[str, Any]) -> None:
+    """Types, unknown includes and cycles, as uv checks them (its reasons quoted)."""
+    from .host_packages import canonical
+
+    names = {canonical(k): k for k in groups}
+    includes: dict[str, list[str]] = {}
+    for group, items in groups.items():
+        key = f"[dependency-groups].{group}"
+        _expect(key, items, list, "a list of requirement strings and {include-group = \"...\"} tables")
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                if set(item) != {"include-group"}:
+                    raise _Invalid(key, f"uv refuses it: Group `{group}` contains an unknown dependency object "
+                                   f"specifier: {_show(item)}")
+                _expect(f"{key}[{i}].include-group", item["include-group"], str, "a group name")
+                included = item["include-group"]
+                if canonical(included) not in names:
+                    raise _Invalid(key, f"uv refuses it: Failed to find group `{included}` included by `{group}`")
+                includes.setdefault(canonical(group), []).append(canonical(included))
+            else:
+                _expect(f"{key}[{i}]", item, str, "a string or a table with the `include-group` key")
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = path[path.index(name):] + [name]
+            raise _Invalid("[dependency-groups]", "uv refuses it: Detected a cycle in `dependency-groups`: "
+                           + " -> ".join(f"`{names.get(n, n)}`" for n in cycle))
+        for child in includes.get(name, []):
+            visit(child, path + [name])
+
+    for name in includes:
+        visit(name, [])
+
+
+def _check_tool_uv(uv: dict[str, Any], groups: dict[str, Any]) -> None:
+    from .host_packages import canonical
+
+    for flag in ("package", "managed"):
+        if flag in uv:
+            _expect(f"[tool.uv].{flag}", uv[flag], bool, "true or false")
+    if "dev-dependencies" in uv:
+        _strings_list("[tool.uv].dev-dependencies", uv["dev-dependencies"], "requirement strings")
+    for name in ("override-dependencies", "constraint-dependencies", "exclude-dependencies",
+                 "build-constraint-dependencies"):
+        if name in uv:
+            _strings_list(f"[tool.uv].{name}", uv[name], "requirement strings")
+    if "default-groups" in uv:
+        value = uv["default-groups"]
+        if isinstance(value, str) and value == "all":
+            pass
+        elif isinstance(value, list):
+            _strings_list("[tool.uv].default-groups", value, "group names")
+            known = {canonical(g) for g in groups}
+            for group in value:
+                if canonical(group) not in known:
+                    raise _Invalid("[tool.uv].default-groups", f"uv refuses it: Default group `{group}` (from "
+                                   "`tool.uv.default-groups`) is not defined in the project's `dependency-groups` "
+                                   "table")
+        else:
+            raise _Invalid("[tool.uv].default-groups", f"[tool.uv].default-groups = {_show(value)}: uv refuses it: "
+                           "default-groups must be \"all\" or a [\"list\", \"of\", \"groups\"]")
+    if "sources" in uv:
+        for name, source in _table("[tool.uv.sources]", uv["sources"]).items():
+            key = f"[tool.uv.sources].{name}"
+            if isinstance(source, list):
+                for i, item in enumerate(source):
+                    _table(f"{key}[{i}]", item)
+            else:
+                _expect(key, source, dict, "a table (e.g. { path = \"../lib\" }) or an array of tables")
+    if "index" in uv:
+        _expect("[[tool.uv.index]]", uv["index"], list, "an array of tables")
+        for i, index in enumerate(uv["index"]):
+            key = f"[[tool.uv.index]] #{i + 1}"
+            _table(key, index)
+            for text in ("name", "url"):
+                if text in index:
+                    _expect(f"{key} {text}", index[text], str, "a string")
+            for flag in ("explicit", "default"):
+                if flag in index:
+                    _expect(f"{key} {flag}", index[flag], bool, "true or false")
+    if "workspace" in uv:
+        workspace = _table("[tool.uv.workspace]", uv["workspace"])
+        for name in ("members", "exclude"):
+            if name in workspace:
+                _strings_list(f"[tool.uv.workspace].{name}", workspace[name], "glob patterns")
+    if "conflicts" in uv:
+        _expect("[tool.uv].conflicts", uv["conflicts"], list, "an array of arrays of tables")
+        for i, group in enumerate(uv["conflicts"]):
+            _expect(f"[tool.uv].conflicts[{i}]", group, list, "an array of tables like { extra = \"cpu\" }")
+            for j, item in enumerate(group):
+                key = f"[tool.uv].conflicts[{i}][{j}]"
+                _table(key, item)
+                for text in ("extra", "group", "package"):
+                    if text in item:
+                        _expect(f"{key}.{text}", item[text], str, "a string")
+
+
+def _code_for(key: str) -> str:
+    return "DEPENDENCY_TABLE_INVALID" if key.startswith(_DEPENDENCY_LISTS) else "PYPROJECT_INVALID"
+
+
+def validate_pyproject(data: Mapping[str, Any], path: Path) -> None:
+    """Refuse, as uv does, a pyproject.toml with a wrong type at a key uvkernel or uv reads, or malformed
+    dependency groups.  The error names the file and the key; uv's own reason is quoted where uv has one.
+
+    Dependency lists keep their own code (DEPENDENCY_TABLE_INVALID); everything else is PYPROJECT_INVALID.
+    """
+    try:
+        if "project" in data:
+            _check_project(_table("[project]", data["project"]))
+        groups: dict[str, Any] = {}
+        if "dependency-groups" in data:
+            groups = _table("[dependency-groups]", data["dependency-groups"])
+            _check_groups(groups)
+        if "build-system" in data:
+            build = _table("[build-system]", data["build-system"])
+            if "requires" in build:
+                _strings_list("[build-system].requires", build["requires"], "requirement strings")
+            if "build-backend" in build:
+                _expect("[build-system].build-backend", build["build-backend"], str, "a string")
+        if "tool" in data:
+            tool = _table("[tool]", data["tool"])
+            if "uv" in tool:
+                _check_tool_uv(_table("[tool.uv]", tool["uv"]), groups)
+    except _Invalid as exc:
+        raise ProjectError(_code_for(exc.key), path=str(path), detail=exc.reason) from None

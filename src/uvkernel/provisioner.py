@@ -2,7 +2,8 @@
 
 ``pre_launch`` runs the pipeline (all async: the server's event loop keeps answering), then launches the
 env's python with ipykernel.  A failure becomes :class:`KernelStartError`, whose text reaches JupyterLab's
-"Error Starting Kernel" dialog and REST clients intact.  On a restart Jupyter drops that text, so there
+"Error Starting Kernel" dialog and REST clients intact.  An exception uvkernel did not expect becomes an
+INTERNAL_ERROR the same way (the traceback goes to the server log; UVKERNEL_DEBUG=1 shows it to the user).  On a restart Jupyter drops that text, so there
 (and wherever ``fallback_kernel`` says) a small kernel starts instead that shows the message in the notebook
 and runs no code.
 """
@@ -18,8 +19,8 @@ from jupyter_client.provisioning import LocalProvisioner
 from tornado.web import HTTPError
 
 from . import fallback_kernel, pipeline
-from .errors import SpecError, UvkernelError
-from .settings import UvKernelSettings, validate_config
+from .errors import SpecError, UvkernelError, debug_enabled, internal_error
+from .settings import SETTING_NAMES, UvKernelSettings, validate_config
 
 
 class PlainText(str):
@@ -90,6 +91,36 @@ def _spec_path(spec: Any) -> str:
     return os.path.join(folder, "kernel.json") if folder else "the kernel spec"
 
 
+_CONFIG_SECTIONS = ("UvKernelProvisioner", "UvKernelSettings")
+
+
+def _jupyter_config_problems(base: dict[str, Any]) -> tuple[UvkernelError | None, Any]:
+    """Settings from jupyter config files (``c.UvKernelProvisioner.min_gpus = 'two'``) are checked as kernel.json's
+    are: traitlets would raise a bare TraitError out of the constructor.  Returns (error, the config without the
+    invalid section) or (None, None)."""
+    config = base.get("config")
+    if config is None and base.get("parent") is not None:
+        config = getattr(base["parent"], "config", None)
+    if not config:
+        return None, None
+    from traitlets.config import LazyConfigValue
+
+    for section in _CONFIG_SECTIONS:
+        if section not in config:
+            continue
+        values = {k: v for k, v in dict(config[section]).items()
+                  if k in SETTING_NAMES and not isinstance(v, LazyConfigValue)}
+        try:
+            validate_config(values)
+        except SpecError as exc:
+            from traitlets.config import Config
+
+            clean = config.copy()
+            clean[section] = Config({k: v for k, v in dict(config[section]).items() if k not in SETTING_NAMES})
+            return SpecError("JUPYTER_CONFIG_INVALID", section=section, detail=exc.detail, facts=exc.facts), clean
+    return None, None
+
+
 class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[misc]
     """Starts ipykernel from the notebook project's uv env, which inherits the host's site-packages."""
 
@@ -98,12 +129,22 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         # it only warns about unknown keys, uvkernel refuses them at start with a clear message.
         base = {k: kwargs.pop(k) for k in list(kwargs) if k in _BASE_KEYS}
         config_error: UvkernelError | None = None
+        unexpected: Exception | None = None
         try:
             validate_config(kwargs, spec=_spec_path(base.get("kernel_spec")))
         except SpecError as exc:
             config_error = exc
             kwargs = {}
+        except Exception as exc:  # the last line of defence: never a bare traceback
+            unexpected = exc
+            kwargs = {}
+        jupyter_error, clean = _jupyter_config_problems(base)
+        if clean is not None:
+            base["config"] = clean  # the valid rest of the jupyter config still applies
+        config_error = config_error or jupyter_error
         super().__init__(**base, **kwargs)
+        if unexpected is not None:
+            config_error = self._internal(unexpected, "read the kernel spec's provisioner config", os.environ)
         self._config_error = config_error
         self._restarting = False
         self._error_file = ""
@@ -119,6 +160,13 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
             except OSError:
                 pass
             self._error_file = ""
+
+    def _internal(self, exc: Exception, doing: str, environ: Any) -> UvkernelError:
+        """An unexpected exception as an INTERNAL_ERROR; its traceback goes to the server log."""
+        self.log.error("uvkernel: unexpected error while it %s", doing, exc_info=exc)
+        debug = debug_enabled(os.environ) or debug_enabled(environ)
+        return internal_error(exc, doing=doing, log="the Jupyter server's log (the terminal or service log of "
+                              "jupyter lab / jupyter server)", debug=debug)
 
     def _log(self, message: str) -> None:
         self.log.info("uvkernel: %s", message)
@@ -145,6 +193,8 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
                 self.prepared = await pipeline.prepare(self, cwd=cwd, environ=incoming_env, log=self._log)
             except UvkernelError as exc:
                 error = exc
+            except Exception as exc:  # the last line of defence: never a bare exception in the dialog
+                error = self._internal(exc, "prepared the kernel's environment", incoming_env)
         if error is not None:
             refusal = self._refuse(error)
             if not self._wants_fallback(restarting):

@@ -59,10 +59,16 @@ def lock_for(cache_root: Path, env_path: Path) -> FileLock:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return {}
-    return data if isinstance(data, dict) and isinstance(data.get("entries"), dict) else {}
+    if not (isinstance(data, dict) and isinstance(data.get("entries"), dict)):
+        return {}
+    # entries of another shape (a garbled or older file) are dropped, not trusted
+    data["entries"] = {k: v for k, v in data["entries"].items() if isinstance(v, dict) and "deep" in v
+                       and isinstance(v.get("time"), (int, float)) and not isinstance(v.get("time"), bool)
+                       and isinstance(v.get("deep"), dict)}
+    return data
 
 
 def lookup(cache_root: Path, env_path: Path, cache_key: str, ttl: float, now: float | None = None
