@@ -74,11 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings_for(kernel: str | None, host_python: str | None, **overrides: Any):
     config: dict[str, Any] = {}
     env: dict[str, str] = {}
+    path = ""
     if kernel:
-        config, env, _path = kernelspec.load_config(kernel)
+        config, env, path = kernelspec.load_config(kernel)
     if host_python:
-        config["host_python"] = os.path.abspath(os.path.expanduser(host_python))
-    return from_config(config, **overrides), {**os.environ, **env}
+        overrides["host_python"] = os.path.abspath(os.path.expanduser(host_python))
+    source = f"the kernel spec {path}" if path else f"the kernel spec {kernel}"
+    return from_config(config, source=source, **overrides), {**os.environ, **env}
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -146,7 +146,8 @@ def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) 
     # a package added, removed or upgraded in the host changes what the env must leave to it
     h.update(host_packages.signature(host.site_packages).encode())
     h.update(json.dumps([settings.install_ipykernel, settings.project_dependencies, sorted(settings.extras),
-                         sorted(settings.dependency_groups), sorted(settings.allow_shadowing)]).encode())
+                         sorted(settings.dependency_groups), sorted(settings.allow_shadowing),
+                         settings.host_version_conflicts]).encode())
     if project.root is not None:
         for name in ("pyproject.toml", "uv.lock"):
             try:
@@ -385,7 +386,7 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
             requirements, uv=uv, env_python=str(env.python), host=host_dists, python_version=host.version,
             env_site_packages=env.site_packages,
             allow_shadowing=settings.allow_shadowing, locked=locked, root=str(project.root or ""),
-            cwd=project.root, timeout=settings.uv_timeout, log=log,
+            cwd=project.root, timeout=settings.uv_timeout, log=log, on_conflict=settings.host_version_conflicts,
         )
     except UvError as exc:
         if no_space(exc.detail):

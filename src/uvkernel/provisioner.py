@@ -19,7 +19,7 @@ from tornado.web import HTTPError
 
 from . import fallback_kernel, pipeline
 from .errors import SpecError, UvkernelError
-from .settings import UvKernelSettings, validate_config
+from .settings import SETTING_NAMES, UvKernelSettings, validate_config
 
 
 class PlainText(str):
@@ -90,6 +90,19 @@ def _spec_path(spec: Any) -> str:
     return os.path.join(folder, "kernel.json") if folder else "the kernel spec"
 
 
+def _sources(provisioner: Any, *, spec_keys: list[str], spec: str) -> dict[str, str]:
+    """Which settings the kernel spec and jupyter config set (both win over a project's [tool.uvkernel])."""
+    sources: dict[str, str] = {}
+    config = getattr(provisioner, "config", None) or {}
+    for cls in type(provisioner).mro():
+        section = config.get(cls.__name__) if hasattr(config, "get") else None
+        for key in section or {}:
+            if key in SETTING_NAMES and key not in sources:
+                sources[key] = f"jupyter config (c.{cls.__name__}.{key})"
+    sources.update({key: spec for key in spec_keys if key in SETTING_NAMES})
+    return sources
+
+
 class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[misc]
     """Starts ipykernel from the notebook project's uv env, which inherits the host's site-packages."""
 
@@ -104,6 +117,7 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
             config_error = exc
             kwargs = {}
         super().__init__(**base, **kwargs)
+        self.setting_sources = _sources(self, spec_keys=list(kwargs), spec=_spec_path(base.get("kernel_spec")))
         self._config_error = config_error
         self._restarting = False
         self._error_file = ""
