@@ -394,7 +394,7 @@ def companions_to_load(facts: Mapping[str, Any], ctx: Context) -> list[dict[str,
 def _build_text(companion: Mapping[str, Any]) -> str:
     tags = ", ".join(companion.get("wheel_tags") or []) or "no wheel tags"
     local = companion.get("local")
-    return f"wheel {tags}; local version {'+' + local if local else 'none'}"
+    return f"wheel {tags}, " + (f"build +{local}" if local else "no local version")
 
 
 def _requirement_met(requirement: str | None, torch_version: str | None) -> bool | None:
@@ -446,7 +446,8 @@ def check_companions(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, c
             ("its build", _build_text(companion)),
             ("its requirement on torch", companion.get("requires_torch") or "none declared"),
             ("built against torch (links libtorch/libc10)", ", ".join(companion.get("links_torch") or []) or "no"),
-            ("host torch", f"{torch_version} ({'+' + variant if variant else 'no local version'})"),
+            ("host torch", f"{torch_version} ({'build +' + variant if variant else 'no local version'}, "
+                           f"{torch.get('version_file')})"),
             ("failed", result.get("failed_step") or "?"),
         ]
         if met is False:
@@ -457,7 +458,7 @@ def check_companions(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, c
         detail = "\n".join(f"{st['step']}: {str(st.get('error', '')).strip().splitlines()[-1]}" for st in others)
         verdict.fail("COMPANION_BUILD_MISMATCH", facts_list, detail=detail, package=name, version=version,
                      build=_build_text(companion), torch_version=torch_version or "?",
-                     torch_build=("+" + variant) if variant else "no local version",
+                     torch_build=f"build +{variant}" if variant else "no local version",
                      error=str(result.get("error") or "it did not load").strip().splitlines()[-1][:300],
                      index_phrase=f" (from {index})" if index else "", command=command,
                      sources_hint=(f" (for every user of the project: declare that index for {name} under "

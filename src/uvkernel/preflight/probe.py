@@ -435,7 +435,10 @@ def _torch_requirement(metadata):
             continue
         if ";" in text and "extra" in text.split(";", 1)[1]:
             continue  # only with an extra: the package works without torch
-        return text
+        head, sep, marker = text.partition(";")
+        if "(" in head:  # the old "torch (==2.13.0)" spelling
+            head = head.replace(" (", "").replace("(", "").replace(")", "")
+        return head.strip() + (" ;" + marker if sep else "")
     return None
 
 
