@@ -171,3 +171,15 @@ def test_torch_requirement_reading():
     assert probe._torch_requirement("Requires-Dist: torch>=2; extra == 'gpu'\n") is None
     assert probe._torch_requirement("Requires-Dist: torch>=2 ; python_version >= '3.9'\n") is not None
 
+
+
+def test_a_companion_that_kills_the_probe_is_a_companion_mismatch(tmp_path, host_python):
+    crash = make_wheel(tmp_path / "wheels", "torchcrash", "1.0", {
+        "torchcrash/__init__.py": "import os, signal, torch\nos.kill(os.getpid(), signal.SIGSEGV)\n"}, ["torch"])
+    project = make_project(tmp_path / "proj", [])
+    _check(project, host_python)
+    _pip_install(project / ".venv", str(crash))
+    code, report = _check(project, host_python)
+    assert code == 1 and report["error"]["code"] == "COMPANION_BUILD_MISMATCH", report["message"]
+    assert "torchcrash 1.0" in report["message"] and "the process died while loading it" in report["message"]
+    assert "SIGSEGV" in report["message"]

@@ -131,3 +131,19 @@ def test_project_policy_merging_keeps_explicit_settings():
     with pytest.raises(ProjectError) as info:
         settings_mod.project_policy({"tool": {"uvkernel": ["warn"]}}, "/p/pyproject.toml")
     assert info.value.code == "PROJECT_CONFIG_INVALID"
+
+
+def test_the_provisioner_knows_which_settings_the_spec_and_jupyter_config_set(tmp_path):
+    from jupyter_client.kernelspec import KernelSpec
+    from traitlets.config import Config
+
+    from uvkernel.provisioner import UvKernelProvisioner
+
+    config = Config({"UvKernelProvisioner": {"extras": ["a"], "min_gpus": 1}})
+    prov = UvKernelProvisioner(kernel_id="k", kernel_spec=KernelSpec(resource_dir=str(tmp_path)), parent=None,
+                               config=config, min_gpus=2)
+    assert prov.setting_sources == {"extras": "jupyter config (c.UvKernelProvisioner.extras)",
+                                    "min_gpus": f"the kernel spec {tmp_path}/kernel.json"}
+    merged = settings_mod.with_project_policy(prov, {"tool": {"uvkernel": {"extras": ["b"], "dependency_groups": ["g"]}}},
+                                              "/p/pyproject.toml")
+    assert merged.extras == ["a"] and merged.dependency_groups == ["g"] and merged.min_gpus == 2

@@ -117,7 +117,9 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
             config_error = exc
             kwargs = {}
         super().__init__(**base, **kwargs)
-        self.setting_sources = _sources(self, spec_keys=list(kwargs), spec=_spec_path(base.get("kernel_spec")))
+        spec_path = _spec_path(base.get("kernel_spec"))
+        self.setting_sources = _sources(self, spec_keys=list(kwargs), spec=spec_path if spec_path == "the kernel spec"
+                                        else f"the kernel spec {spec_path}")
         self._config_error = config_error
         self._restarting = False
         self._error_file = ""
