@@ -422,9 +422,10 @@ def _read_text(path):
 
 def _torch_requirement(metadata):
     """The Requires-Dist line naming torch (unconditionally or under a python/platform marker), or None."""
-    for line in metadata.splitlines():
-        if not line:
-            break  # the headers end at the first blank line
+    headers = metadata.split("\n\n", 1)[0]  # the headers end at the first blank line; the rest is the README
+    if "torch" not in headers.lower():
+        return None
+    for line in headers.splitlines():
         if not line.lower().startswith("requires-dist:"):
             continue
         text = line.split(":", 1)[1].strip()
@@ -445,6 +446,22 @@ def _torch_requirement(metadata):
 def _wheel_tags(dist_info):
     text = _read_text(os.path.join(dist_info, "WHEEL")) or ""
     return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.lower().startswith("tag:")]
+
+
+def _so_paths(record):
+    """Paths in a RECORD that contain '.so', found without splitting it into lines (RECORDs can list thousands
+    of files, e.g. jupyterlab's, and this runs at every start)."""
+    paths = []
+    start = record.find(".so")
+    while start != -1:
+        begin = record.rfind("\n", 0, start) + 1
+        end = record.find("\n", start)
+        end = len(record) if end == -1 else end
+        path = record[begin:end].rsplit(",", 2)[0]
+        if path not in paths:
+            paths.append(path)
+        start = record.find(".so", end)
+    return paths
 
 
 def _is_shared_object(path):
@@ -506,8 +523,8 @@ def companions(entries, origins):
             metadata = _read_text(os.path.join(dist_info, "METADATA")) or ""
             requirement = _torch_requirement(metadata)
             record = _read_text(os.path.join(dist_info, "RECORD")) or ""
-            paths = [line.rsplit(",", 2)[0] for line in record.splitlines() if line.strip()]
-            objects = [p for p in paths if _is_shared_object(p) and not p.startswith("..")]
+            # every start: RECORDs can list thousands of files (jupyterlab); only the .so lines are parsed
+            objects = [p for p in _so_paths(record) if _is_shared_object(p) and not p.startswith("..")]
             linked, files = [], {}
             for path in objects:
                 full = os.path.join(entry, path)
@@ -538,7 +555,8 @@ def companions(entries, origins):
                 "name": name, "version": version, "local": version.partition("+")[2],
                 "dist_info": dist_info, "location": entry, "origin": origins.of(dist_info),
                 "requires_torch": requirement, "wheel_tags": _wheel_tags(dist_info),
-                "links_torch": linked, "modules": _top_level(entry, dist_info, paths),
+                "links_torch": linked,
+                "modules": _top_level(entry, dist_info, [line.rsplit(",", 2)[0] for line in record.splitlines()]),
                 "shared_objects": loads,
                 "files": files,
             })
