@@ -78,12 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _settings_for(kernel: str | None, host_python: str | None, **overrides: Any):
     config: dict[str, Any] = {}
     env: dict[str, str] = {}
+    path = ""
     if kernel:
         config, env, path = kernelspec.load_config(kernel)
         validate_config(config, spec=path)  # a wrong value is reported with the file it is in
     if host_python:
-        config["host_python"] = os.path.abspath(os.path.expanduser(host_python))
-    return from_config(config, **overrides), {**os.environ, **{str(k): str(v) for k, v in env.items()}}
+        overrides["host_python"] = os.path.abspath(os.path.expanduser(host_python))
+    source = f"the kernel spec {path}" if path else f"the kernel spec {kernel}"
+    return from_config(config, source=source, **overrides), {**os.environ, **{str(k): str(v) for k, v in env.items()}}
 
 
 def cmd_install(args: argparse.Namespace) -> int:

@@ -55,10 +55,13 @@ class InstallPlan:
     from_host: dict[str, str] = field(default_factory=dict)  # name -> host version, left to the host
     shadowed_on_purpose: dict[str, str] = field(default_factory=dict)  # name -> host version the env replaces
     installed: list[str] = field(default_factory=list)  # name==version this run installed into the env
+    # host_version_conflicts = "warn": requirements the host's version does not meet, the host's copy used
+    unmet_pins: list[dict[str, str]] = field(default_factory=list)  # {requirement, name, host_version}
 
     def to_json(self) -> dict[str, Any]:
         return {"requirements": self.requirements, "from_host": self.from_host,
-                "shadowed_on_purpose": self.shadowed_on_purpose, "installed": self.installed}
+                "shadowed_on_purpose": self.shadowed_on_purpose, "installed": self.installed,
+                "unmet_pins": self.unmet_pins}
 
 
 def marker_environment(python_version: tuple[int, ...]) -> dict[str, str]:
@@ -89,8 +92,12 @@ def plan(
     *,
     root: str = "",
     extras: Iterable[str] = (),
+    on_conflict: str = "fail",
 ) -> InstallPlan:
-    """Decide, per requirement, host or resolver; raise on a conflict with the host (nothing installed yet)."""
+    """Decide, per requirement, host or resolver; raise on a conflict with the host (nothing installed yet).
+
+    ``on_conflict="warn"`` (host_version_conflicts): a conflict keeps the host's copy and is recorded in
+    ``unmet_pins`` instead; the bare name goes to the resolver, so the rest resolves against the host."""
     patterns = list(allow_shadowing)
     marker_env = marker_environment(python_version)
     result = InstallPlan()
@@ -115,6 +122,10 @@ def plan(
         elif allowed(dist.name, patterns):
             result.shadowed_on_purpose[dist.name] = dist.version
             result.requirements.append(text)
+        elif on_conflict == "warn":
+            result.from_host[dist.name] = dist.version
+            result.unmet_pins.append({"requirement": str(req), "name": dist.name, "host_version": dist.version})
+            result.requirements.append(req.name + (f"[{','.join(sorted(req.extras))}]" if req.extras else ""))
         else:
             needed = str(req.url) if req.url else (str(req.specifier) or "any version")
             raise DependencyError(
@@ -316,15 +327,21 @@ async def install(
     timeout: float = 900,
     log: Log = lambda _m: None,
     what: str = "installed the project's dependencies",
+    on_conflict: str = "fail",
 ) -> InstallPlan:
     """Plan, resolve against the host, install what the host does not provide (uv never touches the host's)."""
-    the_plan = plan(requirements, host, python_version, allow_shadowing, root=root)
+    the_plan = plan(requirements, host, python_version, allow_shadowing, root=root, on_conflict=on_conflict)
     keep = provided(host, allow_shadowing)
     if all(canonical(Requirement(r).name) in keep for r in the_plan.requirements):
         return the_plan  # everything is the host's: no resolver, no network
-    resolved = await resolve(the_plan.requirements, uv=uv, env_python=env_python, host=host,
-                             python_version=python_version, allow_shadowing=allow_shadowing, locked=locked,
-                             root=root, cwd=cwd, timeout=timeout)
+    try:
+        resolved = await resolve(the_plan.requirements, uv=uv, env_python=env_python, host=host,
+                                 python_version=python_version, allow_shadowing=allow_shadowing, locked=locked,
+                                 root=root, cwd=cwd, timeout=timeout)
+    except DependencyError as exc:
+        if not the_plan.unmet_pins:
+            raise
+        raise _with_waived_pins(exc, the_plan) from None
     pinned = []
     for req, _via in resolved:
         key = canonical(req.name)
@@ -358,6 +375,19 @@ async def install_pinned(pinned: list[str], *, uv: str, env_python: str, host: d
         argv = [uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
                 "-r", str(reqs)]
         await run_uv(argv, step=what, timeout=timeout, cwd=cwd, fix=fix)
+
+
+def _with_waived_pins(exc: DependencyError, the_plan: InstallPlan) -> DependencyError:
+    """Under host_version_conflicts = warn, a package made for the pinned version (a torchvision for torch
+    2.9.1) still cannot resolve against the host's: say that the waiver does not reach it."""
+    pins = ", ".join(p["requirement"] for p in the_plan.unmet_pins)
+    hosts = ", ".join(f"{p['name']} {p['host_version']}" for p in the_plan.unmet_pins)
+    note = (f"{pins} (unmet by the host) is waived by host_version_conflicts = warn, but packages made for "
+            f"that version still require it and cannot use the host's {hosts}: require releases of them made for "
+            f"the host's version (or drop their pins and let uvkernel choose)")
+    facts = [f for f in exc.facts if f[0] != "installed"] + [("host_version_conflicts = warn", note),
+                                                              ("installed", "nothing")]
+    return DependencyError(exc.code, facts=facts, detail=exc.detail, **exc.fields)
 
 
 def _already(line: str, present: dict[str, str]) -> bool:

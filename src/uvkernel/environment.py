@@ -189,7 +189,8 @@ def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) 
     # a package added, removed or upgraded in the host changes what the env must leave to it
     h.update(host_packages.signature(host.site_packages).encode())
     h.update(json.dumps([settings.install_ipykernel, settings.project_dependencies, sorted(settings.extras),
-                         sorted(settings.dependency_groups), sorted(settings.allow_shadowing)]).encode())
+                         sorted(settings.dependency_groups), sorted(settings.allow_shadowing),
+                         settings.host_version_conflicts]).encode())
     if project.root is not None:
         # every file uv reads to decide what the project is (workspace members too) and uv's own variables
         for path in project_sync.project_files(project):

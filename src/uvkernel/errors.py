@@ -106,7 +106,10 @@ MESSAGES: dict[str, Message] = {
         "choose one: (1) loosen the requirement in {root}/pyproject.toml so it accepts {host_version}; "
         "(2) use a host interpreter whose {name} matches: `uvkernel install --user --host-python /path/to/python`; "
         "(3) give the project its own {name} on purpose, shadowing the host's: `uvkernel install --user "
-        "--set allow_shadowing={allow}` (or add it to allow_shadowing in the kernel spec's provisioner config)",
+        "--set allow_shadowing={allow}` (or add it to allow_shadowing in the kernel spec's provisioner config); "
+        "(4) use the host's {name} {host_version} anyway and list the unmet pin in the report: `uvkernel install "
+        "--user --set host_version_conflicts='\"warn\"'`, or for every user of this project, "
+        "host_version_conflicts = \"warn\" under [tool.uvkernel] in {root}/pyproject.toml",
     ),
     "DEPENDENCY_CONFLICT_TRANSITIVE": Message(
         "the project's dependencies need other versions of packages the host provides ({names}); "
@@ -202,6 +205,16 @@ MESSAGES: dict[str, Message] = {
         "{spec} cannot be read as a kernel spec: {detail}",
         "fix the file, or write it again: `uvkernel install --user --name {name}`",
     ),
+    "PROJECT_CONFIG_INVALID": Message(
+        "{spec} is invalid (the problems are listed below)",
+        "correct [tool.uvkernel] in that pyproject.toml (same names and types as the kernel spec's settings)",
+    ),
+    "PROJECT_SETTING_REFUSED": Message(
+        "[tool.uvkernel] in {path} sets {keys}, which a project may not set (a cloned repository must not "
+        "choose programs, folders or time limits)",
+        "remove {keys} from [tool.uvkernel] in {path}; to set it for yourself, use the kernel spec: "
+        "`uvkernel install --user --set {first}=...`",
+    ),
     "CONFIG_INVALID": Message(
         "the provisioner config in {spec} is invalid (the problems are listed below)",
         "edit {spec} (metadata.kernel_provisioner.config), or reinstall it: `uvkernel install --user`",
@@ -295,6 +308,13 @@ MESSAGES: dict[str, Message] = {
     "PROBE_FAILED": Message(
         "the preflight check could not run in the kernel's environment: {detail_line}",
         "run `uvkernel check {project} --recheck` to see the full report",
+    ),
+    "COMPANION_BUILD_MISMATCH": Message(
+        "{package} {version} in the env ({build}) cannot load on the host's torch {torch_version} ({torch_build}): "
+        "{error}",
+        "install the {package} build made for the host's torch{index_phrase}: `{command}`{sources_hint}; "
+        "or start anyway without it working: `uvkernel install --user --set allow_companion_mismatch='[\"{package}\"]'` "
+        "(or allow_companion_mismatch = [\"{package}\"] under [tool.uvkernel] in the project's pyproject.toml)",
     ),
     "KERNEL_NOT_STARTED": Message(
         "this cell was not run: the kernel could not be started",

@@ -76,6 +76,29 @@ def _torch_rows(facts):
     return rows
 
 
+def _companion_rows(facts):
+    """Env packages built against torch (torchvision & co.): version, build, requirement on torch, loaded?"""
+    rows = []
+    loaded = (facts.get("deep") or {}).get("companions") or {}
+    for c in facts.get("companions") or []:
+        name = c.get("name")
+        value = "%s, wheel %s, requires %s%s" % (
+            c.get("version"), ", ".join(c.get("wheel_tags") or []) or "?", c.get("requires_torch") or "no torch",
+            ", links libtorch" if c.get("links_torch") else "")
+        result = loaded.get(name)
+        if result is None:
+            value += "; loaded: not checked"
+            status = _NOTE
+        elif result.get("ok"):
+            value += "; loaded: yes"
+            status = _GOOD
+        else:
+            value += "; loaded: NO (%s)" % str(result.get("error") or "?").strip().splitlines()[-1]
+            status = _BAD
+        rows.append(("companions", name, value, status))
+    return rows
+
+
 def _gpu_rows(facts):
     rows = []
     nvml = facts.get("nvml") or {}
@@ -162,6 +185,9 @@ def _rows(report):
                 item.get("name"), item.get("installed"), item.get("locked"), item.get("why")), _NOTE))
         for note in deps.get("notes") or []:
             rows.append(("env", "note", note, _NOTE))
+        for pin in deps.get("unmet_pins") or []:
+            rows.append(("env", "unmet pin", "%s: the host's %s %s is used (host_version_conflicts = warn)" % (
+                pin.get("requirement"), pin.get("name"), pin.get("host_version")), _NOTE))
         for layer in env.get("host_layer") or []:
             rows.append(("env", "host layer", layer, ""))
         for item in env.get("shadowing") or []:
@@ -174,8 +200,11 @@ def _rows(report):
     if cfg:
         rows.append(("env", "pyvenv.cfg", "home = %s, include-system-site-packages = %s" % (
             cfg.get("home"), cfg.get("include-system-site-packages")), ""))
+    for name, item in sorted((report.get("settings") or {}).items()):
+        rows.append(("settings", name, "%s  (from %s)" % (json.dumps(item.get("value")), item.get("from")), ""))
     rows += _package_rows(facts)
     rows += _torch_rows(facts)
+    rows += _companion_rows(facts)
     rows += _gpu_rows(facts)
     if pre:
         if pre.get("skipped"):

@@ -17,6 +17,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from . import __version__, environment, host as host_mod, launch, preflight, project as project_mod
 from . import installers
+from . import settings as settings_mod
 from .errors import PreflightError, ProjectError, UvkernelError
 from .host import HostPython
 from .project import Project
@@ -37,6 +38,7 @@ class Prepared:
     uv: str
     timings: dict[str, float] = field(default_factory=dict)
     cache_root: Path = field(default_factory=Path)
+    settings: UvKernelSettings | None = None  # the effective settings: the caller's, with [tool.uvkernel] below them
 
     def environment_for(self, base: Mapping[str, str]) -> dict[str, str]:
         """The kernel's environment built on ``base`` (a copy; ``base`` is not changed)."""
@@ -51,14 +53,15 @@ class Prepared:
 
     def report(self) -> dict[str, Any]:
         return report_dict(host=self.host, project=self.project, env=self.env, result=self.preflight,
-                           uv=self.uv, timings=self.timings)
+                           uv=self.uv, timings=self.timings, settings=self.settings)
 
 
 def report_dict(*, host: HostPython | None = None, project: Project | None = None,
                 env: environment.Env | None = None, result: preflight.PreflightResult | None = None,
                 uv: str = "", timings: Mapping[str, float] | None = None,
-                error: UvkernelError | None = None) -> dict[str, Any]:
+                error: UvkernelError | None = None, settings: UvKernelSettings | None = None) -> dict[str, Any]:
     return {
+        "settings": settings_mod.sources_of(settings) if settings is not None else {},
         "uvkernel": __version__,
         "ok": error is None and (result is None or result.ok),
         "host": host.to_json() if host else None,
@@ -108,7 +111,7 @@ async def prepare(
 ) -> Prepared:
     """Run every stage; raise a UvkernelError with the user-facing message when one fails."""
     prepared = await prepare_env(settings, cwd=cwd, environ=environ, log=log, base_cwd=base_cwd)
-    await verify(prepared, settings, recheck=recheck, log=log)
+    await verify(prepared, prepared.settings or settings, recheck=recheck, log=log)
     return prepared
 
 
@@ -133,11 +136,14 @@ async def prepare_env(
     say(f"project: {project.root or 'none'}; env: {project.env_path} ({project.env_reason})")
     check_requires_python(project, host)
     uv, _how = find_uv(settings.uv_path)
+    if project.root is not None:
+        # the project's own dependency policy, below whatever the kernel spec / jupyter config / CLI set
+        settings = settings_mod.with_project_policy(settings, project.pyproject, str(project.root / "pyproject.toml"))
     timings["find"] = time.monotonic() - t0
 
     env = await environment.prepare(project, host, settings, uv=uv, cache_root=root, log=say)
     timings["env"] = time.monotonic() - t0 - timings["find"]
-    prepared = Prepared(host, project, env, preflight.PreflightResult(skipped=True), {}, uv, timings, root)
+    prepared = Prepared(host, project, env, preflight.PreflightResult(skipped=True), {}, uv, timings, root, settings)
     prepared.kernel_env = prepared.environment_for(environ)
     return prepared
 
@@ -157,6 +163,7 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
                                      project_root=project.root, cache_root=prepared.cache_root, recheck=recheck)
     else:
         result = preflight.PreflightResult(skipped=True, notices=["preflight disabled (preflight = false)"])
+    result.notices[0:0] = unmet_pin_notices(env.plan)
     prepared.preflight = result
     prepared.timings["preflight"] = time.monotonic() - t0
     prepared.timings["total"] = sum(v for k, v in prepared.timings.items() if k != "total")
@@ -171,6 +178,12 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
     for notice in result.notices:
         say(f"preflight: {notice}")
     return result
+
+
+def unmet_pin_notices(plan: Mapping[str, Any]) -> list[str]:
+    """One line per project requirement the host does not meet, kept under host_version_conflicts = warn."""
+    return [f"the project requires {pin['requirement']}, the host provides {pin['name']} {pin['host_version']}: "
+            f"the host's copy is used (host_version_conflicts = warn)" for pin in plan.get("unmet_pins") or []]
 
 
 def _existing(path: Path) -> Path | None:

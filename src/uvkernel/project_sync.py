@@ -60,12 +60,14 @@ class SyncResult:
     deviations: list[dict[str, str]] = field(default_factory=list)  # {name, locked, installed, why}
     installed: list[str] = field(default_factory=list)
     shadowed_on_purpose: dict[str, str] = field(default_factory=dict)  # allow_shadowing: name -> host version
+    unmet_pins: list[dict[str, str]] = field(default_factory=list)  # host_version_conflicts = warn
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"how": self.how, "from_host": self.from_host, "skipped_for_host": self.skipped,
                 "own_code_shadows_host": self.own_code_shadows, "lock_deviations": self.deviations,
-                "installed": self.installed, "shadowed_on_purpose": self.shadowed_on_purpose, "notes": self.notes}
+                "installed": self.installed, "shadowed_on_purpose": self.shadowed_on_purpose,
+                "unmet_pins": self.unmet_pins, "notes": self.notes}
 
 
 def selection(project: Project, settings: Any) -> list[str]:
@@ -240,7 +242,7 @@ def read_fit(path: Path) -> tuple[list[str], set[str]]:
 
 async def fit_to_host(project: Project, env_python: Path, site_packages: Path, host: dict[str, HostDist],
                       settings: Any, uv: str, result: SyncResult, log: Log, *, locked: dict[str, Locked],
-                      cached: Path, kept: list[str], dropped: set[str]) -> None:
+                      cached: Path, kept: list[str], dropped: set[str], waived: list[str] = ()) -> None:
     """Step 3: locked versions that need another host version are re-resolved against the host and installed.
 
     ``kept``: the versions an earlier start of the same inputs found (uv sync skipped those names): installed
@@ -266,9 +268,9 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
                       if k not in names and k not in keep and _plain_version(d.version) and not d.editable]
             try:
                 pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, constraints=others,
-                                        diagnose=False)
+                                        diagnose=False, waived=waived)
             except DependencyError:
-                pinned = await _compile(project, env_python, keep, settings, uv, tmp, log)
+                pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, waived=waived)
             # every resolved version the env does not hold yet: the broken ones and whatever their new versions need
             new = []
             for line in pinned.splitlines():
@@ -357,8 +359,8 @@ def resolution_key(project: Project, host_sig: str, settings: Any) -> str:
         except OSError:
             h.update(str(path).encode() + b"\0-")
     h.update(host_sig.encode())
-    h.update(json.dumps([sorted(settings.extras), sorted(settings.dependency_groups),
-                         sorted(settings.allow_shadowing), uv_variables()]).encode())
+    h.update(json.dumps([sorted(settings.extras), sorted(settings.dependency_groups), sorted(settings.allow_shadowing),
+                         getattr(settings, "host_version_conflicts", "fail"), uv_variables()]).encode())
     return h.hexdigest()[:32]
 
 
@@ -388,7 +390,7 @@ def project_files(project: Project) -> list[Path]:
 
 async def sync_resolved(project: Project, env_python: Path, env_path: Path, host: dict[str, HostDist],
                         host_sig: str, settings: Any, uv: str, cache_root: Path, log: Log,
-                        stale_lock: bool) -> SyncResult:
+                        stale_lock: bool, waived: list[str] = ()) -> SyncResult:
     keep = provided(host, settings.allow_shadowing)
     result = SyncResult(how="resolved against the host (uv pip compile on pyproject.toml)")
     if stale_lock:
@@ -406,7 +408,8 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
             log(f"resolution of these inputs kept from an earlier start ({cached})")
         except OSError:
             preferences = await _locked_preferences(project, settings, uv, tmp) if stale_lock else None
-            pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, preferences=preferences)
+            pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, preferences=preferences,
+                                    waived=waived)
             _keep(cached, pinned)
         lines = []
         for line in pinned.splitlines():
@@ -470,15 +473,21 @@ async def _install_resolved(project: Project, env_python: Path, keep: dict[str, 
 
 async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist], settings: Any, uv: str,
                    tmp: Path, log: Log, *, constraints: list[str] = (), preferences: Path | None = None,
-                   diagnose: bool = True) -> str:
+                   diagnose: bool = True, waived: list[str] = ()) -> str:
     placeholders = tmp / "host"
     import asyncio
 
     pins, unversioned = await asyncio.to_thread(write_placeholders, keep, placeholders)
     pins_file = tmp / "host-versions.txt"
     pins_file.write_text("\n".join([*pins, *constraints]) + "\n")
+    if waived:
+        # host_version_conflicts = warn: the project's pin on a host package gives way to the host's version
+        (tmp / "waived-pins.txt").write_text("\n".join(waived) + "\n")
+        argv_overrides = ["--overrides", str(tmp / "waived-pins.txt")]
+    else:
+        argv_overrides = []
     argv = [uv, "pip", "compile", "--python", str(env_python), "--no-header", "--no-annotate", "--quiet",
-            *_compile_args(project, settings), "--constraints", str(pins_file)]
+            *_compile_args(project, settings), "--constraints", str(pins_file), *argv_overrides]
     if preferences is not None:
         argv += ["--output-file", str(preferences)]  # uv prefers the versions an existing output file holds
     if unversioned:
@@ -658,7 +667,7 @@ def check_direct(project: Project, host: dict[str, HostDist], python_version: tu
     own = _local_names(project)
     reqs = [r for r in reqs if canonical(dependencies._name(r)) not in own]  # noqa: SLF001
     return dependencies.plan(reqs, host, python_version, settings.allow_shadowing, root=_where(project),
-                             extras=settings.extras)
+                             extras=settings.extras, on_conflict=getattr(settings, "host_version_conflicts", "fail"))
 
 
 async def sync(project: Project, env: Any, host: dict[str, HostDist], host_python: Any, settings: Any, *, uv: str,
@@ -672,6 +681,9 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
                                  "dependencies are yours to install (`%pip install` in the kernel keeps the host's)"])
     check_sources(project)
     direct = check_direct(project, host, host_python.version, settings)
+    # host_version_conflicts = warn: the project's pins on host packages give way to the host's versions
+    waived = [p for p in (host[canonical(u["name"])].pin for u in direct.unmet_pins if canonical(u["name"]) in host)
+              if p]
     # a path, workspace, git or url source is the project's own code: installed even where the host has the name
     own = _local_names(project)
     shadows = {host[k].name: host[k].version for k in own if k in host}
@@ -690,10 +702,10 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
             log(f"{project.lock_path} is out of date with pyproject.toml: resolving instead (the lock is not written)")
         else:
             await fit_to_host(project, env.python, env.site_packages, host, settings, uv, result, log,
-                              locked=locked, cached=cached, kept=kept, dropped=dropped)
+                              locked=locked, cached=cached, kept=kept, dropped=dropped, waived=waived)
     if result is None:
         result = await sync_resolved(project, env.python, env.path, host, host_sig, settings, uv, cache_root,
-                                     log, stale_lock=stale)
+                                     log, stale_lock=stale, waived=waived)
         if project_dependencies.is_package(project):
             # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
             await dependencies.install_editable(project.root, uv=uv, env_python=str(env.python), host=host,
@@ -702,6 +714,7 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
             result.installed.append(f"{project.root} (editable)")
     result.own_code_shadows.update(shadows)
     result.shadowed_on_purpose = direct.shadowed_on_purpose
+    result.unmet_pins = direct.unmet_pins
     for name, version in result.own_code_shadows.items():
         log(f"notice: the project's own {name} (a local source) hides the host's {name} {version}")
     return result

@@ -121,6 +121,19 @@ def _jupyter_config_problems(base: dict[str, Any]) -> tuple[UvkernelError | None
     return None, None
 
 
+def _sources(provisioner: Any, *, spec_keys: list[str], spec: str) -> dict[str, str]:
+    """Which settings the kernel spec and jupyter config set (both win over a project's [tool.uvkernel])."""
+    sources: dict[str, str] = {}
+    config = getattr(provisioner, "config", None) or {}
+    for cls in type(provisioner).mro():
+        section = config.get(cls.__name__) if hasattr(config, "get") else None
+        for key in section or {}:
+            if key in SETTING_NAMES and key not in sources:
+                sources[key] = f"jupyter config (c.{cls.__name__}.{key})"
+    sources.update({key: spec for key in spec_keys if key in SETTING_NAMES})
+    return sources
+
+
 class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[misc]
     """Starts ipykernel from the notebook project's uv env, which inherits the host's site-packages."""
 
@@ -145,6 +158,9 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         super().__init__(**base, **kwargs)
         if unexpected is not None:
             config_error = self._internal(unexpected, "read the kernel spec's provisioner config", os.environ)
+        spec_path = _spec_path(base.get("kernel_spec"))
+        self.setting_sources = _sources(self, spec_keys=list(kwargs), spec=spec_path if spec_path == "the kernel spec"
+                                        else f"the kernel spec {spec_path}")
         self._config_error = config_error
         self._restarting = False
         self._error_file = ""

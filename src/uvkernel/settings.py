@@ -9,10 +9,10 @@ from __future__ import annotations
 import difflib
 from typing import Any, Mapping
 
-from traitlets import Bool, CaselessStrEnum, Float, Int, List, TraitError, Unicode, Union
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, Union
 from traitlets.config import LoggingConfigurable
 
-from .errors import SpecError
+from .errors import ProjectError, SpecError, UvkernelError
 
 
 class UvKernelSettings(LoggingConfigurable):
@@ -62,6 +62,25 @@ class UvKernelSettings(LoggingConfigurable):
         help="Host packages the project may replace with its own copy on purpose (reported as shadowed): "
              "names or shell patterns, e.g. [\"torch\", \"nvidia-*\"].",
     )  # type: ignore[assignment]
+    allow_companion_mismatch: list = List(
+        Unicode(), default_value=[], config=True,
+        help="Torch companions (env packages built against torch, e.g. torchvision) the kernel may start with "
+             "although they do not load on the host's torch build: names or shell patterns. They are not loaded "
+             "by the preflight.",
+    )  # type: ignore[assignment]
+    companion_index: str = Unicode(
+        "", config=True,
+        help="Package index holding companion builds (torchvision, torchaudio, ...) made for the host's torch "
+             "variant. Empty: the PyTorch index of the host torch's local version, e.g. "
+             "https://download.pytorch.org/whl/cpu for 2.13.0+cpu, .../whl/cu128 for +cu128; none for a torch "
+             "without a local version. Named in COMPANION_BUILD_MISMATCH's fix; used to install companions.",
+    )  # type: ignore[assignment]
+    host_version_conflicts: str = CaselessStrEnum(
+        ["fail", "warn"], default_value="fail", config=True,
+        help="A project requirement the host's version does not meet (e.g. torch==2.9.1 with a host 2.13.0): "
+             "fail refuses to start; warn uses the host's copy, resolves the rest against the host and lists "
+             "every unmet pin in the report and the server log.",
+    )  # type: ignore[assignment]
     uv_timeout: float = Float(
         900.0, min=1.0, config=True, help="Seconds one uv command may take before it is killed.",
     )  # type: ignore[assignment]
@@ -80,6 +99,10 @@ class UvKernelSettings(LoggingConfigurable):
              "start a small kernel that shows the error in the notebook and runs no code.",
     )  # type: ignore[assignment]
 
+    # where each setting came from (name -> "kernel spec …", "jupyter config", "command line",
+    # "[tool.uvkernel] in …"); absent: the default.  Not configurable itself.
+    setting_sources: dict = Dict()  # type: ignore[assignment]
+
     @property
     def require_cuda_mode(self) -> str:
         value = self.require_cuda
@@ -93,7 +116,8 @@ SETTING_NAMES = tuple(
 )
 
 
-def validate_config(config: Mapping[str, Any], spec: str = "the kernel spec") -> None:
+def validate_config(config: Mapping[str, Any], spec: str = "the kernel spec", *,
+                    code: str = "CONFIG_INVALID", error: type[UvkernelError] = SpecError) -> None:
     """Reject unknown keys and wrong types with one clear message (jupyter_client only warns)."""
     problems = []
     traits = UvKernelSettings.class_traits(config=True)
@@ -109,12 +133,66 @@ def validate_config(config: Mapping[str, Any], spec: str = "the kernel spec") ->
         except TraitError:
             problems.append(f"{key} = {value!r} is not valid: {traits[key].info()} expected")
     if problems:
-        raise SpecError("CONFIG_INVALID", detail="\n".join(problems), spec=spec,
-                        facts=[("valid settings", ", ".join(sorted(traits)))])
+        raise error(code, detail="\n".join(problems), spec=spec,
+                    facts=[("valid settings", ", ".join(sorted(traits)))])
 
 
-def from_config(config: Mapping[str, Any] | None = None, **overrides: Any) -> UvKernelSettings:
+def from_config(config: Mapping[str, Any] | None = None, *, source: str = "the kernel spec",
+                **overrides: Any) -> UvKernelSettings:
     values = dict(config or {})
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
     validate_config(values)
-    return UvKernelSettings(**values)
+    settings = UvKernelSettings(**values)
+    settings.setting_sources = {**{k: source for k in config or {}}, **{k: "the command line" for k in given}}
+    return settings
+
+
+# --- [tool.uvkernel] in a project's pyproject.toml ---------------------------------------------------------
+# Only what the project's dependencies need.  Never what runs a program or reaches outside the project
+# (host_python, uv_path, cache_dir, timeouts...): a cloned repository must not choose binaries or folders.
+PROJECT_KEYS = ("host_version_conflicts", "required_packages", "dependency_groups", "extras",
+                "allow_companion_mismatch", "companion_index")
+
+
+def project_policy(pyproject: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The validated ``[tool.uvkernel]`` table of a project ({} when there is none)."""
+    table = (pyproject.get("tool") or {}).get("uvkernel")
+    if table is None:
+        return {}
+    where = f"{path} [tool.uvkernel]"
+    if not isinstance(table, dict):
+        raise ProjectError("PROJECT_CONFIG_INVALID", spec=where, detail="[tool.uvkernel] must be a table",
+                           facts=[("allowed keys", ", ".join(PROJECT_KEYS))])
+    refused = sorted(k for k in table if k in SETTING_NAMES and k not in PROJECT_KEYS)
+    if refused:
+        raise ProjectError("PROJECT_SETTING_REFUSED", path=path, keys=", ".join(refused), first=refused[0],
+                           facts=[("allowed in [tool.uvkernel]", ", ".join(PROJECT_KEYS))])
+    validate_config(table, where, code="PROJECT_CONFIG_INVALID", error=ProjectError)
+    return dict(table)
+
+
+def with_project_policy(settings: UvKernelSettings, pyproject: Mapping[str, Any], path: str) -> UvKernelSettings:
+    """``settings`` with the project's ``[tool.uvkernel]`` applied under them: a key set in the kernel spec,
+    jupyter config or on the command line wins.  Returns ``settings`` itself when the project sets nothing."""
+    policy = project_policy(pyproject, path)
+    sources = dict(settings.setting_sources)
+    applied = {k: v for k, v in policy.items() if k not in sources}
+    if not applied:
+        return settings
+    values = {name: getattr(settings, name) for name in SETTING_NAMES}
+    values.update(applied)
+    sources.update({k: f"[tool.uvkernel] in {path}" for k in applied})
+    effective = UvKernelSettings(**values)
+    effective.setting_sources = sources
+    return effective
+
+
+def sources_of(settings: UvKernelSettings) -> dict[str, dict[str, Any]]:
+    """name -> {value, from} for the report (only what the defaults do not say)."""
+    out = {}
+    for name in SETTING_NAMES:
+        source = settings.setting_sources.get(name)
+        if source:
+            out[name] = {"value": getattr(settings, name), "from": source}
+    return out

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -26,12 +27,17 @@ class Context:
     allow_shadowing: list[str]
     host_python: str
     project: str  # folder for commands in messages (the project root, else the notebook's folder)
+    allow_companion_mismatch: list[str] = field(default_factory=list)
+    companion_index: str = ""  # "" : derived from the host torch's local version
+    env_python: str = ""
 
     @classmethod
-    def from_settings(cls, settings: Any, *, host_python: str, project: str) -> "Context":
+    def from_settings(cls, settings: Any, *, host_python: str, project: str, env_python: str = "") -> "Context":
         return cls(mode=settings.require_cuda_mode, required=list(settings.required_packages),
                    min_gpus=int(settings.min_gpus), allow_shadowing=list(settings.allow_shadowing),
-                   host_python=host_python, project=project)
+                   host_python=host_python, project=project,
+                   allow_companion_mismatch=list(getattr(settings, "allow_companion_mismatch", [])),
+                   companion_index=str(getattr(settings, "companion_index", "") or ""), env_python=env_python)
 
 
 @dataclass
@@ -358,6 +364,107 @@ def check_deep(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, ctx: Co
             return
 
 
+# --- torch companions ---------------------------------------------------------------------------------
+PYTORCH_INDEX = "https://download.pytorch.org/whl/"
+
+
+def torch_variant(version: str | None) -> str:
+    """The local part of a torch version: 'cpu' for 2.13.0+cpu, 'cu128', 'rocm6.4', '' for a PyPI build."""
+    return (version or "").partition("+")[2]
+
+
+def companion_index(ctx: Context, torch_version: str | None) -> str:
+    """Where builds for the host's torch variant live: the setting, else the PyTorch index of the variant."""
+    if ctx.companion_index:
+        return ctx.companion_index
+    variant = torch_variant(torch_version)
+    return PYTORCH_INDEX + variant if re.fullmatch(r"cpu|cu\d+|rocm[\d.]+|xpu", variant) else ""
+
+
+def companion_allowed(name: str, ctx: Context) -> bool:
+    key = _canonical(name)
+    return any(fnmatch.fnmatchcase(key, _canonical(p)) for p in ctx.allow_companion_mismatch)
+
+
+def companions_to_load(facts: Mapping[str, Any], ctx: Context) -> list[dict[str, Any]]:
+    """The companions the deep layer loads: every one the cheap layer found, less those allowed by name."""
+    return [c for c in facts.get("companions") or [] if not companion_allowed(c.get("name", ""), ctx)]
+
+
+def _build_text(companion: Mapping[str, Any]) -> str:
+    tags = ", ".join(companion.get("wheel_tags") or []) or "no wheel tags"
+    local = companion.get("local")
+    return f"wheel {tags}, " + (f"build +{local}" if local else "no local version")
+
+
+def _requirement_met(requirement: str | None, torch_version: str | None) -> bool | None:
+    """Does the host's torch meet the companion's requirement on torch?  None: cannot tell."""
+    if not requirement or not torch_version:
+        return None
+    try:
+        from packaging.requirements import Requirement
+        from packaging.version import Version
+
+        req = Requirement(requirement.replace("(", "").replace(")", ""))
+        return req.specifier.contains(Version(torch_version), prereleases=True)
+    except Exception:
+        return None
+
+
+def check_companions(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, ctx: Context,
+                     verdict: Verdict) -> None:
+    found = facts.get("companions") or []
+    if not found:
+        return
+    torch = facts.get("torch") or {}
+    torch_version = torch.get("version")
+    variant = torch_variant(torch_version)
+    loaded = (deep or {}).get("companions") or {}
+    for companion in found:
+        name = companion.get("name", "")
+        if companion_allowed(name, ctx):
+            verdict.notices.append(f"{name} {companion.get('version')} was not loaded: allowed by "
+                                   "allow_companion_mismatch (it may not work on the host's torch)")
+            continue
+        result = loaded.get(name)
+        if deep is None or result is None or result.get("ok"):
+            continue
+        version = str(companion.get("version") or "")
+        public = version.partition("+")[0]
+        index = companion_index(ctx, torch_version)
+        met = _requirement_met(companion.get("requires_torch"), torch_version)
+        python = ctx.env_python or "ENV/bin/python"
+        if met is False:  # built for another torch release: a version pin of ours would be wrong
+            command = (f"uv pip install --python {python} --no-deps" + (f" --index-url {index}" if index else "")
+                       + f" '{name}==VERSION" + (f"+{variant}'" if variant else "'"))
+        else:
+            spec = f"{name}=={public}" + (f"+{variant}" if variant else "")
+            command = (f"uv pip install --python {python} --no-deps" + (f" --index-url {index}" if index else "")
+                       + f" '{spec}'")
+        facts_list = [
+            ("package", f"{name} {version} at {companion.get('dist_info')}"),
+            ("its build", _build_text(companion)),
+            ("its requirement on torch", companion.get("requires_torch") or "none declared"),
+            ("built against torch (links libtorch/libc10)", ", ".join(companion.get("links_torch") or []) or "no"),
+            ("host torch", f"{torch_version} ({'build +' + variant if variant else 'no local version'}, "
+                           f"{torch.get('version_file')})"),
+            ("failed", result.get("failed_step") or "?"),
+        ]
+        if met is False:
+            facts_list.append(("note", f"{name} {version} requires {companion.get('requires_torch')}, the host has "
+                                       f"{torch_version}: replace it with the {name} release made for that torch "
+                                       f"(VERSION in the command below)"))
+        others = [st for st in result.get("steps") or [] if not st.get("ok") and st.get("step") != result.get("failed_step")]
+        detail = "\n".join(f"{st['step']}: {str(st.get('error', '')).strip().splitlines()[-1]}" for st in others)
+        verdict.fail("COMPANION_BUILD_MISMATCH", facts_list, detail=detail, package=name, version=version,
+                     build=_build_text(companion), torch_version=torch_version or "?",
+                     torch_build=f"build +{variant}" if variant else "no local version",
+                     error=str(result.get("error") or "it did not load").strip().splitlines()[-1][:300],
+                     index_phrase=f" (from {index})" if index else "", command=command,
+                     sources_hint=(f" (for every user of the project: declare that index for {name} under "
+                                   "[tool.uv.sources] and [[tool.uv.index]] in pyproject.toml)"))
+
+
 def evaluate(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, ctx: Context) -> Verdict:
     verdict = Verdict()
     check_packages(facts, ctx, verdict)
@@ -365,6 +472,7 @@ def evaluate(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, ctx: Cont
     decide_gpu(facts, ctx, verdict)
     check_cuda_cheap(facts, ctx, verdict)
     check_deep(facts, deep, ctx, verdict)
+    check_companions(facts, deep, ctx, verdict)
     for error in facts.get("errors") or []:
         verdict.notices.append(f"the probe could not read {error.get('section')}: {error.get('error')}")
     return verdict

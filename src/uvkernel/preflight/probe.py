@@ -347,6 +347,222 @@ def nvidia_distributions(entries, origins):
     return found
 
 
+# --- torch companions: env distributions built against torch ----------------------------------------------
+TORCH_LIBRARIES = ("libtorch", "libc10")  # DT_NEEDED prefixes of code compiled against torch's C++ API
+STACK_PREFIXES = ("torch", "nvidia-", "triton", "cuda-", "pytorch-triton")  # torch and its closure: not companions
+
+
+def elf_needed(path):
+    """The DT_NEEDED entries of an ELF shared object, read with struct only; [] when it is not one."""
+    import struct
+
+    with open(path, "rb") as fh:
+        ident = fh.read(64)
+        if len(ident) < 52 or ident[:4] != b"\x7fELF":
+            return []
+        wide, order = ident[4] == 2, "<" if ident[5] == 1 else ">"
+        if wide:
+            phoff, = struct.unpack(order + "Q", ident[32:40])
+            phentsize, phnum = struct.unpack(order + "HH", ident[54:58])
+        else:
+            phoff, = struct.unpack(order + "I", ident[28:32])
+            phentsize, phnum = struct.unpack(order + "HH", ident[42:46])
+        fh.seek(phoff)
+        table = fh.read(phentsize * phnum)
+        loads, dynamic = [], None
+        for i in range(phnum):
+            entry = table[i * phentsize:(i + 1) * phentsize]
+            if wide:
+                p_type, _flags, offset, vaddr, _paddr, filesz = struct.unpack(order + "IIQQQQ", entry[:40])
+            else:
+                p_type, offset, vaddr, _paddr, filesz = struct.unpack(order + "IIIII", entry[:20])
+            if p_type == 1:  # PT_LOAD: maps virtual addresses (DT_STRTAB) to file offsets
+                loads.append((vaddr, offset, filesz))
+            elif p_type == 2:  # PT_DYNAMIC
+                dynamic = (offset, filesz)
+        if dynamic is None:
+            return []
+        fh.seek(dynamic[0])
+        data = fh.read(dynamic[1])
+        size = 16 if wide else 8
+        fmt = order + ("qQ" if wide else "iI")
+        needed, strtab = [], None
+        for i in range(0, len(data) - size + 1, size):
+            tag, value = struct.unpack(fmt, data[i:i + size])
+            if tag == 0:
+                break
+            if tag == 1:
+                needed.append(value)
+            elif tag == 5:
+                strtab = value
+        if strtab is None:
+            return []
+        base = None
+        for vaddr, offset, filesz in loads:
+            if vaddr <= strtab < vaddr + filesz:
+                base = strtab - vaddr + offset
+                break
+        if base is None:
+            return []
+        names = []
+        for value in needed:
+            fh.seek(base + value)
+            raw = fh.read(256)
+            names.append(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
+        return names
+
+
+def _read_text(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _torch_requirement(metadata):
+    """The Requires-Dist line naming torch (unconditionally or under a python/platform marker), or None."""
+    headers = metadata.split("\n\n", 1)[0]  # the headers end at the first blank line; the rest is the README
+    if "torch" not in headers.lower():
+        return None
+    for line in headers.splitlines():
+        if not line.lower().startswith("requires-dist:"):
+            continue
+        text = line.split(":", 1)[1].strip()
+        name = text
+        for stop in " ;[(<>=!~@":
+            name = name.split(stop, 1)[0]
+        if _canonical(name) != "torch":
+            continue
+        if ";" in text and "extra" in text.split(";", 1)[1]:
+            continue  # only with an extra: the package works without torch
+        head, sep, marker = text.partition(";")
+        if "(" in head:  # the old "torch (==2.13.0)" spelling
+            head = head.replace(" (", "").replace("(", "").replace(")", "")
+        return head.strip() + (" ;" + marker if sep else "")
+    return None
+
+
+def _wheel_tags(dist_info):
+    text = _read_text(os.path.join(dist_info, "WHEEL")) or ""
+    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.lower().startswith("tag:")]
+
+
+def _so_paths(record):
+    """Paths in a RECORD that contain '.so', found without splitting it into lines (RECORDs can list thousands
+    of files, e.g. jupyterlab's, and this runs at every start)."""
+    paths = []
+    start = record.find(".so")
+    while start != -1:
+        begin = record.rfind("\n", 0, start) + 1
+        end = record.find("\n", start)
+        end = len(record) if end == -1 else end
+        path = record[begin:end].rsplit(",", 2)[0]
+        if path not in paths:
+            paths.append(path)
+        start = record.find(".so", end)
+    return paths
+
+
+def _is_shared_object(path):
+    base = os.path.basename(path)
+    return base.endswith(".so") or ".so." in base
+
+
+def _module_of(path, suffixes):
+    """'pkg/sub/_C.cpython-311-x86_64-linux-gnu.so' -> 'pkg.sub._C' when it is an extension module, else None."""
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if path.endswith(suffix):
+            parts = path[: -len(suffix)].split("/")
+            if all(p.isidentifier() for p in parts):
+                return ".".join(parts)
+    return None
+
+
+def _top_level(entry, dist_info, record_paths):
+    text = _read_text(os.path.join(dist_info, "top_level.txt"))
+    names = []
+    if text is not None:
+        names = [n.strip().replace("/", ".") for n in text.splitlines() if n.strip()]
+    else:
+        for path in record_paths:
+            first = path.split("/", 1)[0]
+            if "/" in path and first.isidentifier() and not first.endswith((".dist-info", ".data")):
+                names.append(first)
+            elif path.endswith(".py") and "/" not in path and path[:-3].isidentifier():
+                names.append(path[:-3])
+    out = []
+    for name in names:
+        head = name.split(".")[0]
+        if name not in out and not head.startswith("_") and head != "tests" and \
+                (os.path.isdir(os.path.join(entry, head)) or os.path.exists(os.path.join(entry, head + ".py"))):
+            out.append(name)
+    return out
+
+
+def companions(entries, origins):
+    """Env (and user-site) distributions built against torch: those requiring torch, and those whose shared
+    objects link libtorch/libc10 (ELF DT_NEEDED).  Host distributions belong to the host's build: not listed."""
+    import importlib.machinery
+
+    suffixes = list(importlib.machinery.EXTENSION_SUFFIXES)
+    found = []
+    seen = set()
+    for entry in entries:
+        if origins.of(entry) not in ("env", "user"):
+            continue
+        for item in _listing(entry):
+            if not item.endswith(".dist-info"):
+                continue
+            dist, _, version = item[: -len(".dist-info")].partition("-")
+            key = _canonical(dist)
+            if key in seen or key == "torch" or key.startswith(STACK_PREFIXES[1:]):
+                continue
+            seen.add(key)
+            dist_info = os.path.join(entry, item)
+            metadata = _read_text(os.path.join(dist_info, "METADATA")) or ""
+            requirement = _torch_requirement(metadata)
+            record = _read_text(os.path.join(dist_info, "RECORD")) or ""
+            # every start: RECORDs can list thousands of files (jupyterlab); only the .so lines are parsed
+            objects = [p for p in _so_paths(record) if _is_shared_object(p) and not p.startswith("..")]
+            linked, files = [], {}
+            for path in objects:
+                full = os.path.join(entry, path)
+                files[path] = _stat(full)
+                try:
+                    needed = elf_needed(full)
+                except Exception:  # unreadable or truncated: it cannot link torch as far as we can tell
+                    needed = []
+                if any(n.startswith(TORCH_LIBRARIES) for n in needed):
+                    linked.append(path)
+            if requirement is None and not linked:
+                continue
+            name = dist
+            for line in metadata.splitlines():
+                if line.lower().startswith("name:"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+            files["RECORD"] = _stat(os.path.join(dist_info, "RECORD"))
+            files["dist-info"] = _stat(dist_info)
+            # what the deep layer loads: extension-module candidates and whatever links torch (vendored
+            # libraries in *.libs/ come along as their dependencies)
+            loads = []
+            for path in objects:
+                module = _module_of(path, suffixes)
+                if module or path in linked:
+                    loads.append({"path": path, "module": module})
+            found.append({
+                "name": name, "version": version, "local": version.partition("+")[2],
+                "dist_info": dist_info, "location": entry, "origin": origins.of(dist_info),
+                "requires_torch": requirement, "wheel_tags": _wheel_tags(dist_info),
+                "links_torch": linked,
+                "modules": _top_level(entry, dist_info, [line.rsplit(",", 2)[0] for line in record.splitlines()]),
+                "shared_objects": loads,
+                "files": files,
+            })
+    return found
+
+
 def read_pyvenv_cfg(prefix):
     values = {}
     try:
@@ -555,6 +771,7 @@ def cheap(config, out=None):
         "notebook_dir": config.get("notebook_dir") or os.getcwd(),
         "torch": _guard(errors, "torch/version.py", torch_build, torch.get("location")),
         "nvidia_distributions": _guard(errors, "nvidia distributions", nvidia_distributions, entries, origins) or [],
+        "companions": _guard(errors, "torch companions", companions, entries, origins) or [],
         "environment": relevant_environment(),
         "visible": {"CUDA_VISIBLE_DEVICES": cvd, "kind": kind, "parsed": parsed, "devices": visible,
                     "count": len(visible)},
@@ -612,8 +829,70 @@ def deep(config, out):
             warnings.simplefilter("always")
             facts["torch"] = torch_deep(torch, config, out)
         facts["warnings"].extend(str(w.message) for w in caught)
+    if config.get("companions"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            facts["companions"] = load_companions(config["companions"], out)
+        facts["warnings"].extend(str(w.message) for w in caught)
     facts["ms"] = round((_clock() - started) * 1000, 1)
     return facts
+
+
+def load_companions(wanted, out):
+    """Load every companion as the kernel would use it, after torch: its modules, its extension modules (they
+    load lazily, e.g. torchvision's ops only at the first call) and every shared object it built against torch.
+
+    Every step is recorded; a failed library load is named first (it explains the import errors it causes).
+    ``wanted``: entries of the cheap facts' ``companions``."""
+    import ctypes
+    import importlib
+
+    try:
+        __import__("torch")  # companions resolve libtorch/libc10 through the already loaded torch
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return {c["name"]: {"ok": False, "steps": [], "error": "import torch: " + _error_text(exc)} for c in wanted}
+    results = {}
+    for companion in wanted:
+        name = companion["name"]
+        out.emit("stage", "load companion " + name)
+        t = _clock()
+        steps = []
+        for module in companion.get("modules") or []:
+            steps.append(_step("import " + module, importlib.import_module, module))
+        for item in companion.get("shared_objects") or []:
+            full = os.path.join(companion["location"], item["path"])
+            step = _step("load " + full, ctypes.CDLL, full)
+            steps.append(step)
+            module = item.get("module")
+            # a Python extension (it exports PyInit_<name>) is imported too: its init runs as in the kernel;
+            # a plain library (torch.ops.load_library style) is complete once loaded
+            if step["ok"] and module and hasattr(step.pop("value"), "PyInit_" + module.rsplit(".", 1)[-1]):
+                steps.append(_step("import " + module, importlib.import_module, module))
+            step.pop("value", None)
+        failed = [s for s in steps if not s["ok"]]
+        for step in steps:
+            step.pop("value", None)
+        results[name] = {"ok": not failed, "steps": steps, "ms": round((_clock() - t) * 1000, 1)}
+        if failed:
+            # a library that does not load is the root cause of the import errors it brings: name it first
+            loads = [s for s in failed if s["step"].startswith("load ")]
+            first = (loads or failed)[0]
+            results[name].update(error=first["error"], failed_step=first["step"])
+    return results
+
+
+def _step(what, fn, arg):
+    try:
+        return {"step": what, "ok": True, "value": fn(arg)}
+    except BaseException as exc:  # SystemExit from a package's import still reports
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        step = {"step": what, "ok": False, "error": _error_text(exc)}
+        if not isinstance(exc, (ImportError, OSError)):
+            step["traceback"] = _traceback(12)
+        return step
 
 
 def torch_deep(torch, config, out):

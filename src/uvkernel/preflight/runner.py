@@ -12,6 +12,7 @@ Jupyter server's event loop keeps answering.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import signal
 import time
@@ -66,12 +67,28 @@ class ProbeOutput:
         return f"it exited with status {code}"
 
 
-def _config(settings: Any, host: Any, env_path: Path, cwd: Path, *, deep: bool, init_cuda: bool) -> dict[str, Any]:
+def _config(settings: Any, host: Any, env_path: Path, cwd: Path, *, deep: bool, init_cuda: bool,
+            companions: list[dict[str, Any]] = ()) -> dict[str, Any]:
     required = list(settings.required_packages)
+    needs_torch = (init_cuda or bool(companions)) and "torch" not in required
     return {"env": str(env_path), "host_site_packages": list(host.site_packages), "notebook_dir": str(cwd),
             "packages": required + [n for n in ["ipykernel"] if n not in required],
-            "deep": deep, "deep_packages": required + (["torch"] if init_cuda and "torch" not in required else []),
-            "init_cuda": init_cuda, "smoke": True}
+            "deep": deep, "deep_packages": required + (["torch"] if needs_torch else []),
+            "init_cuda": init_cuda, "smoke": True, "companions": list(companions)}
+
+
+def _request(settings: Any, verdict: policy.Verdict, facts: Mapping[str, Any], ctx: policy.Context,
+             env_path: Path) -> dict[str, Any]:
+    """What the deep layer is asked to do: part of the cache key.
+
+    With companions in the env, the verdict belongs to this env alone (its own files decide it): the env's
+    identity joins the key, so the per-host entry another env stored is never reused for it."""
+    request: dict[str, Any] = {"init_cuda": verdict.gpu_expected, "packages": list(settings.required_packages)}
+    load = policy.companions_to_load(facts, ctx)
+    if load:
+        request["companions"] = [c.get("name") for c in load]
+        request["companions_env"] = hashlib.sha256(str(env_path).encode()).hexdigest()
+    return request
 
 
 async def _probe(python: Path, config: Mapping[str, Any], env: Mapping[str, str], cwd: Path,
@@ -99,6 +116,17 @@ def _problem(out: ProbeOutput, settings: Any, project: str, layer: str) -> Failu
         return Failure("TORCH_IMPORT_FAILED", {"package": package, "error": f"the process died ({out.how_it_ended()})",
                                                "project": project},
                        [("stage", out.stage)], detail=stderr[-3000:])
+    if "cheap" in out.reports and out.stage.startswith("load companion "):
+        name = out.stage[len("load companion "):]
+        found = [c for c in out.reports["cheap"].get("companions") or [] if c.get("name") == name]
+        deep = {"companions": {name: {"ok": False, "failed_step": out.stage,
+                                      "error": f"the process died while loading it ({out.how_it_ended()})"}}}
+        verdict = policy.Verdict()
+        ctx = policy.Context.from_settings(settings, host_python="", project=project)
+        policy.check_companions({**out.reports["cheap"], "companions": found}, deep, ctx, verdict)
+        if verdict.failures:
+            verdict.failures[0].detail = stderr[-3000:]
+            return verdict.failures[0]
     if "cheap" in out.reports and out.stage.startswith(("torch.cuda", "a first operation")):
         return Failure("CUDA_INIT_FAILED", {"error": f"the process died during {out.stage} ({out.how_it_ended()})"},
                        [("stage", out.stage)], detail=stderr[-3000:])
@@ -117,7 +145,8 @@ async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any,
     loop = asyncio.get_running_loop()
     deadline = loop.time() + float(settings.preflight_timeout)
     project = str(project_root or cwd)
-    ctx = policy.Context.from_settings(settings, host_python=host.executable, project=project)
+    ctx = policy.Context.from_settings(settings, host_python=host.executable, project=project,
+                                       env_python=str(python))
     result = PreflightResult()
 
     t0 = time.monotonic()
@@ -138,8 +167,8 @@ async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any,
         result.deep = "not run: the cheap checks already failed"
         return result
 
-    request = {"init_cuda": verdict.gpu_expected, "packages": list(settings.required_packages)}
-    if not request["packages"] and not request["init_cuda"]:
+    request = _request(settings, verdict, facts, ctx, env_path)
+    if not request["packages"] and not request["init_cuda"] and not request.get("companions"):
         result.notices = verdict.notices
         result.deep = "not run: nothing to import"
         return result
@@ -196,8 +225,8 @@ async def _finish(result: PreflightResult, entry: dict[str, Any] | None, facts: 
         result.cache.update(hit=True, age_s=round(entry["age"], 1))
     else:
         t1 = time.monotonic()
-        out = await _probe(python, _config(settings, host, env_path, cwd, deep=True,
-                                           init_cuda=verdict.gpu_expected), env, cwd, remaining)
+        out = await _probe(python, _config(settings, host, env_path, cwd, deep=True, init_cuda=verdict.gpu_expected,
+                                           companions=policy.companions_to_load(facts, ctx)), env, cwd, remaining)
         result.timings["deep_s"] = round(time.monotonic() - t1, 3)
         result.facts = out.reports.get("cheap") or facts
         problem = _problem(out, settings, project, "deep")
@@ -211,6 +240,7 @@ async def _finish(result: PreflightResult, entry: dict[str, Any] | None, facts: 
         result.deep = "ran"
         result.cache.update(hit=False)
         facts = result.facts
+        request = _request(settings, verdict, facts, ctx, env_path)
         cache_key = cache.key(facts, request, env_path)  # the facts this deep run saw
         result.cache["key"] = cache_key
     verdict = policy.evaluate(facts, deep, ctx)
