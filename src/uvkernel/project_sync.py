@@ -242,7 +242,7 @@ def read_fit(path: Path) -> tuple[list[str], set[str]]:
 
 async def fit_to_host(project: Project, env_python: Path, site_packages: Path, host: dict[str, HostDist],
                       settings: Any, uv: str, result: SyncResult, log: Log, *, locked: dict[str, Locked],
-                      cached: Path, kept: list[str], dropped: set[str], waived: list[str] = ()) -> None:
+                      cached: Path, kept: list[str], dropped: set[str], waived: dependencies.InstallPlan | None = None) -> None:
     """Step 3: locked versions that need another host version are re-resolved against the host and installed.
 
     ``kept``: the versions an earlier start of the same inputs found (uv sync skipped those names): installed
@@ -390,7 +390,7 @@ def project_files(project: Project) -> list[Path]:
 
 async def sync_resolved(project: Project, env_python: Path, env_path: Path, host: dict[str, HostDist],
                         host_sig: str, settings: Any, uv: str, cache_root: Path, log: Log,
-                        stale_lock: bool, waived: list[str] = ()) -> SyncResult:
+                        stale_lock: bool, waived: dependencies.InstallPlan | None = None) -> SyncResult:
     keep = provided(host, settings.allow_shadowing)
     result = SyncResult(how="resolved against the host (uv pip compile on pyproject.toml)")
     if stale_lock:
@@ -471,18 +471,36 @@ async def _install_resolved(project: Project, env_python: Path, keep: dict[str, 
     return _installed_lines(done.output)
 
 
+async def _check_waiver(output: str, env_python: Path, keep: dict[str, HostDist], settings: Any, uv: str,
+                        project: Project, waived: dependencies.InstallPlan) -> None:
+    """An override waives the pin for every package, so check that the versions resolved under it need nothing
+    but the host's versions themselves: a torchvision made for the waived torch still cannot use the host's."""
+    pins = [line for line in output.splitlines() if (req := dependencies._requirement(line)) is not None  # noqa: SLF001
+            and not req.url and canonical(req.name) not in keep]
+    if not pins:
+        return
+    try:
+        await dependencies.resolve(pins, uv=uv, env_python=str(env_python), host=keep,
+                                   python_version=_python_version(env_python, dependencies._site_of(str(env_python))),  # noqa: SLF001
+                                   root=_where(project), cwd=project.root, timeout=settings.uv_timeout)
+    except DependencyError as exc:
+        raise dependencies._with_waived_pins(exc, waived) from None  # noqa: SLF001
+
+
 async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist], settings: Any, uv: str,
                    tmp: Path, log: Log, *, constraints: list[str] = (), preferences: Path | None = None,
-                   diagnose: bool = True, waived: list[str] = ()) -> str:
+                   diagnose: bool = True, waived: dependencies.InstallPlan | None = None) -> str:
     placeholders = tmp / "host"
     import asyncio
 
     pins, unversioned = await asyncio.to_thread(write_placeholders, keep, placeholders)
     pins_file = tmp / "host-versions.txt"
     pins_file.write_text("\n".join([*pins, *constraints]) + "\n")
-    if waived:
+    overrides = [keep[canonical(u["name"])].pin for u in (waived.unmet_pins if waived else [])
+                 if canonical(u["name"]) in keep]
+    if overrides:
         # host_version_conflicts = warn: the project's pin on a host package gives way to the host's version
-        (tmp / "waived-pins.txt").write_text("\n".join(waived) + "\n")
+        (tmp / "waived-pins.txt").write_text("\n".join(o for o in overrides if o) + "\n")
         argv_overrides = ["--overrides", str(tmp / "waived-pins.txt")]
     else:
         argv_overrides = []
@@ -502,7 +520,10 @@ async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist]
                         timeout=settings.uv_timeout, cwd=project.root, check=False,
                         extra_env=find_links_env(placeholders))
     if done.returncode == 0:
-        return preferences.read_text() if preferences is not None else done.stdout
+        output = preferences.read_text() if preferences is not None else done.stdout
+        if overrides:
+            await _check_waiver(output, env_python, keep, settings, uv, project, waived)
+        return output
     text = done.output
     failure = _uv_failure(project, text, done.returncode, "uv pip compile")
     if not isinstance(failure, UvError):
@@ -681,9 +702,7 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
                                  "dependencies are yours to install (`%pip install` in the kernel keeps the host's)"])
     check_sources(project)
     direct = check_direct(project, host, host_python.version, settings)
-    # host_version_conflicts = warn: the project's pins on host packages give way to the host's versions
-    waived = [p for p in (host[canonical(u["name"])].pin for u in direct.unmet_pins if canonical(u["name"]) in host)
-              if p]
+    waived = direct if direct.unmet_pins else None  # host_version_conflicts = warn: pins that give way to the host
     # a path, workspace, git or url source is the project's own code: installed even where the host has the name
     own = _local_names(project)
     shadows = {host[k].name: host[k].version for k in own if k in host}
