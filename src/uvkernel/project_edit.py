@@ -136,7 +136,8 @@ async def bounds(change: Change, *, settings: UvKernelSettings, host: Any, proje
             python_version=host.version, allow_shadowing=settings.allow_shadowing, locked=locked, root=str(root),
             cwd=root, timeout=settings.uv_timeout)
     except DependencyError as exc:
-        missing = [m for m in _NOT_FOUND.findall(exc.detail or "")
+        flat = " ".join((exc.detail or "").split())  # uv wraps its explanation to the terminal's width
+        missing = [m for m in _NOT_FOUND.findall(flat)
                    if canonical(m) in {canonical(r.name) for r in reqs}]
         if missing:
             raise DependencyError("PACKAGE_NOT_FOUND", names=", ".join(sorted(set(missing))),

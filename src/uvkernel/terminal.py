@@ -37,6 +37,9 @@ class Progress:
     def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
         self.stream = stream or sys.stderr
         self.enabled = _isatty(self.stream) if enabled is None else enabled
+        # `!uvkernel add X` in a notebook cell: IPython gives the command a pty, but the cell's output is no
+        # terminal a status line can redraw; plain step lines only
+        self.live = self.enabled and not os.environ.get(launch.KERNEL_VAR) and not os.environ.get("JPY_PARENT_PID")
         self.t0 = time.monotonic()
         self.current = "starting"
         self._lock = threading.Lock()
@@ -48,7 +51,7 @@ class Progress:
         return time.monotonic() - self.t0
 
     def __enter__(self) -> "Progress":
-        if self.enabled and _isatty(self.stream):
+        if self.live:
             self._ticker = threading.Thread(target=self._tick, name="uvkernel-progress", daemon=True)
             self._ticker.start()
         return self

@@ -44,8 +44,11 @@ def uv_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment uv runs with: never download a Python, never pick one up from the project."""
     env = dict(os.environ if base is None else base)
     env["UV_PYTHON_DOWNLOADS"] = "never"
-    for key in ("UV_PYTHON", "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONHOME", "UV_SYSTEM_PYTHON"):
+    # FORCE_COLOR / CLICOLOR_FORCE: ipykernel sets them for `!` commands (`!uvkernel add X`); uv's output is parsed
+    for key in ("UV_PYTHON", "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONHOME", "UV_SYSTEM_PYTHON", "FORCE_COLOR",
+                "CLICOLOR_FORCE"):
         env.pop(key, None)
+    env["NO_COLOR"] = "1"
     env.setdefault("UV_NO_PROGRESS", "1")
     return env
 
