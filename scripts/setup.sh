@@ -30,6 +30,11 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$UV" venv -q .venv --python "$HOST"
 fi
+# The distribution was called uvkernel before it became jupyter-uvkernel (that name on PyPI is another project's):
+# a dev env from before keeps the old dist-info, which uvkernel would report as a second owner of its files.
+if .venv/bin/python -c 'import importlib.metadata as m; m.distribution("uvkernel")' >/dev/null 2>&1; then
+  "$UV" pip uninstall -q --python .venv/bin/python uvkernel
+fi
 "$UV" pip install -q --python .venv/bin/python -e . --group test
 
 if [ "$E2E" = 1 ]; then

@@ -3,7 +3,7 @@
 #
 # Once, as root, in the environment that runs the hub and the single-user servers (docs/jupyterhub.md):
 #
-#     python -m pip install jupyterhub jupyterlab uvkernel
+#     python -m pip install jupyterhub jupyterlab jupyter-uvkernel
 #     npm install -g configurable-http-proxy
 #     # the kernel spec, system-wide, pointing at the interpreter that holds torch/CUDA:
 #     uvkernel install --sys-prefix --host-python /opt/stack/bin/python3

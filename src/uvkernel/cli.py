@@ -1,4 +1,5 @@
-"""``uvkernel`` / ``jupyter uvkernel``: install, uninstall, list, check, unshadow, and the kernel launcher."""
+"""``uvkernel`` / ``jupyter uvkernel``: install, uninstall, list, check, unshadow, the kernel launcher, and the
+terminal commands sync, run, add and remove (terminal.py, project_edit.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ import time
 import traceback
 from typing import Any, Sequence
 
-from . import __version__, kernelspec, pipeline
+from . import distribution, kernelspec, pipeline
 from .errors import DEBUG_ENV, UvkernelError, debug_enabled, internal_error
+from .launch import KERNEL_VAR, SETTINGS_VAR
 from .settings import from_config, validate_config
+
+DESCRIPTION = ("Jupyter kernels in per-project uv environments that use the host's torch and CUDA. "
+               "From a terminal, use uvkernel sync / run / add / remove instead of uv sync / uv run / uv add: "
+               "uv's own commands cannot see the host's packages and would install torch a second time.")
 
 
 def _location(parser: argparse.ArgumentParser) -> None:
@@ -32,11 +38,12 @@ def _prefix(args: argparse.Namespace) -> tuple[bool, str | None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uvkernel", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"uvkernel {__version__}")
+    parser = argparse.ArgumentParser(prog="uvkernel", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", help="show the version and exit",
+                        version=f"uvkernel {distribution.version()} ({distribution.DIST_NAME})")
     parser.add_argument("--debug", action="store_true",
                         help=f"show the traceback of an unexpected error (same as {DEBUG_ENV}=1)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("install", help="write a kernel spec that uses the uvkernel provisioner")
     _location(p)
@@ -50,27 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("uninstall", help="remove a kernel spec")
     _location(p)
-    p.add_argument("name")
+    p.add_argument("name", help="the kernel spec's name (uvkernel list shows them)")
 
     p = sub.add_parser("list", help="list the installed uvkernel kernel specs")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
 
-    p = sub.add_parser("check", help="prepare the env for a folder and run the preflight, as a kernel start would")
-    p.add_argument("dir", nargs="?", default=".")
-    p.add_argument("--host-python", default=None, metavar="PATH")
-    p.add_argument("--kernel", default=None, metavar="NAME", help="use this kernel spec's settings")
+    _terminal_parsers(sub)
+
+    p = sub.add_parser("check", help="prepare the env for a folder as a kernel start would, and print the full report")
+    p.add_argument("dir", nargs="?", default=".", help="the notebook's folder (default: the current folder)")
+    p.add_argument("--host-python", default=None, metavar="PATH", help=HOST_HELP)
+    p.add_argument("--kernel", default=None, metavar="NAME", help=KERNEL_HELP)
     p.add_argument("--require-cuda", action="store_true", help="fail unless CUDA works")
     p.add_argument("--recheck", action="store_true", help="ignore the preflight cache")
     p.add_argument("--json", action="store_true", help="print every fact as JSON")
 
     p = sub.add_parser("kernel", help="start a kernel directly (the spec's argv, for clients without provisioners)")
-    p.add_argument("-f", dest="connection_file", required=True)
-    p.add_argument("--kernel", default=kernelspec.DEFAULT_NAME, metavar="NAME")
+    p.add_argument("-f", dest="connection_file", required=True, metavar="FILE",
+                   help="the connection file Jupyter gives the kernel")
+    p.add_argument("--kernel", default=kernelspec.DEFAULT_NAME, metavar="NAME",
+                   help="the kernel spec whose settings to use (default: %(default)s)")
 
     p = sub.add_parser("unshadow", help="remove env copies of packages the host provides (asks nothing else)")
-    p.add_argument("dir", nargs="?", default=".")
-    p.add_argument("--host-python", default=None, metavar="PATH")
-    p.add_argument("--kernel", default=None, metavar="NAME")
+    p.add_argument("dir", nargs="?", default=".", help="the notebook's folder (default: the current folder)")
+    p.add_argument("--host-python", default=None, metavar="PATH", help=HOST_HELP)
+    p.add_argument("--kernel", default=None, metavar="NAME", help=KERNEL_HELP)
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     return parser
 
@@ -82,6 +93,9 @@ def _settings_for(kernel: str | None, host_python: str | None, **overrides: Any)
     if kernel:
         config, env, path = kernelspec.load_config(kernel)
         validate_config(config, spec=path)  # a wrong value is reported with the file it is in
+    elif os.environ.get(SETTINGS_VAR):
+        # run inside a uvkernel kernel (`!uvkernel add X`) or `uvkernel run`: the settings that started it
+        config = _context_settings(os.environ[SETTINGS_VAR])
     if host_python:
         overrides["host_python"] = os.path.abspath(os.path.expanduser(host_python))
     source = f"the kernel spec {path}" if path else f"the kernel spec {kernel}"
@@ -185,7 +199,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         cmd, env, _path = fallback_kernel.prepare(exc, args.connection_file, dict(os.environ))
         os.execve(cmd[0], cmd, env)
     cmd = prepared.command(args.connection_file)
-    os.execve(cmd[0], cmd, prepared.kernel_env)
+    os.execve(cmd[0], cmd, prepared.environment_for(environ, context={KERNEL_VAR: args.kernel}))
     return 0  # not reached
 
 
@@ -196,8 +210,111 @@ def cmd_unshadow(args: argparse.Namespace) -> int:
     return asyncio.run(unshadow.main(settings, os.path.abspath(args.dir), environ, dry_run=args.dry_run))
 
 
+# --- from a terminal: sync, run, add, remove (logic in terminal.py and project_edit.py) ----------------------
+
+HOST_HELP = "the interpreter that holds torch/CUDA (default: the kernel spec's, else the rule in the README)"
+KERNEL_HELP = ("use this kernel spec's settings (default: the kernel this runs in, from $UVKERNEL_KERNEL, "
+               "else the defaults)")
+PROJECT_HELP = "the project's folder, or any folder in it (default: the current folder)"
+
+
+def _terminal_parsers(sub: Any) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--project", default=None, metavar="DIR", help=PROJECT_HELP)
+        p.add_argument("--kernel", default=None, metavar="NAME", help=KERNEL_HELP)
+        p.add_argument("--host-python", default=None, metavar="PATH", help=HOST_HELP)
+
+    p = sub.add_parser("sync", help="prepare the env as a kernel start would (use instead of uv sync)")
+    common(p)
+    p = sub.add_parser("run", help="prepare the env, then run a command in it (use instead of uv run)")
+    common(p)
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
+                   help="the command and its arguments, e.g. -- python train.py")
+    for verb, what, text in (("add", "PKG", "record packages with uv and install them, keeping the host's "
+                                            "(use instead of uv add)"),
+                             ("remove", "PKG", "remove packages from pyproject.toml and uv.lock with uv "
+                                               "(use instead of uv remove)")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("packages", nargs="+", metavar=what, help="package names or requirements, e.g. pandas "
+                                                                  "or 'numpy>=2'")
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--group", default=None, metavar="GROUP", help="in this dependency group")
+        where.add_argument("--dev", action="store_true", help="in the dev dependency group")
+        where.add_argument("--optional", default=None, metavar="EXTRA", help="in this optional extra")
+        common(p)
+
+
+def _context_settings(raw: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        print(f"uvkernel: warning: ${SETTINGS_VAR} is not a JSON object; using the default settings", file=sys.stderr)
+        return {}
+    return data
+
+
+def _kernel_name(args: argparse.Namespace) -> str | None:
+    if args.kernel or os.environ.get(SETTINGS_VAR):
+        return args.kernel
+    return os.environ.get(KERNEL_VAR) or None
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from . import terminal
+
+    folder = terminal.project_folder(args.project, "sync")
+    settings, environ = _settings_for(_kernel_name(args), args.host_python)
+    progress = terminal.Progress()
+    try:
+        prepared = terminal.prepare(settings, folder, environ, progress)
+    except UvkernelError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(terminal.summary(prepared, progress.elapsed))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import terminal
+
+    argv = terminal.strip_separator(args.cmd)
+    folder = terminal.project_folder(args.project, "run")
+    settings, environ = _settings_for(_kernel_name(args), args.host_python)
+    try:
+        prepared = terminal.prepare(settings, folder, environ, terminal.Progress())
+    except UvkernelError as exc:
+        print(str(exc), file=sys.stderr)  # the text a kernel start shows; the command is not run
+        return 1
+    terminal.exec_command(prepared, argv)
+    return 0  # not reached
+
+
+def cmd_change(args: argparse.Namespace) -> int:
+    from . import project_edit, terminal
+
+    folder = terminal.project_folder(args.project, args.command)
+    settings, environ = _settings_for(_kernel_name(args), args.host_python)
+    change = project_edit.Change(args.command, list(args.packages), group=args.group, dev=args.dev,
+                                 optional=args.optional)
+    progress = terminal.Progress()
+    progress.line(f"uvkernel {args.command} {' '.join(args.packages)} in {folder}")
+    try:
+        outcome = terminal.run_blocking(
+            lambda: project_edit.apply(change, settings, folder, environ, progress.log), progress, folder)
+    except UvkernelError as exc:
+        print(str(exc), file=sys.stderr)
+        print("uvkernel: " + (project_edit.RESTORED if getattr(exc, "restored", False)
+                              else "nothing was recorded: pyproject.toml and uv.lock are unchanged"), file=sys.stderr)
+        return 1
+    print(project_edit.summary(change, outcome, progress.elapsed))
+    return 0
+
+
 COMMANDS = {"install": cmd_install, "uninstall": cmd_uninstall, "list": cmd_list, "check": cmd_check,
-            "kernel": cmd_kernel, "unshadow": cmd_unshadow}
+            "kernel": cmd_kernel, "unshadow": cmd_unshadow,
+            "sync": cmd_sync, "run": cmd_run, "add": cmd_change, "remove": cmd_change}
 
 
 def _traceback_log(text: str) -> str:
@@ -209,7 +326,7 @@ def _traceback_log(text: str) -> str:
         os.makedirs(folder, mode=0o700, exist_ok=True)
         path = os.path.join(folder, time.strftime("error-%Y%m%d-%H%M%S") + f"-{os.getpid()}.log")
         with open(path, "w") as fh:
-            fh.write(f"uvkernel {__version__}, argv {sys.argv!r}\n{text}")
+            fh.write(f"uvkernel {distribution.version()}, argv {sys.argv!r}\n{text}")
         return path
     except Exception:  # noqa: BLE001 - a log file that cannot be written must not hide the error itself
         return ""
@@ -230,6 +347,10 @@ def unexpected(exc: Exception, doing: str, args: argparse.Namespace | None = Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "kernel":
+        warning = distribution.foreign_warning(deep=args.command == "check")
+        if warning:
+            print(warning, file=sys.stderr)
     try:
         return COMMANDS[args.command](args)
     except UvkernelError as exc:

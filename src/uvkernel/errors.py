@@ -192,6 +192,44 @@ MESSAGES: dict[str, Message] = {
         "uv could not remove the shadowing packages from {env} (exit status {returncode})",
         "read uv's message above; the env is unchanged where uv failed",
     ),
+    # --- from a terminal: uvkernel sync / run / add / remove (terminal.py, project_edit.py) ----------------
+    "PROJECT_DIR_MISSING": Message(
+        "the folder {path} does not exist",
+        "give an existing folder: `uvkernel {command} --project /path/to/project`",
+    ),
+    "NOT_A_PROJECT": Message(
+        "{path} is not in a uv project (no pyproject.toml with a [project] table there or in a folder above)",
+        "make it one with `uv init --bare {path}`, or give the project's folder: "
+        "`uvkernel {command} --project /path/to/project`",
+    ),
+    "RUN_NO_COMMAND": Message(
+        "uvkernel run needs the command to run",
+        "give it after --, e.g. `uvkernel run -- python train.py`",
+    ),
+    "RUN_COMMAND_FAILED": Message(
+        "the command {command} could not be started: {detail}",
+        "check its name (it is looked up on PATH: {env}/bin first, then the host's bin folder, then the rest)",
+    ),
+    "INTERRUPTED": Message(
+        "interrupted (Ctrl-C) while uvkernel was preparing the env for {project}",
+        "nothing is lost: run `uvkernel sync --project {project}` again (or start the kernel); it resumes where "
+        "this run stopped",
+    ),
+    "PACKAGE_NOT_FOUND": Message(
+        "the package index has no package named {names}; nothing was recorded",
+        "check the spelling (the names pip and uv take, as listed on https://pypi.org), then run "
+        "`uvkernel add` again",
+    ),
+    "CHANGE_FAILED": Message(
+        "uv refused to record the change (`uv {verb}` exited with status {returncode}); nothing was recorded",
+        "read uv's message above; pyproject.toml and uv.lock are as they were before",
+    ),
+    "FOREIGN_UVKERNEL": Message(
+        "warning: another distribution ({names}) owns the uvkernel package and command in {prefix}, beside "
+        "jupyter-uvkernel (this project); whichever was installed last overwrote the other's files",
+        "remove it and reinstall this one: `{python} -m pip uninstall -y {uninstall}` and then "
+        "`{python} -m pip install --force-reinstall jupyter-uvkernel`",
+    ),
     # --- kernel spec --------------------------------------------------------------------------------
     "KERNEL_NAME_INVALID": Message(
         "{name!r} is not a valid kernel name: use lowercase letters, digits, '.', '_' and '-'",

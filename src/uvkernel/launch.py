@@ -7,9 +7,13 @@ restarts).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shlex
+import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 # Variables that would make the env's python load another installation's stdlib or packages.
 _DROP = ("PYTHONHOME", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER", "CONDA_SHLVL",
@@ -19,6 +23,11 @@ _DROP = ("PYTHONHOME", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFI
 
 EXTENSION_FILE = Path(__file__).with_name("kernel_extension.py")
 REPORT_VAR = "UVKERNEL_REPORT"
+# What started the kernel, so `!uvkernel add X` in a cell (and `uvkernel run`'s children) use the same host and
+# policy without --kernel: the spec's name, and the effective settings as JSON (the spec's config plus any jupyter
+# config file, host_python resolved).  cli._settings_for reads them.
+KERNEL_VAR = "UVKERNEL_KERNEL"
+SETTINGS_VAR = "UVKERNEL_SETTINGS"
 
 
 def kernel_environment(
@@ -29,11 +38,15 @@ def kernel_environment(
     report_file: Path | None = None,
     excludes_file: Path | None = None,
     constraints_file: Path | None = None,
+    tools_dir: Path | None = None,
+    context: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in _DROP}
     env["VIRTUAL_ENV"] = str(env_path)
-    path_parts = [str(env_path / "bin")] + [p for p in env.get("PATH", os.defpath).split(os.pathsep)
-                                            if p and p != str(env_path / "bin")]
+    first = [str(env_path / "bin")]
+    if tools_dir is not None:
+        first.append(str(tools_dir))  # `!uvkernel add X` runs the uvkernel that started this kernel
+    path_parts = first + [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p not in first]
     if uv_dir and uv_dir not in path_parts:
         path_parts.append(uv_dir)  # `!uv pip install` works even where uv is not on the server's PATH
     env["PATH"] = os.pathsep.join(path_parts)
@@ -56,7 +69,50 @@ def kernel_environment(
     # env (uv cannot see the host's). uv still edits pyproject.toml and uv.lock as asked; the next kernel
     # (re)start installs the change the uvkernel way.
     env["UV_NO_SYNC"] = "1"
+    env.update(context or {})
     return env
+
+
+def insert_after_env(path_value: str, env_path: Path, tools_dir: Path | None, dirs: Sequence[str]) -> str:
+    """PATH with ``dirs`` right after the env's bin (and uvkernel's tools folder), before the rest."""
+    parts = [p for p in path_value.split(os.pathsep) if p]
+    keep = [p for p in parts if p in (str(env_path / "bin"), str(tools_dir or ""))]
+    rest = [p for p in parts if p not in keep and p not in dirs]
+    return os.pathsep.join(keep + [d for d in dirs if d not in keep] + rest)
+
+
+def settings_context(settings: Any, host_python: str) -> dict[str, str]:
+    """``UVKERNEL_SETTINGS`` for the kernel's environment: every setting's effective value, the host resolved."""
+    from .settings import SETTING_NAMES
+
+    values = {name: getattr(settings, name) for name in SETTING_NAMES}
+    values["host_python"] = host_python
+    return {SETTINGS_VAR: json.dumps(values, default=list, sort_keys=True)}
+
+
+def tools_dir(cache_root: Path) -> Path | None:
+    """A folder holding only a ``uvkernel`` command that runs this uvkernel (the one that prepared the env).
+
+    On the kernel's PATH right after the env's bin, so `!uvkernel add pandas` in a cell finds it even where the
+    server's bin folder is not on PATH, and never another ``uvkernel`` further down PATH.  Only that one name
+    is added: the server's other commands (its python, pip, jupyter) stay out of the kernel's way.
+    """
+    from .kernelspec import LAUNCHER
+
+    digest = hashlib.sha256(sys.executable.encode()).hexdigest()[:16]
+    folder = cache_root / "bin" / digest
+    script = folder / "uvkernel"
+    text = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(LAUNCHER)} \"$@\"\n"
+    try:
+        if not script.is_file() or script.read_text() != text:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = script.with_name(f"uvkernel.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.chmod(0o755)
+            os.replace(tmp, script)
+    except OSError:
+        return None  # a read-only cache: the kernel works, only `!uvkernel` needs the full path
+    return folder
 
 
 def kernel_command(env_python: Path, connection_file: str, python_version: tuple[int, ...],

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from . import __version__, environment, host as host_mod, launch, preflight, project as project_mod
+from . import distribution, environment, host as host_mod, launch, preflight, project as project_mod
 from . import installers
 from . import settings as settings_mod
 from .errors import PreflightError, ProjectError, UvkernelError
@@ -39,13 +39,16 @@ class Prepared:
     timings: dict[str, float] = field(default_factory=dict)
     cache_root: Path = field(default_factory=Path)
     settings: UvKernelSettings | None = None  # the effective settings: the caller's, with [tool.uvkernel] below them
+    context: dict[str, str] = field(default_factory=dict)  # UVKERNEL_SETTINGS (launch.settings_context)
+    tools: Path | None = None  # the folder with the `uvkernel` command for the kernel's PATH
 
-    def environment_for(self, base: Mapping[str, str]) -> dict[str, str]:
+    def environment_for(self, base: Mapping[str, str], context: Mapping[str, str] | None = None) -> dict[str, str]:
         """The kernel's environment built on ``base`` (a copy; ``base`` is not changed)."""
         return launch.kernel_environment(
             base, self.env.path, uv_dir=os.path.dirname(self.uv), report_file=self.env.path / REPORT_FILE,
             excludes_file=_existing(self.env.path / installers.HOST_EXCLUDES),
             constraints_file=_existing(self.env.path / installers.HOST_CONSTRAINTS),
+            tools_dir=self.tools, context={**self.context, **(context or {})},
         )
 
     def command(self, connection_file: str) -> list[str]:
@@ -62,7 +65,7 @@ def report_dict(*, host: HostPython | None = None, project: Project | None = Non
                 error: UvkernelError | None = None, settings: UvKernelSettings | None = None) -> dict[str, Any]:
     return {
         "settings": settings_mod.sources_of(settings) if settings is not None else {},
-        "uvkernel": __version__,
+        "uvkernel": distribution.version(),
         "ok": error is None and (result is None or result.ok),
         "host": host.to_json() if host else None,
         "project": project.to_json() if project else None,
@@ -143,7 +146,8 @@ async def prepare_env(
 
     env = await environment.prepare(project, host, settings, uv=uv, cache_root=root, log=say)
     timings["env"] = time.monotonic() - t0 - timings["find"]
-    prepared = Prepared(host, project, env, preflight.PreflightResult(skipped=True), {}, uv, timings, root, settings)
+    prepared = Prepared(host, project, env, preflight.PreflightResult(skipped=True), {}, uv, timings, root, settings,
+                        context=launch.settings_context(settings, host.path), tools=launch.tools_dir(root))
     prepared.kernel_env = prepared.environment_for(environ)
     return prepared
 
@@ -158,6 +162,7 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
     t0 = time.monotonic()
     env, project = prepared.env, prepared.project
     if settings.preflight:
+        say("preflight: checking the host stack from the env")
         result = await preflight.run(python=env.python, env=prepared.kernel_env, cwd=project.notebook_dir,
                                      settings=settings, host=prepared.host, env_path=env.path,
                                      project_root=project.root, cache_root=prepared.cache_root, recheck=recheck)

@@ -20,6 +20,7 @@ from tornado.web import HTTPError
 
 from . import fallback_kernel, pipeline
 from .errors import SpecError, UvkernelError, debug_enabled, internal_error
+from .launch import KERNEL_VAR
 from .settings import SETTING_NAMES, UvKernelSettings, validate_config
 
 
@@ -222,7 +223,9 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
             return kwargs
         assert self.prepared is not None
         kwargs["cmd"] = self.prepared.command(connection_file)
-        kwargs["env"] = self.prepared.environment_for(kwargs["env"])  # a copy: saved launch kwargs stay as they came
+        # a copy: saved launch kwargs stay as they came.  UVKERNEL_KERNEL: `!uvkernel add X` uses this spec
+        kernel_name = getattr(self.parent, "kernel_name", "") or ""
+        kwargs["env"] = self.prepared.environment_for(kwargs["env"], context={KERNEL_VAR: kernel_name})
         if cwd is None:
             kwargs["cwd"] = str(self.prepared.project.notebook_dir)
         return kwargs

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextvars import ContextVar
+from typing import Callable, Mapping
 
 from . import process
 from .errors import EnvError, UvError
@@ -42,11 +44,17 @@ def uv_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment uv runs with: never download a Python, never pick one up from the project."""
     env = dict(os.environ if base is None else base)
     env["UV_PYTHON_DOWNLOADS"] = "never"
-    for key in ("UV_PYTHON", "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONHOME", "UV_SYSTEM_PYTHON"):
+    # FORCE_COLOR / CLICOLOR_FORCE: ipykernel sets them for `!` commands (`!uvkernel add X`); uv's output is parsed
+    for key in ("UV_PYTHON", "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONHOME", "UV_SYSTEM_PYTHON", "FORCE_COLOR",
+                "CLICOLOR_FORCE"):
         env.pop(key, None)
+    env["NO_COLOR"] = "1"
     env.setdefault("UV_NO_PROGRESS", "1")
     return env
 
+
+# Told about each uv command as it starts (argv, step): the terminal's progress display sets it (uvkernel sync).
+UV_OBSERVER: "ContextVar[Callable[[list[str], str], None] | None]" = ContextVar("uvkernel_uv_observer", default=None)
 
 GENERIC_FIX = "read uv's message above; run uvkernel check in the notebook's folder for the full report"
 
@@ -57,12 +65,16 @@ def no_space(text: str) -> bool:
 
 async def run_uv(args: list[str], *, step: str, timeout: float, cwd: "os.PathLike[str] | str | None" = None,
                  fix: str = GENERIC_FIX, check: bool = True, disk: str = "the env",
-                 extra_env: "dict[str, str] | None" = None):
+                 extra_env: Mapping[str, str] | None = None):
     """Run uv (async, own process group) and turn its failures into uvkernel errors, in one place.
 
     ``step`` completes "uv failed while it ..."; ``check=False`` returns a failed run to the caller (which
     explains it better), but a time-out, an unrunnable binary and a full disk are always errors.
+    ``extra_env``: variables set for this uv run only (e.g. UV_PROJECT_ENVIRONMENT for `uv add`).
     """
+    observer = UV_OBSERVER.get()
+    if observer is not None:
+        observer([str(a) for a in args], step)
     try:
         done = await process.run(args, env={**uv_environment(), **(extra_env or {})}, timeout=timeout, cwd=cwd)
     except OSError as exc:  # uv_path names something that cannot be executed

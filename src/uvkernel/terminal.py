@@ -1,0 +1,186 @@
+"""From a terminal: ``uvkernel sync`` and ``uvkernel run``, the env exactly as a kernel start prepares it.
+
+uv's own ``uv sync`` / ``uv run`` cannot see the host's packages (FIELD-NOTES section 1): in an env that inherits
+the host's torch they install torch and its CUDA wheels again, which then shadow the host's.  These commands run
+the kernel start's pipeline (:func:`pipeline.prepare`) instead, with the same settings (``--kernel NAME``, or the
+kernel's own when run from a notebook cell), and ``run`` then execs the command in the kernel's environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import threading
+import time
+from typing import Any, Mapping, NoReturn, Sequence, TextIO
+
+from . import launch, pipeline
+from .errors import ProjectError, UvkernelError
+from .settings import UvKernelSettings
+from .uvbin import UV_OBSERVER
+
+
+def project_folder(value: str | None, command: str) -> str:
+    """The folder a command works on, absolute; a missing one is an error (never its nearest parent)."""
+    path = os.path.abspath(os.path.expanduser(value or "."))
+    if not os.path.isdir(path):
+        raise ProjectError("PROJECT_DIR_MISSING", path=path, command=command)
+    return path
+
+
+class Progress:
+    """What the preparation is doing, on a terminal: a line per step and uv command, and a status line with the
+    elapsed time.  Silent when the stream is not a terminal (scripts, CI, a notebook cell's captured output)."""
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = _isatty(self.stream) if enabled is None else enabled
+        # `!uvkernel add X` in a notebook cell: IPython gives the command a pty, but the cell's output is no
+        # terminal a status line can redraw; plain step lines only
+        self.live = self.enabled and not os.environ.get(launch.KERNEL_VAR) and not os.environ.get("JPY_PARENT_PID")
+        self.t0 = time.monotonic()
+        self.current = "starting"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def __enter__(self) -> "Progress":
+        if self.live:
+            self._ticker = threading.Thread(target=self._tick, name="uvkernel-progress", daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            with self._lock:
+                self._write("\r\x1b[2K")
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _status(self) -> None:
+        if self._ticker is None:
+            return
+        width = shutil.get_terminal_size((100, 20)).columns
+        line = f"  {self.elapsed:6.1f} s  {self.current}"
+        self._write("\r\x1b[2K" + line[: max(width - 1, 10)])
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.2):
+            with self._lock:
+                self._status()
+
+    def line(self, text: str) -> None:
+        """A step: printed once with its time, and shown in the status line while it runs."""
+        if not self.enabled:
+            return
+        with self._lock:
+            self.current = text
+            self._write(("\r\x1b[2K" if self._ticker is not None else "") + f"[{self.elapsed:6.1f} s] {text}\n")
+            self._status()
+
+    def log(self, message: str) -> None:  # the pipeline's log callback
+        self.line(message)
+
+    def uv(self, argv: list[str], step: str) -> None:  # uvbin.UV_OBSERVER
+        words = [a for a in argv[1:3] if not a.startswith("-")]
+        self.line(f"uv {' '.join(words)}: {step}")
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+async def _observed(progress: Progress, coro: Any) -> Any:
+    token = UV_OBSERVER.set(progress.uv)
+    try:
+        return await coro
+    finally:
+        UV_OBSERVER.reset(token)
+
+
+def run_blocking(make_coro: Any, progress: Progress, folder: str) -> Any:
+    """Run one async preparation from the CLI; Ctrl-C becomes INTERRUPTED (uv's process groups are killed by
+    process.run; the env keeps what was done, and its creation marker or missing state file makes the next start
+    resume it)."""
+    try:
+        with progress:
+            return asyncio.run(_observed(progress, make_coro()))
+    except KeyboardInterrupt:
+        raise UvkernelError("INTERRUPTED", project=folder) from None
+
+
+def prepare(settings: UvKernelSettings, folder: str, environ: Mapping[str, str],
+            progress: Progress) -> pipeline.Prepared:
+    """The kernel start's preparation (env, dependencies, preflight) for ``folder``."""
+    progress.line(f"preparing the env for {folder}")
+    return run_blocking(lambda: pipeline.prepare(settings, cwd=folder, environ=environ, log=progress.log),
+                        progress, folder)
+
+
+def summary(prepared: pipeline.Prepared, elapsed: float, title: str = "uvkernel sync") -> str:
+    """A few lines: where the env is, what the host provides, what this run did, what needs attention."""
+    env, project = prepared.env, prepared.project
+    lines = [f"{title}: env ready, a kernel would start ({elapsed:.1f} s)",
+             f"  project: {project.root or 'none (the folder is not in a project)'}",
+             f"  env: {env.path}",
+             f"  host: {prepared.host.executable} (Python {prepared.host.version_str})"]
+    from_host = sorted((env.plan or {}).get("from_host", {}).items())
+    if from_host:
+        shown = ", ".join(f"{k} {v}" for k, v in from_host[:6]) + (", ..." if len(from_host) > 6 else "")
+        lines.append(f"  from the host: {shown}")
+    lines.append("  this run: " + ("; ".join(env.actions) if env.actions else "nothing to change"))
+    hiding = [s["name"] for s in env.shadowing if not s.get("on_purpose")]
+    if hiding:
+        lines.append(f"  warning: the env has its own copies of host packages ({', '.join(hiding)}); "
+                     f"remove them with `uvkernel unshadow {project.root or project.notebook_dir}`")
+    for notice in prepared.preflight.notices:
+        lines.append(f"  notice: {notice}")
+    return "\n".join(lines)
+
+
+def run_environment(prepared: pipeline.Prepared) -> dict[str, str]:
+    """The kernel's environment, plus the host's console scripts (torchrun and the like) after the env's own."""
+    env = dict(prepared.kernel_env)
+    host_bin = os.path.dirname(prepared.host.executable)
+    env["PATH"] = launch.insert_after_env(env.get("PATH", os.defpath), prepared.env.path, prepared.tools, [host_bin])
+    return env
+
+
+def exec_command(prepared: pipeline.Prepared, argv: Sequence[str]) -> NoReturn:
+    """Become ``argv`` (exec: its signals, stdin, tty and exit status are its own)."""
+    env = run_environment(prepared)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(argv[0], list(argv), env)
+    except OSError as exc:
+        raise UvkernelError("RUN_COMMAND_FAILED", command=argv[0], detail=exc.strerror or str(exc),
+                            env=str(prepared.env.path)) from None
+
+
+def strip_separator(argv: Sequence[str]) -> list[str]:
+    argv = list(argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise UvkernelError("RUN_NO_COMMAND")
+    return argv
+
+
+__all__ = ["Progress", "prepare", "summary", "run_environment", "exec_command", "project_folder"]
