@@ -262,6 +262,15 @@ MESSAGES: dict[str, Message] = {
         "let uvkernel install it (install_ipykernel = true), or install it into the host: "
         "`{host_python} -m pip install ipykernel`",
     ),
+    # --- the per-user cache (uvkernel envs / gc) --------------------------------------------------------
+    "GC_OLDER_THAN_INVALID": Message(
+        "--older-than {value!r} is not a number of days",
+        "give a number of days, e.g. `uvkernel gc --older-than 30` (or `--older-than 0.5` for twelve hours)",
+    ),
+    "NO_STALE_SPECS": Message(
+        "no uvkernel kernel spec has a missing host interpreter",
+        "nothing to remove; `uvkernel list` shows the installed specs",
+    ),
 }
 
 
@@ -345,6 +354,10 @@ class PreflightError(UvkernelError):
 
 class SpecError(UvkernelError):
     """A kernel spec or its config is wrong."""
+
+
+class CacheError(UvkernelError):
+    """The per-user cache cannot be listed or cleaned as asked."""
 
 
 class _Defaulting(dict):
