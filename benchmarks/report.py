@@ -110,6 +110,13 @@ def warm_markdown(result: dict[str, Any]) -> str:
         e = k[key]
         lines.append(f"| {LABELS[key]} | {_s(e['info']['min'])} / {_s(e['info']['median'])} | {_ratio(e['info'])} "
                      f"| {_env_ratio(e['info'])} |")
+    lines += ["", "uvkernel's own work per warm start (pipeline timings from its report: find the project, check the env, "
+              "the preflight), min / median ms, and what the cheap preflight layer did:", ""]
+    for key in ("uvkernel_warm", "uvkernel_warm_large"):
+        work = k[key].get("uvkernel_work") or {}
+        if work.get("median") is not None:
+            lines.append(f"- {LABELS[key]}: {work['min'] * 1000:.1f} / {work['median'] * 1000:.1f} ms; cheap layer: "
+                         f"{', '.join(k[key].get('cheap_probe') or [])}")
     lines += ["", "| target | value | limit | met |", "|---|---|---|---|"]
     for name, t in result["targets"].items():
         value = "n/a" if t["value"] is None else f"{t['value']:.3f}"

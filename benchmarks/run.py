@@ -213,6 +213,9 @@ async def warm_round(ws: Workspace, keep: Any, order: int) -> None:
               ("uvkernel_warm_large", "bench-uvkernel", ws.large_project)]
     for key, name, cwd in (starts if order % 2 == 0 else starts[::-1]):
         first, _ = await one_start(name, cwd)
+        if key.startswith("uvkernel"):  # uvkernel's own time in this start (its report), free of the kernel's
+            first.extra["uvkernel_s"] = (last_start(cwd / ".venv").get("timings") or {}).get("total")
+            first.extra["probe"] = last_start(cwd / ".venv").get("cheap")
         keep(key, first)
 
 
@@ -222,7 +225,7 @@ async def kernel_rounds(ws: Workspace, runs: int, log: Any, only: str = "") -> d
         "uvkernel_restart", "uvkernel_cold", "neighbour_warm", "neighbour_cold")}
 
     def keep(key: str, timing: Any) -> None:
-        samples[key].append({"info": timing.info, "torch": timing.torch, "error": timing.error})
+        samples[key].append({"info": timing.info, "torch": timing.torch, "error": timing.error, **timing.extra})
 
     # warm-up round, not recorded: fills the page cache and uv's cache for every variant, creates the envs
     ws.reset_uvkernel()
@@ -317,6 +320,9 @@ def summarize(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for key, rows in samples.items():
         out[key] = {"info": stats([r["info"] for r in rows]), "torch": stats([r["torch"] for r in rows]),
                     "errors": sorted({r["error"] for r in rows if r["error"]})}
+        if any("uvkernel_s" in r for r in rows):
+            out[key]["uvkernel_work"] = stats([r.get("uvkernel_s") for r in rows])
+            out[key]["cheap_probe"] = sorted({str(r.get("probe")) for r in rows})
     base = out["baseline"]
     for key, entry in out.items():
         ref = out["baseline_restart"] if key.endswith("restart") else base
