@@ -8,7 +8,10 @@ from typing import Any
 LABELS = {
     "baseline": "plain ipykernel (host), start",
     "baseline_restart": "plain ipykernel (host), restart",
+    "baseline_env": "plain ipykernel (the project env's python)",
     "uvkernel_warm": "uvkernel warm",
+    "baseline_env_large": "plain ipykernel (the ~100-distribution env's python)",
+    "uvkernel_warm_large": "uvkernel warm, ~100-distribution env",
     "uvkernel_restart": "uvkernel restart",
     "uvkernel_cold": "uvkernel cold (no env yet)",
     "neighbour_warm": "pyproject-local-kernel warm",
@@ -71,6 +74,50 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {label} | {e['requests']} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} | {e['max_ms']:.1f} | "
                          f"{_s(e['start_seconds']['median'])} |")
     lines += ["", "## Targets", "", "| target | value | limit | met |", "|---|---|---|---|"]
+    for name, t in result["targets"].items():
+        value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
+        lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+WARM = ("baseline", "baseline_env", "uvkernel_warm", "baseline_env_large", "uvkernel_warm_large")
+
+
+def _env_ratio(entry: dict[str, Any]) -> str:
+    if entry.get("env_ratio_median") is None or entry.get("env_ratio_paired_median") is None:
+        return ""
+    return (f"{entry['env_ratio_median']:.3f}x ({entry['env_ratio_min']:.3f}x; paired "
+            f"{entry['env_ratio_paired_median']:.3f}x)")
+
+
+def warm_markdown(result: dict[str, Any]) -> str:
+    """The --only warm run: warm starts against the host's and the same env's plain ipykernel."""
+    k = result["kernels"]
+    large = result.get("large_env") or {}
+    lines = [
+        "# uvkernel benchmark: warm starts", "",
+        f"{result['date']}; {result['machine']['cpus']} CPUs; host `{result['host']}`; {result['runs']} interleaved "
+        f"rounds (order alternating); seconds from start_kernel to the first kernel_info reply (min / median). "
+        f"Small project: {', '.join(result['project_dependencies'])}; large project: "
+        f"{large.get('distributions', '?')} distributions in its env ({', '.join(large.get('dependencies') or [])}).",
+        "",
+        "Ratio to the host baseline: median / median (min / min). Ratio to the env baseline: median / median "
+        "(min / min; paired: the median of the per-round ratios).", "",
+        "| variant | first kernel_info (min / median) | ratio to host baseline | ratio to the same env's ipykernel |",
+        "|---|---|---|---|",
+    ]
+    for key in WARM:
+        e = k[key]
+        lines.append(f"| {LABELS[key]} | {_s(e['info']['min'])} / {_s(e['info']['median'])} | {_ratio(e['info'])} "
+                     f"| {_env_ratio(e['info'])} |")
+    lines += ["", "uvkernel's own work per warm start (pipeline timings from its report: find the project, check the env, "
+              "the preflight), min / median ms, and what the cheap preflight layer did:", ""]
+    for key in ("uvkernel_warm", "uvkernel_warm_large"):
+        work = k[key].get("uvkernel_work") or {}
+        if work.get("median") is not None:
+            lines.append(f"- {LABELS[key]}: {work['min'] * 1000:.1f} / {work['median'] * 1000:.1f} ms; cheap layer: "
+                         f"{', '.join(k[key].get('cheap_probe') or [])}")
+    lines += ["", "| target | value | limit | met |", "|---|---|---|---|"]
     for name, t in result["targets"].items():
         value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
         lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")

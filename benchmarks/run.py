@@ -1,12 +1,16 @@
 """uvkernel against a plain ipykernel spec and pyproject-local-kernel, on one host and one project, in one run.
 
     .venv/bin/python benchmarks/run.py [--runs 5] [--out benchmarks/results]
+    .venv/bin/python benchmarks/run.py --only warm --runs 9    # warm starts only: results/warm.{json,md}
 
 Writes results.json (every sample), results.md (the table) and chart.png.  Everything runs in a fresh
 temporary workspace (its own Jupyter folders and uvkernel cache); uv's download cache is shared.
 
 Variants, each started N times by a real jupyter_client AsyncKernelManager:
   baseline        the host interpreter's ipykernel (argv as `python -m ipykernel install` writes it)
+  env baseline    the same env's python running ipykernel_launcher (a plain spec on the env uvkernel made):
+                  what uvkernel adds over the env itself, for the small project and a ~100-distribution one
+  uvkernel warm large  warm start of a project whose env holds ~100 distributions
   uvkernel warm   env exists and is up to date
   uvkernel restart  restart_kernel() of a running uvkernel kernel
   uvkernel cold   no env yet (the env folder and uvkernel's per-project cache state removed before each
@@ -41,12 +45,19 @@ sys.path.insert(0, str(REPO / "tests"))
 TARGETS = {
     "warm_info_ratio": 1.05,
     "warm_torch_ratio": 1.05,
+    "warm_info_env_ratio": 1.05,
+    "warm_info_env_ratio_large": 1.05,
     "cold_torch_ratio": 1.3,
     "disk_with_ipykernel_mb": 30.0,
     "disk_host_ipykernel_mb": 1.0,
     "status_p99_ms": 50.0,
 }
 PROJECT_DEPENDENCIES = ["tomli-w"]  # a small real dependency the host does not have
+# A real ML project's dependency set: about 100 distributions in the env beyond what the host provides.
+LARGE_DEPENDENCIES = ["jupyterlab", "pandas", "matplotlib", "scikit-learn", "datasets", "rich", "typer", "fastapi",
+                      "sqlalchemy", "tqdm", "wandb", "tensorboard", "hydra-core", "seaborn", "plotly", "einops",
+                      "loguru", "tiktoken", "black", "isort", "tabulate"]
+WARM_TARGETS = ("warm_info_env_ratio", "warm_info_env_ratio_large")
 
 
 def default_host() -> str:
@@ -96,10 +107,11 @@ class Workspace:
         self.uvkernel_cache = self.root / "cache" / "uvkernel"
         self.project = self.make_project(self.root / "work" / "proj")
         self.neighbour_project = self.make_project(self.root / "work" / "proj-neighbour", tool_uv=True)
+        self.large_project = self.make_project(self.root / "work" / "proj-large", dependencies=LARGE_DEPENDENCIES)
 
-    def make_project(self, folder: Path, tool_uv: bool = False) -> Path:
+    def make_project(self, folder: Path, tool_uv: bool = False, dependencies: list[str] | None = None) -> Path:
         folder.mkdir(parents=True)
-        deps = ", ".join(json.dumps(d) for d in PROJECT_DEPENDENCIES)
+        deps = ", ".join(json.dumps(d) for d in (dependencies or PROJECT_DEPENDENCIES))
         (folder / "pyproject.toml").write_text(textwrap.dedent(f"""\
             [project]
             name = "bench-project"
@@ -121,6 +133,12 @@ class Workspace:
         self.write_spec("bench-ipykernel", {
             "argv": [self.host, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "host ipykernel", "language": "python", "metadata": {"debugger": True}})
+        # the same env's own plain ipykernel (the env uvkernel makes for each project; it exists after the warm-up)
+        for name, project in (("bench-env-ipykernel", self.project), ("bench-env-ipykernel-large", self.large_project)):
+            self.write_spec(name, {
+                "argv": [str(project / ".venv" / "bin" / "python"), "-Xfrozen_modules=off", "-m", "ipykernel_launcher",
+                         "-f", "{connection_file}"],
+                "display_name": "env ipykernel", "language": "python", "metadata": {"debugger": True}})
         from uvkernel import kernelspec
 
         kernelspec.install(name="bench-uvkernel", host_python=self.host, user=True)
@@ -187,27 +205,45 @@ async def one_start(name: str, cwd: Path, restart: bool = False) -> tuple[Any, A
     return first, again
 
 
-async def kernel_rounds(ws: Workspace, runs: int, log: Any) -> dict[str, list[dict[str, Any]]]:
+async def warm_round(ws: Workspace, keep: Any, order: int) -> None:
+    """The warm variants and their references, in an order that alternates from round to round."""
+    starts = [("baseline", "bench-ipykernel", ws.project), ("baseline_env", "bench-env-ipykernel", ws.project),
+              ("uvkernel_warm", "bench-uvkernel", ws.project),
+              ("baseline_env_large", "bench-env-ipykernel-large", ws.large_project),
+              ("uvkernel_warm_large", "bench-uvkernel", ws.large_project)]
+    for key, name, cwd in (starts if order % 2 == 0 else starts[::-1]):
+        first, _ = await one_start(name, cwd)
+        if key.startswith("uvkernel"):  # uvkernel's own time in this start (its report), free of the kernel's
+            first.extra["uvkernel_s"] = (last_start(cwd / ".venv").get("timings") or {}).get("total")
+            first.extra["probe"] = last_start(cwd / ".venv").get("cheap")
+        keep(key, first)
+
+
+async def kernel_rounds(ws: Workspace, runs: int, log: Any, only: str = "") -> dict[str, list[dict[str, Any]]]:
     samples: dict[str, list[dict[str, Any]]] = {k: [] for k in (
-        "baseline", "baseline_restart", "uvkernel_warm", "uvkernel_restart", "uvkernel_cold",
-        "neighbour_warm", "neighbour_cold")}
+        "baseline", "baseline_restart", "baseline_env", "baseline_env_large", "uvkernel_warm", "uvkernel_warm_large",
+        "uvkernel_restart", "uvkernel_cold", "neighbour_warm", "neighbour_cold")}
 
     def keep(key: str, timing: Any) -> None:
-        samples[key].append({"info": timing.info, "torch": timing.torch, "error": timing.error})
+        samples[key].append({"info": timing.info, "torch": timing.torch, "error": timing.error, **timing.extra})
 
-    # warm-up round, not recorded: fills the page cache and uv's cache for every variant
+    # warm-up round, not recorded: fills the page cache and uv's cache for every variant, creates the envs
     ws.reset_uvkernel()
     ws.reset_neighbour()
-    for name, cwd in (("bench-ipykernel", ws.project), ("bench-uvkernel", ws.project),
-                      ("bench-neighbour", ws.neighbour_project)):
+    warmup = [("bench-ipykernel", ws.project), ("bench-uvkernel", ws.project), ("bench-uvkernel", ws.large_project),
+              ("bench-env-ipykernel", ws.project), ("bench-env-ipykernel-large", ws.large_project)]
+    if only != "warm":
+        warmup.append(("bench-neighbour", ws.neighbour_project))
+    for name, cwd in warmup:
         await one_start(name, cwd)
     for i in range(runs):
         log(f"round {i + 1}/{runs}")
-        first, again = await one_start("bench-ipykernel", ws.project, restart=True)
-        keep("baseline", first)
+        await warm_round(ws, keep, i)
+        if only == "warm":
+            continue
+        _, again = await one_start("bench-ipykernel", ws.project, restart=True)
         keep("baseline_restart", again)
-        first, again = await one_start("bench-uvkernel", ws.project, restart=True)
-        keep("uvkernel_warm", first)
+        _, again = await one_start("bench-uvkernel", ws.project, restart=True)
         keep("uvkernel_restart", again)
         ws.reset_uvkernel()
         first, _ = await one_start("bench-uvkernel", ws.project)
@@ -218,6 +254,16 @@ async def kernel_rounds(ws: Workspace, runs: int, log: Any) -> dict[str, list[di
         first, _ = await one_start("bench-neighbour", ws.neighbour_project)
         keep("neighbour_cold", first)
     return samples
+
+
+def last_start(env: Path) -> dict[str, Any]:
+    """What the last uvkernel start in ``env`` did (its report): whether the probe ran, uvkernel's own time."""
+    try:
+        report = json.loads((env / ".uvkernel-report.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    preflight = report.get("preflight") or {}
+    return {"cheap": preflight.get("cheap"), "deep": preflight.get("deep"), "timings": report.get("timings")}
 
 
 def disk_figures(ws: Workspace) -> dict[str, Any]:
@@ -274,6 +320,9 @@ def summarize(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for key, rows in samples.items():
         out[key] = {"info": stats([r["info"] for r in rows]), "torch": stats([r["torch"] for r in rows]),
                     "errors": sorted({r["error"] for r in rows if r["error"]})}
+        if any("uvkernel_s" in r for r in rows):
+            out[key]["uvkernel_work"] = stats([r.get("uvkernel_s") for r in rows])
+            out[key]["cheap_probe"] = sorted({str(r.get("probe")) for r in rows})
     base = out["baseline"]
     for key, entry in out.items():
         ref = out["baseline_restart"] if key.endswith("restart") else base
@@ -282,16 +331,34 @@ def summarize(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             if mine["median"] is not None and theirs["median"]:
                 entry[figure]["ratio_median"] = mine["median"] / theirs["median"]
                 entry[figure]["ratio_min"] = mine["min"] / theirs["min"]
+    # against the same env's own plain ipykernel: what uvkernel itself adds
+    for key, ref_key in (("uvkernel_warm", "baseline_env"), ("uvkernel_warm_large", "baseline_env_large")):
+        for figure in ("info", "torch"):
+            mine, theirs = out[key][figure], out[ref_key][figure]
+            if mine["median"] is not None and theirs["median"]:
+                mine["env_ratio_median"] = mine["median"] / theirs["median"]
+                mine["env_ratio_min"] = mine["min"] / theirs["min"]
+                ratios = [a / b for a, b in zip(mine["samples"], theirs["samples"]) if a and b]
+                mine["env_ratio_paired_median"] = statistics.median(ratios) if ratios else None
     return out
 
 
-def verdicts(kernels: dict[str, Any], disk: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    def check(value: float | None, limit: float) -> dict[str, Any]:
-        return {"value": value, "target": limit, "met": value is not None and value <= limit}
+def check(value: float | None, limit: float) -> dict[str, Any]:
+    return {"value": value, "target": limit, "met": value is not None and value <= limit}
 
+
+def warm_verdicts(kernels: dict[str, Any]) -> dict[str, Any]:
+    return {"warm_info_env_ratio": check(kernels["uvkernel_warm"]["info"].get("env_ratio_median"),
+                                         TARGETS["warm_info_env_ratio"]),
+            "warm_info_env_ratio_large": check(kernels["uvkernel_warm_large"]["info"].get("env_ratio_median"),
+                                               TARGETS["warm_info_env_ratio_large"])}
+
+
+def verdicts(kernels: dict[str, Any], disk: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
     mb = 1024 * 1024
     bare = disk.get("uvkernel_installs_ipykernel", {})
     return {
+        **warm_verdicts(kernels),
         "warm_info_ratio": check(kernels["uvkernel_warm"]["info"].get("ratio_median"), TARGETS["warm_info_ratio"]),
         "warm_torch_ratio": check(kernels["uvkernel_warm"]["torch"].get("ratio_median"),
                                   TARGETS["warm_torch_ratio"]),
@@ -312,21 +379,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=default_host(), help="host interpreter (default: the test host)")
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    parser.add_argument("--only", choices=["warm"], default="",
+                        help="warm: only the warm starts and their baselines (writes warm.json / warm.md)")
     args = parser.parse_args(argv)
 
     def log(message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-    neighbour_version = ensure_neighbour()
+    neighbour_version = ensure_neighbour() if args.only != "warm" else ""
     ws = Workspace(args.host, keep=args.keep)
     log(f"workspace {ws.root}; host {args.host}")
     try:
         ws.install_specs()
         t0 = time.monotonic()
-        samples = asyncio.run(kernel_rounds(ws, args.runs, log))
+        samples = asyncio.run(kernel_rounds(ws, args.runs, log, only=args.only))
         kernels = summarize(samples)
-        disk = disk_figures(ws)
-        status = status_figures(ws, args.status_runs, log)
+        large_env = {"distributions": len(list((ws.large_project / ".venv").glob("lib/python*/site-packages/*.dist-info"))),
+                     "dependencies": LARGE_DEPENDENCIES,
+                     "last_start": last_start(ws.large_project / ".venv")}
+        if args.only == "warm":
+            disk, status = {}, {}
+        else:
+            disk = disk_figures(ws)
+            status = status_figures(ws, args.status_runs, log)
         elapsed = time.monotonic() - t0
     finally:
         ws.close()
@@ -342,14 +417,22 @@ def main(argv: list[str] | None = None) -> int:
         "runs": args.runs,
         "status_runs": args.status_runs,
         "project_dependencies": PROJECT_DEPENDENCIES,
+        "large_env": large_env,
         "seconds": round(elapsed, 1),
         "kernels": kernels,
         "disk": disk,
         "status": status,
-        "targets": verdicts(kernels, disk, status),
+        "targets": warm_verdicts(kernels) if args.only == "warm" else verdicts(kernels, disk, status),
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only == "warm":
+        from report import warm_markdown
+
+        (out / "warm.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / "warm.md").write_text(warm_markdown(result))
+        print((out / "warm.md").read_text())
+        return 0
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     from report import chart, markdown
 

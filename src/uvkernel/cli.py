@@ -12,8 +12,8 @@ import time
 import traceback
 from typing import Any, Sequence
 
-from . import distribution, kernelspec, pipeline
-from .errors import DEBUG_ENV, UvkernelError, debug_enabled, internal_error
+from . import cache_envs, distribution, kernelspec, pipeline
+from .errors import DEBUG_ENV, SpecError, UvkernelError, debug_enabled, internal_error
 from .launch import KERNEL_VAR, SETTINGS_VAR
 from .settings import from_config, validate_config
 
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("uninstall", help="remove a kernel spec")
     _location(p)
-    p.add_argument("name", help="the kernel spec's name (uvkernel list shows them)")
+    p.add_argument("name", nargs="?", help="the spec to remove (or --stale)")
+    p.add_argument("--stale", action="store_true", help="remove every uvkernel spec whose host interpreter is gone")
 
     p = sub.add_parser("list", help="list the installed uvkernel kernel specs")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
@@ -83,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host-python", default=None, metavar="PATH", help=HOST_HELP)
     p.add_argument("--kernel", default=None, metavar="NAME", help=KERNEL_HELP)
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+
+    # --- the per-user cache's envs (cache_envs.py) ---
+    p = sub.add_parser("envs", help="list the envs uvkernel made in its per-user cache, and project envs seen")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("gc", help="remove cache envs whose folder is gone (or, with --older-than, unused ones)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--older-than", default=None, metavar="DAYS", help="also remove envs not started for DAYS days")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -119,6 +128,17 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     user, prefix = _prefix(args)
+    if args.stale:
+        if args.name:
+            raise SpecError("KERNEL_NOT_FOUND", name=args.name, where=" (give a name or --stale, not both)")
+        removed = kernelspec.remove_stale(user=bool(args.user) and user, prefix=prefix)
+        if not removed:
+            raise SpecError("NO_STALE_SPECS")
+        for spec in removed:
+            print(f"Removed kernel spec {spec['name']} from {spec['resource_dir']} ({spec['stale']})")
+        return 0
+    if not args.name:
+        raise SpecError("KERNEL_NOT_FOUND", name="(none given)", where="")
     explicit = args.user or args.sys_prefix or args.prefix
     folder = kernelspec.uninstall(args.name, user=bool(explicit) and user, prefix=prefix)
     print(f"Removed kernel spec {args.name} from {folder}")
@@ -135,7 +155,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     width = max(len(s["name"]) for s in specs)
     for s in specs:
-        print(f"{s['name']:<{width}}  {s['resource_dir']}  host: {s['host_python']}")
+        mark = f"  STALE: {s['stale']}" if s["stale"] else ""
+        print(f"{s['name']:<{width}}  {s['resource_dir']}  host: {s['host_python']}{mark}")
+    if any(s["stale"] for s in specs):
+        print("Stale specs cannot start a kernel; remove them with: uvkernel uninstall --stale")
     return 0
 
 
@@ -143,10 +166,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     overrides = {"require_cuda": "true"} if args.require_cuda else {}
     from .kernel_extension import render_text
 
+    liveness = cache_envs.Liveness()
     try:
         settings, environ = _settings_for(args.kernel, args.host_python, **overrides)
         prepared = asyncio.run(pipeline.prepare(settings, cwd=os.path.abspath(args.dir), environ=environ,
-                                                recheck=args.recheck, log=_stderr_log(args.json)))
+                                                recheck=args.recheck, log=_stderr_log(args.json),
+                                                liveness=liveness))
         report = prepared.report()
         code = 0
     except UvkernelError as exc:
@@ -155,6 +180,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except Exception as exc:  # the last line of defence: a coded report, the traceback in a log file
         report = _failure_report(unexpected(exc, f"checked {os.path.abspath(args.dir)}", args))
         code = 1
+    finally:
+        liveness.clear()
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:
@@ -186,8 +213,10 @@ def cmd_kernel(args: argparse.Namespace) -> int:
     try:
         try:
             settings, environ = _settings_for(args.kernel, None)
+            # this process becomes the kernel (exec keeps its pid and start time): uvkernel gc sees it running
             prepared = asyncio.run(pipeline.prepare(settings, cwd=os.getcwd(), environ=environ,
-                                                    log=_stderr_log(False)))
+                                                    log=_stderr_log(False),
+                                                    liveness=cache_envs.Liveness(phase="running")))
         except UvkernelError:
             raise
         except Exception as exc:  # the last line of defence: the fallback kernel shows it
@@ -312,9 +341,66 @@ def cmd_change(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the per-user cache's envs ---
+def _cache_root() -> "Any":
+    settings, _environ = _settings_for(None, None)
+    return pipeline.cache_root(settings)
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    root = _cache_root()
+    envs, others = cache_envs.list_envs(root)
+    projects = cache_envs.list_projects(root)
+    if args.json:
+        print(json.dumps({"cache": str(root / "envs"), "envs": [e.to_json() for e in envs], "projects": projects,
+                          "not_uvkernels": others}, indent=1))
+        return 0
+    print(f"Envs uvkernel made in {root / 'envs'} ({len(envs)}):")
+    for e in envs:
+        state = {"exists": "", "gone": "  FOLDER GONE", "unreachable": "  folder unreachable",
+                 "unknown": "  folder not recorded"}[e.folder_state]
+        busy = f"  in use (pid {', '.join(map(str, e.running))})" if e.running else (
+            "  being prepared" if e.preparing else "")
+        print(f"  {e.folder or '?'}{state}{busy}\n    env {e.path}  {cache_envs.human_size(e.own_bytes)}"
+              f"  last start {cache_envs._iso(e.last_start) or '?'}")
+    if not envs:
+        print("  (none)")
+    if projects:
+        print("Project envs seen (the projects' own; uvkernel gc never removes them):")
+        for p in projects:
+            print(f"  {p['project']}\n    env {p['env']}{'' if p['exists'] else '  (gone)'}  last start "
+                  f"{p.get('last_start_iso') or '?'}")
+    for other in others:
+        print(f"Not made by uvkernel, left alone: {other}")
+    if any(e.folder_state == "gone" for e in envs):
+        print("Remove the envs of folders that are gone with: uvkernel gc")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    older = cache_envs.parse_days(args.older_than) if args.older_than is not None else None
+    root = _cache_root()
+    decisions, others = cache_envs.collect(root, older_than=older, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({"cache": str(root / "envs"), "dry_run": args.dry_run, "older_than_days": older,
+                          "decisions": [d.to_json() for d in decisions], "not_uvkernels": others}, indent=1))
+        return 0
+    for d in decisions:
+        size = f" ({cache_envs.human_size(d.env.own_bytes)})" if d.action != "kept" else ""
+        print(f"{d.action}: {d.env.path}{size}\n  serves {d.env.folder or '?'}: {d.reason}")
+    for other in others:
+        print(f"left alone (not made by uvkernel): {other}")
+    verb = "would free" if args.dry_run else "freed"
+    action = "would remove" if args.dry_run else "removed"
+    count = sum(1 for d in decisions if d.action == action)
+    print(f"{count} env(s) {action}; {verb} {cache_envs.human_size(cache_envs.total(decisions, action))}")
+    return 0
+
+
 COMMANDS = {"install": cmd_install, "uninstall": cmd_uninstall, "list": cmd_list, "check": cmd_check,
             "kernel": cmd_kernel, "unshadow": cmd_unshadow,
-            "sync": cmd_sync, "run": cmd_run, "add": cmd_change, "remove": cmd_change}
+            "sync": cmd_sync, "run": cmd_run, "add": cmd_change, "remove": cmd_change,
+            "envs": cmd_envs, "gc": cmd_gc}
 
 
 def _traceback_log(text: str) -> str:

@@ -372,11 +372,45 @@ def _state_host_dists(state: dict[str, Any]) -> dict[str, HostDist]:
             if isinstance(v, list) and len(v) == 3 and all(isinstance(x, str) for x in v)}
 
 
+SHADOWING_FILE = ".uvkernel-shadowing.json"
+
+
+def _shadowing_key(env: Env, settings: UvKernelSettings) -> list[Any]:
+    """What the shadowing list depends on: the env's site-packages (an install, upgrade or removal changes the
+    folder's mtime), the state (the host's distributions) and the allowed names."""
+    key: list[Any] = [__version__, sorted(settings.allow_shadowing)]
+    for path in (env.site_packages, env.path / STATE_FILE):
+        try:
+            st = os.stat(path)
+            key.append([st.st_mtime_ns, st.st_size, st.st_ino])
+        except OSError:
+            key.append(None)
+    return key
+
+
 async def _find_shadowing(env: Env, settings: UvKernelSettings) -> None:
-    """Every env package that hides a host one (for the report, ``uvkernel check`` and ``unshadow``)."""
+    """Every env package that hides a host one (for the report, ``uvkernel check`` and ``unshadow``).
+
+    Reading every dist-info of the env costs time in proportion to its size, so the answer is kept beside the
+    state and read again only when the env's site-packages or the state changed (not on a warm start)."""
+    key = _shadowing_key(env, settings)
+    saved = env.path / SHADOWING_FILE
+    try:
+        data = json.loads(saved.read_text())
+        if data.get("key") == key and isinstance(data.get("shadowing"), list):
+            env.shadowing = data["shadowing"]
+            return
+    except (OSError, ValueError, AttributeError):
+        pass
     host = _state_host_dists(read_state(env.path))
     env_dists = await dependencies.env_distributions(env.site_packages)
     env.shadowing = dependencies.shadowing(env_dists, host, settings.allow_shadowing)
+    try:
+        tmp = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "shadowing": env.shadowing}))
+        os.replace(tmp, saved)
+    except OSError:
+        pass  # a read-only env answers from its dist-infos every time
 
 
 async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: str, log: Log) -> None:

@@ -371,6 +371,15 @@ MESSAGES: dict[str, Message] = {
         "let uvkernel install it (install_ipykernel = true), or install it into the host: "
         "`{host_python} -m pip install ipykernel`",
     ),
+    # --- the per-user cache (uvkernel envs / gc) --------------------------------------------------------
+    "GC_OLDER_THAN_INVALID": Message(
+        "--older-than {value!r} is not a number of days",
+        "give a number of days, e.g. `uvkernel gc --older-than 30` (or `--older-than 0.5` for twelve hours)",
+    ),
+    "NO_STALE_SPECS": Message(
+        "no uvkernel kernel spec has a missing host interpreter",
+        "nothing to remove; `uvkernel list` shows the installed specs",
+    ),
 }
 
 
@@ -479,6 +488,10 @@ def internal_error(exc: BaseException, *, doing: str, log: str, debug: bool = Fa
     error = InternalError("INTERNAL_ERROR", doing=doing, error=text.replace("\n", " "), log=log, detail=detail)
     error.__cause__ = exc
     return error
+
+
+class CacheError(UvkernelError):
+    """The per-user cache cannot be listed or cleaned as asked."""
 
 
 class _Defaulting(dict):

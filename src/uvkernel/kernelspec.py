@@ -112,8 +112,38 @@ def find_specs() -> list[dict[str, Any]]:
         host = config.get("host_python") or (
             f"${host_mod.HOST_ENV_VAR}" if os.environ.get(host_mod.HOST_ENV_VAR) else "the server's interpreter")
         out.append({"name": name, "display_name": spec.get("display_name"), "resource_dir": entry["resource_dir"],
-                    "host_python": host, "config": config})
+                    "host_python": host, "config": config, "stale": stale_reason(spec, config)})
     return out
+
+
+def stale_reason(spec: dict[str, Any], config: dict[str, Any]) -> str | None:
+    """Why a spec can no longer start a kernel: its host interpreter (or the python its argv runs) is gone."""
+    host = config.get("host_python")
+    if isinstance(host, str) and host and not os.path.exists(os.path.expanduser(host)):
+        return f"host interpreter {host} no longer exists"
+    argv = spec.get("argv") or []
+    if argv and os.path.isabs(str(argv[0])) and not os.path.exists(str(argv[0])):
+        return f"the launcher's python {argv[0]} no longer exists"
+    return None
+
+
+def remove_stale(*, user: bool = False, prefix: str | None = None) -> list[dict[str, Any]]:
+    """Remove every uvkernel spec whose interpreter is gone (with a location flag: only from there)."""
+    base = None
+    if user:
+        base = os.path.realpath(KernelSpecManager().user_kernel_dir)
+    elif prefix:
+        base = os.path.realpath(os.path.join(prefix, "share", "jupyter", "kernels"))
+    removed = []
+    for spec in find_specs():
+        folder = os.path.realpath(spec["resource_dir"])
+        if not spec["stale"] or (base and not folder.startswith(base + os.sep)):
+            continue
+        if not os.path.isfile(os.path.join(folder, "kernel.json")):
+            continue  # only a kernel spec folder, never anything else
+        shutil.rmtree(folder)
+        removed.append(spec)
+    return removed
 
 
 def load_config(name: str) -> tuple[dict[str, Any], dict[str, str], str]:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from . import distribution, environment, host as host_mod, launch, preflight, project as project_mod
-from . import installers
+from . import cache_envs, installers
 from . import settings as settings_mod
 from .errors import PreflightError, ProjectError, UvkernelError
 from .host import HostPython
@@ -111,9 +111,13 @@ async def prepare(
     recheck: bool = False,
     log: Log | None = None,
     base_cwd: str | None = None,
+    liveness: cache_envs.Liveness | None = None,
 ) -> Prepared:
-    """Run every stage; raise a UvkernelError with the user-facing message when one fails."""
-    prepared = await prepare_env(settings, cwd=cwd, environ=environ, log=log, base_cwd=base_cwd)
+    """Run every stage; raise a UvkernelError with the user-facing message when one fails.
+
+    ``liveness``: marks the env as in use by this start (``uvkernel gc`` leaves it alone) from before it is
+    prepared; the caller clears it when the kernel ends."""
+    prepared = await prepare_env(settings, cwd=cwd, environ=environ, log=log, base_cwd=base_cwd, liveness=liveness)
     await verify(prepared, prepared.settings or settings, recheck=recheck, log=log)
     return prepared
 
@@ -125,6 +129,7 @@ async def prepare_env(
     environ: Mapping[str, str],
     log: Log | None = None,
     base_cwd: str | None = None,
+    liveness: cache_envs.Liveness | None = None,
 ) -> Prepared:
     """Stages 1 and 2: find the project, prepare its env, build the kernel's environment."""
     say = log or logging.getLogger("uvkernel").info
@@ -138,6 +143,8 @@ async def prepare_env(
     project = project_mod.find_project(cwd, environ, cache_root=root, host_key=host.executable, base=base_cwd)
     say(f"project: {project.root or 'none'}; env: {project.env_path} ({project.env_reason})")
     check_requires_python(project, host)
+    if liveness is not None and project.in_cache:
+        liveness.mark(root, project.env_path)  # before the env's lock: gc, holding the lock, sees it or wins
     uv, _how = find_uv(settings.uv_path)
     if project.root is not None:
         # the project's own dependency policy, below whatever the kernel spec / jupyter config / CLI set
@@ -146,6 +153,8 @@ async def prepare_env(
 
     env = await environment.prepare(project, host, settings, uv=uv, cache_root=root, log=say)
     timings["env"] = time.monotonic() - t0 - timings["find"]
+    cache_envs.record_start(root, env.path, folder=project.root or project.notebook_dir, in_cache=project.in_cache,
+                            host=host.executable)
     prepared = Prepared(host, project, env, preflight.PreflightResult(skipped=True), {}, uv, timings, root, settings,
                         context=launch.settings_context(settings, host.path), tools=launch.tools_dir(root))
     prepared.kernel_env = prepared.environment_for(environ)

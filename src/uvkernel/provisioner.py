@@ -18,7 +18,7 @@ from typing import Any
 from jupyter_client.provisioning import LocalProvisioner
 from tornado.web import HTTPError
 
-from . import fallback_kernel, pipeline
+from . import cache_envs, fallback_kernel, pipeline
 from .errors import SpecError, UvkernelError, debug_enabled, internal_error
 from .launch import KERNEL_VAR
 from .settings import SETTING_NAMES, UvKernelSettings, validate_config
@@ -167,9 +167,11 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         self._error_file = ""
         self.prepared: pipeline.Prepared | None = None
         self.last_error: UvkernelError | None = None
+        self._liveness = cache_envs.Liveness()  # marks a cache env in use while this kernel runs (uvkernel gc)
 
     async def cleanup(self, restart: bool = False) -> None:
         self._restarting = restart
+        self._liveness.clear()
         await super().cleanup(restart=restart)
         if self._error_file:  # the fallback kernel that read it has exited
             try:
@@ -207,12 +209,17 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         self.last_error = None
         if error is None:
             try:
-                self.prepared = await pipeline.prepare(self, cwd=cwd, environ=incoming_env, log=self._log)
+                self.prepared = await pipeline.prepare(self, cwd=cwd, environ=incoming_env, log=self._log,
+                                                       liveness=self._liveness)
             except UvkernelError as exc:
                 error = exc
             except Exception as exc:  # the last line of defence: never a bare exception in the dialog
                 error = self._internal(exc, "prepared the kernel's environment", incoming_env)
+            except BaseException:
+                self._liveness.clear()
+                raise
         if error is not None:
+            self._liveness.clear()
             refusal = self._refuse(error)
             if not self._wants_fallback(restarting):
                 raise refusal
@@ -229,6 +236,15 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         if cwd is None:
             kwargs["cwd"] = str(self.prepared.project.notebook_dir)
         return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        try:
+            info = await super().launch_kernel(cmd, **kwargs)
+        except BaseException:
+            self._liveness.clear()
+            raise
+        self._liveness.launched(self.pid)  # the marker now follows the kernel's process, not the server's
+        return info
 
     def _fallback(self, error: UvkernelError, connection_file: str,
                   env: dict[str, str]) -> tuple[list[str], dict[str, str]]:

@@ -36,6 +36,7 @@ class PreflightResult:
     cached: bool = False  # the deep facts came from the cache (no torch import this start)
     skipped: bool = False  # preflight = false
     deep: str = "not run"  # ran | cached | not run (why)
+    cheap: str = "ran"  # ran | reused (nothing the cheap facts were read from changed: no probe this start)
     gpu_expected: bool = False
     gpu_reason: str = ""
     cache: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +53,7 @@ class PreflightResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "cached": self.cached, "skipped": self.skipped, "deep": self.deep,
+                "cheap": self.cheap,
                 "gpu_expected": self.gpu_expected, "gpu_reason": self.gpu_reason, "notices": self.notices,
                 "failures": [f.to_json() for f in self.failures], "cache": self.cache, "timings": self.timings,
                 "facts": self.facts}

@@ -1,6 +1,7 @@
 """Run the probe in the env with the kernel's exact environment, consult the cache, apply the policy.
 
-    cheap probe (every start) -> policy on the cheap facts -> failures: stop here
+    cheap facts: reused when nothing they were read from changed (verdicts.py), else the cheap probe
+                              -> policy on the cheap facts -> failures: stop here
                               -> cache hit (same key, young enough, no recheck): deep facts from the cache
                               -> else deep probe (imports torch, initialises CUDA) -> store when it passed
 
@@ -22,7 +23,7 @@ from typing import Any, Mapping
 from filelock import FileLock, Timeout
 
 from .. import process
-from . import cache, policy
+from . import cache, policy, verdicts
 from .probe import MARK
 from .result import Failure, PreflightResult
 
@@ -150,15 +151,38 @@ async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any,
     result = PreflightResult()
 
     t0 = time.monotonic()
-    out = await _probe(python, _config(settings, host, env_path, cwd, deep=False, init_cuda=False), env, cwd,
-                       deadline - loop.time())
+    cheap_config = _config(settings, host, env_path, cwd, deep=False, init_cuda=False)
+    reuse = settings.preflight_cache_ttl > 0  # a TTL of 0 turns every preflight cache off
+    facts = None
+    if reuse and not recheck:
+        facts = await asyncio.to_thread(verdicts.lookup, cache_root, env_path, cheap_config, env)
+    if facts is not None:
+        result.cheap = "reused"
+    else:
+        out = await _probe(python, cheap_config, env, cwd, deadline - loop.time())
+        problem = _problem(out, settings, project, "cheap")
+        if problem is not None:
+            result.timings["cheap_s"] = round(time.monotonic() - t0, 3)
+            result.failures.append(problem)
+            result.facts = out.reports.get("cheap") or {}
+            return result
+        facts = out.reports["cheap"]
     result.timings["cheap_s"] = round(time.monotonic() - t0, 3)
-    problem = _problem(out, settings, project, "cheap")
-    if problem is not None:
-        result.failures.append(problem)
-        result.facts = out.reports.get("cheap") or {}
-        return result
-    facts = out.reports["cheap"]
+    await _checked(result, facts, ctx, recheck=recheck, python=python, env=env, cwd=cwd, settings=settings,
+                   host=host, env_path=env_path, project=project, cache_root=cache_root, deadline=deadline)
+    if result.ok and result.cheap == "ran" and reuse:
+        try:  # the next start reuses these facts while nothing they were read from changes
+            await asyncio.to_thread(verdicts.store, cache_root, env_path, cheap_config, env, result.facts)
+        except OSError as exc:
+            result.notices.append(f"the preflight cache could not be written: {exc}")
+    return result
+
+
+async def _checked(result: PreflightResult, facts: dict[str, Any], ctx: policy.Context, *, recheck: bool,
+                   python: Path, env: Mapping[str, str], cwd: Path, settings: Any, host: Any, env_path: Path,
+                   project: str, cache_root: Path, deadline: float) -> PreflightResult:
+    """The policy on the cheap facts, then the deep layer (from the cache or a run)."""
+    loop = asyncio.get_running_loop()
     verdict = policy.evaluate(facts, None, ctx)
     result.facts = facts
     result.gpu_expected, result.gpu_reason = verdict.gpu_expected, verdict.why
