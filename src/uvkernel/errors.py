@@ -150,6 +150,14 @@ MESSAGES: dict[str, Message] = {
         "uv refuses the project's {path}",
         "fix the file as uv's message below says (`uv sync --dry-run` in {root} shows the same error)",
     ),
+    "COMPANION_BUILD_UNAVAILABLE": Message(
+        "the env would get {names}, built for another torch than the host's {torch}, and builds for +{variant} "
+        "could not be had from {index}; the kernel was not started",
+        "provide the +{variant} builds: declare the index for them in pyproject.toml ([[tool.uv.index]] with "
+        "explicit = true and {first} = {{ index = \"...\" }} under [tool.uv.sources]), or put the wheels in a "
+        "find-links folder (UV_FIND_LINKS) and set companion_index to it (`uvkernel install --user --set "
+        "companion_index='\"/path/to/wheels\"'`); the builds needed: {pins}",
+    ),
     "DEPENDENCIES_UNRESOLVABLE": Message(
         "uv could not resolve the project's dependencies (with or without the host's packages)",
         "fix the requirements in {root}/pyproject.toml (uv's message above names the conflict)",

@@ -1,8 +1,9 @@
 """The preflight report as text and HTML, and the ``%uvkernel`` magic.
 
-The kernel loads this file at start (``runpy.run_path`` from ``--IPKernelApp.exec_lines``) in the env's
-python, where uvkernel is not installed: so it is standard library + IPython only, and it runs in a private
-namespace so nothing but the magic appears in the user's.  The CLI imports the same renderers for ``uvkernel check``.
+The kernel registers ``%uvkernel`` at start (``--IPKernelApp.exec_lines``) and loads this file with
+``runpy.run_path`` at the magic's first use, in the env's python, where uvkernel is not installed: so it is
+standard library + IPython only, and it runs in a private namespace so nothing but the magic appears in the
+user's.  The CLI imports the same renderers for ``uvkernel check``.
 """
 
 import html
@@ -183,6 +184,9 @@ def _rows(report):
         for item in deps.get("lock_deviations") or []:
             rows.append(("env", "differs from uv.lock", "%s %s instead of %s (%s)" % (
                 item.get("name"), item.get("installed"), item.get("locked"), item.get("why")), _NOTE))
+        for item in deps.get("companion_builds") or []:
+            rows.append(("env", "companion build", "%s %s replaced by %s from %s (the host torch's build)" % (
+                item.get("name"), item.get("from"), item.get("to"), item.get("index")), _NOTE))
         for note in deps.get("notes") or []:
             rows.append(("env", "note", note, _NOTE))
         for pin in deps.get("unmet_pins") or []:
@@ -298,14 +302,11 @@ class _Report(object):
         return render_text(self.report)
 
 
-def _register(ip):
-    def uvkernel(line=""):
-        """Show how this kernel was prepared: host, env, where torch comes from, CUDA."""
-        report = load_report()
-        if "--json" in line.split():
-            print(json.dumps(report, indent=1))
-            return None
-        return _Report(report)
-
-    ip.register_magic_function(uvkernel, magic_kind="line", magic_name="uvkernel")
+def uvkernel_magic(line=""):
+    """%uvkernel [--json]: show how this kernel was prepared: host, env, where torch comes from, CUDA."""
+    report = load_report()
+    if "--json" in line.split():
+        print(json.dumps(report, indent=1))
+        return None
+    return _Report(report)
 

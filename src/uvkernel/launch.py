@@ -122,7 +122,10 @@ def kernel_command(env_python: Path, connection_file: str, python_version: tuple
         cmd.append("-Xfrozen_modules=off")  # as `ipykernel install` does: the debugger needs it
     cmd += ["-m", "ipykernel_launcher", "-f", connection_file]
     if extension is not None:
-        # registers %uvkernel; the file is stdlib + IPython only and runs in its own namespace
-        line = f"import runpy as _u; _u.run_path({str(extension)!r})['_register'](get_ipython()); del _u"
+        # registers %uvkernel as a stub that reads the extension file on first use: compiling it at every start
+        # would delay the kernel's first reply (run_path keeps no bytecode).  The file is stdlib + IPython only
+        # and runs in its own namespace.
+        line = ("get_ipython().register_magic_function(lambda line='': __import__('runpy').run_path("
+                f"{str(extension)!r})['uvkernel_magic'](line), magic_kind='line', magic_name='uvkernel')")
         cmd.append(f"--IPKernelApp.exec_lines={[line]!r}")
     return cmd

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import dependencies
+from . import companion_builds, dependencies
 from .errors import DependencyError, ProjectError, UvError
 from .host_packages import HostDist, canonical, find_links_env, provided, write_placeholders
 from .project import Project
@@ -61,13 +61,14 @@ class SyncResult:
     installed: list[str] = field(default_factory=list)
     shadowed_on_purpose: dict[str, str] = field(default_factory=dict)  # allow_shadowing: name -> host version
     unmet_pins: list[dict[str, str]] = field(default_factory=list)  # host_version_conflicts = warn
+    companions: list[dict[str, str]] = field(default_factory=list)  # replaced by builds of the host's variant
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"how": self.how, "from_host": self.from_host, "skipped_for_host": self.skipped,
                 "own_code_shadows_host": self.own_code_shadows, "lock_deviations": self.deviations,
                 "installed": self.installed, "shadowed_on_purpose": self.shadowed_on_purpose,
-                "unmet_pins": self.unmet_pins, "notes": self.notes}
+                "unmet_pins": self.unmet_pins, "companion_builds": self.companions, "notes": self.notes}
 
 
 def selection(project: Project, settings: Any) -> list[str]:
@@ -731,6 +732,11 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
                                                 allow_shadowing=settings.allow_shadowing,
                                                 timeout=settings.uv_timeout, log=log)
             result.installed.append(f"{project.root} (editable)")
+    # torchvision and friends of the host torch's build (+cpu, +cu128 …), unless the project names their index
+    result.companions = await companion_builds.select(
+        project.root, env.python, env.site_packages, host, settings, uv,
+        declared={canonical(s.name) for s in declared_sources(project)},
+        cached=cache_root / "resolutions" / f"companions-{resolution_key(project, host_sig, settings)}.txt", log=log)
     result.own_code_shadows.update(shadows)
     result.shadowed_on_purpose = direct.shadowed_on_purpose
     result.unmet_pins = direct.unmet_pins
