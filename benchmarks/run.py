@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--runs 5] [--out benchmarks/results]
     .venv/bin/python benchmarks/run.py --only warm --runs 9    # warm starts only: results/warm.{json,md}
+    .venv/bin/python benchmarks/run.py --only env              # a real project's cold env vs `uv sync` by hand
 
 Writes results.json (every sample), results.md (the table) and chart.png.  Everything runs in a fresh
 temporary workspace (its own Jupyter folders and uvkernel cache); uv's download cache is shared.
@@ -379,9 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=default_host(), help="host interpreter (default: the test host)")
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
-    parser.add_argument("--only", choices=["warm"], default="",
-                        help="warm: only the warm starts and their baselines (writes warm.json / warm.md)")
+    parser.add_argument("--only", choices=["warm", "env"], default="",
+                        help="warm: only the warm starts and their baselines (writes warm.json / warm.md); "
+                             "env: only the real-project env build against the by-hand uv recipe (env_build.py)")
     args = parser.parse_args(argv)
+    if args.only == "env":
+        import env_build
+
+        return env_build.main(["--runs", str(max(args.runs, 9)), "--host", args.host, "--out", args.out])
 
     def log(message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

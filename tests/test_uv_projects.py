@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from deps_support import assert_no_stack, dists, uv
+from deps_support import assert_no_stack, dists, host_dists, uv
 from hardening_support import assert_clear_error, check, snapshot
 from helpers import Kernel, run_async
 from index_support import make_wheel, simple_index
@@ -345,3 +345,40 @@ def test_a_kernel_start_never_writes_or_creates_uv_lock(tmp_path, install_spec, 
     kernel_facts(install_spec(), app, "1")
     assert not (app / "uv.lock").exists()
     assert shutil.which("git") is not None  # the git-source test above needs it, as users do
+
+
+def test_own_code_named_like_a_host_package_is_installed_and_reported(tmp_path, install_spec, host_python):
+    # the host has typing-inspect; the project's own `typing-inspect` (a path source) is its code: installed, and
+    # the report says which host package it hides
+    assert "typing-inspect" in host_dists(host_python), "this test needs a host that has typing-inspect"
+    local = write(tmp_path / "ti", '[project]\nname = "typing-inspect"\nversion = "99.0.0"\ndependencies = []\n'
+                  + HATCH + '\n[tool.hatch.build.targets.wheel]\npackages = ["src/typing_inspect"]\n')
+    (local / "src" / "typing_inspect").mkdir(parents=True)
+    (local / "src" / "typing_inspect" / "__init__.py").write_text("MINE = True\n")
+    app = write(tmp_path / "app", '[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
+                'dependencies = ["typing-inspect"]\n'
+                '[tool.uv.sources]\ntyping-inspect = { path = "../ti", editable = true }\n')
+    uv("lock", "-q", "--python", host_python, cwd=app)
+    name = install_spec()
+    assert kernel_facts(name, app, "__import__('typing_inspect').MINE") is True
+    status, report, _ = check(app, "--kernel", name)
+    assert status == 0, report["message"]
+    hides = report["env"]["dependencies"]["own_code_shadows_host"]
+    assert list(hides) == ["typing-inspect"] and hides["typing-inspect"]  # the host's version it hides
+
+
+def test_per_group_source_and_managed_false(tmp_path, indexes, install_spec, host_python):
+    # a source that applies to one dependency group only: the dev group (uv's default) gets the index build
+    project = write(tmp_path / "proj", '[project]\nname = "proj"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
+                    'dependencies = []\n[dependency-groups]\ndev = ["torchvision"]\n'
+                    '[tool.uv.sources]\ntorchvision = [{ index = "pytorch-cpu", group = "dev" }]\n'
+                    + index_table("pytorch-cpu", indexes["cpu"]))
+    uv("lock", "-q", "--python", host_python, cwd=project)
+    assert kernel_facts(install_spec(), project, "__import__('torchvision').BUILD") == "0.28.0+cpu"
+    # managed = false: uv would not manage the project, so nothing of it is installed; the report says why
+    unmanaged = write(tmp_path / "unmanaged", '[project]\nname = "um"\nversion = "0.1.0"\ndependencies = ["tomli-w"]\n'
+                      '[tool.uv]\nmanaged = false\n')
+    status, report, _ = check(unmanaged, "--host-python", host_python)
+    assert status == 0, report["message"]
+    assert "tomli-w" not in dists(unmanaged / ".venv")
+    assert "managed = false" in report["env"]["dependencies"]["how"]

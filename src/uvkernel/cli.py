@@ -87,11 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # --- the per-user cache's envs (cache_envs.py) ---
     p = sub.add_parser("envs", help="list the envs uvkernel made in its per-user cache, and project envs seen")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
     p = sub.add_parser("gc", help="remove cache envs whose folder is gone (or, with --older-than, unused ones)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.add_argument("--older-than", default=None, metavar="DAYS", help="also remove envs not started for DAYS days")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print what was (or would be) removed as JSON")
     return parser
 
 
