@@ -12,7 +12,7 @@ import pytest
 from deps_support import assert_no_stack, dists, uv
 from hardening_support import assert_clear_error, check
 from index_support import make_wheel, simple_index
-from test_uv_projects import index_table, kernel_facts, write
+from test_uv_projects import kernel_facts, write
 
 PLAIN = ("import torch\nBUILD = '1.0.0'\nif '+' in torch.__version__:\n"
          "    raise ImportError('torchcomp 1.0.0 is built for the PyPI torch, not ' + torch.__version__)\n")

@@ -25,7 +25,7 @@ def make_wheel(folder: Path, name: str, version: str, files: dict[str, str], req
     """A minimal, valid pure-python wheel (METADATA, WHEEL, top_level.txt, RECORD with hashes)."""
     folder.mkdir(parents=True, exist_ok=True)
     dist_info = f"{name}-{version}.dist-info"
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     meta += [f"Requires-Dist: {r}" for r in requires]
     contents = dict(files)
     contents[f"{dist_info}/METADATA"] = "\n".join(meta) + "\n"

@@ -194,6 +194,7 @@ def test_lock_that_does_not_fit_the_host_is_re_resolved_and_each_deviation_repor
     assert f"torch (=={host_torch})" in requires or f"torch=={host_torch}" in requires, requires
     assert_no_stack(env)
     assert (project / "uv.lock").read_bytes() == lock
+    assert any("out of date" in note for note in prepared.env.plan["notes"]), prepared.env.plan
 
 
 def test_lock_whose_pins_cannot_fit_the_host_says_how_to_relock(tmp_path, host_python):

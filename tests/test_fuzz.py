@@ -204,7 +204,6 @@ def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
 
 
 KEY_PATHS = _paths(base_doc())
-LIST_PATHS = [p for p in KEY_PATHS if isinstance(_get(base_doc(), p), list)] if False else []  # filled below
 
 
 def _get(doc: Any, path: tuple) -> Any:

@@ -56,6 +56,8 @@ def index_for(setting: str, torch_version: str) -> str:
 
 def _requires_torch(requires: list[str]) -> bool:
     for text in requires:
+        if dependencies.requirement_name(text) != "torch":
+            continue
         try:
             req = Requirement(text)
         except InvalidRequirement:

@@ -154,7 +154,7 @@ async def _exported_names(project: Project, settings: Any, uv: str, prune: list[
 
 async def sync_locked(project: Project, env_python: Path, env_path: Path, host: dict[str, HostDist],
                       settings: Any, uv: str, log: Log, locked: dict[str, Locked],
-                      refitted: set[str] = frozenset()) -> SyncResult | None:
+                      refitted: set[str] = frozenset(), kept_export: Path | None = None) -> SyncResult | None:
     """Steps 1-2 of the module doc; None when uv says the lock is out of date with pyproject.toml.
 
     ``refitted``: locked names an earlier start found not to fit the host; step 3 installs them, so uv skips them.
@@ -169,7 +169,11 @@ async def sync_locked(project: Project, env_python: Path, env_path: Path, host: 
             result.own_code_shadows[keep[key].name] = keep[key].version
         else:
             prune.append(key)
-    wanted = await _exported_names(project, settings, uv, prune)
+    wanted = _read_names(kept_export) if kept_export is not None else None
+    if wanted is None:
+        wanted = await _exported_names(project, settings, uv, prune)
+        if kept_export is not None:
+            _keep(kept_export, json.dumps(sorted(wanted)))
     skip = sorted(k for k in locked if k not in wanted)
     # for the report: what only the host's packages pull in (the host's own names are listed as from_host)
     result.skipped = [n for n in skip if n not in keep and not is_local(locked[n])]
@@ -188,6 +192,15 @@ async def sync_locked(project: Project, env_python: Path, env_path: Path, host: 
         raise _uv_failure(project, done.output, done.returncode, "uv sync")
     result.installed = _installed_lines(done.output)
     return result
+
+
+def _read_names(path: Path) -> set[str] | None:
+    """What ``uv export --prune`` said for the same inputs, kept by an earlier start (None when there is none)."""
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return set(names) if isinstance(names, list) and all(isinstance(n, str) for n in names) else None
 
 
 def _installed_lines(output: str) -> list[str]:
@@ -218,13 +231,15 @@ def _uv_failure(project: Project, output: str, returncode: int, what: str) -> Uv
 
 
 def _tail(text: str, lines: int = 30) -> str:
-    kept = text.strip().splitlines()
-    return "\n".join(kept[-lines:])
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def fit_cache(project: Project, host_sig: str, settings: Any, cache_root: Path) -> Path:
-    """Where the versions that replace locked ones for this host are kept (uvkernel's cache, never the project)."""
-    return cache_root / "resolutions" / f"fit-{resolution_key(project, host_sig, settings)}.txt"
+def kept(cache_root: Path, kind: str, key: str) -> Path:
+    """Where an answer for one set of inputs (``key``: resolution_key) is kept: uvkernel's cache, never the project.
+
+    ``resolved``: uv pip compile's versions; ``export``: what uv export --prune left; ``fit``: versions that replace
+    locked ones for this host; ``companions``: builds of the host torch's variant."""
+    return cache_root / "resolutions" / f"{kind}-{key}.txt"
 
 
 DROPPED = "# not needed with the host's versions: "
@@ -243,15 +258,15 @@ def read_fit(path: Path) -> tuple[list[str], set[str]]:
 
 async def fit_to_host(project: Project, env_python: Path, site_packages: Path, host: dict[str, HostDist],
                       settings: Any, uv: str, result: SyncResult, log: Log, *, locked: dict[str, Locked],
-                      cached: Path, kept: list[str], dropped: set[str], waived: dependencies.InstallPlan | None = None) -> None:
+                      cached: Path, fitted: list[str], dropped: set[str], waived: dependencies.InstallPlan | None = None) -> None:
     """Step 3: locked versions that need another host version are re-resolved against the host and installed.
 
-    ``kept``: the versions an earlier start of the same inputs found (uv sync skipped those names): installed
+    ``fitted``: the versions an earlier start of the same inputs found (uv sync skipped those names): installed
     straight away, then checked like the rest.
     """
     keep = provided(host, settings.allow_shadowing)
     why: dict[str, str] = {}
-    lines = list(kept)
+    lines = list(fitted)
     with tempfile.TemporaryDirectory(prefix="uvkernel-fit-") as tmp_name:
         tmp = Path(tmp_name)
         if lines:
@@ -400,8 +415,7 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
                             "(uvkernel never writes it)")
     elif project.top is not None:
         result.notes.append("no uv.lock: resolved against the host (kept in uvkernel's cache, not in the project)")
-    key = resolution_key(project, host_sig, settings)
-    cached = cache_root / "resolutions" / f"{key}.txt"
+    cached = kept(cache_root, "resolved", resolution_key(project, host_sig, settings))
     with tempfile.TemporaryDirectory(prefix="uvkernel-sync-") as tmp_name:
         tmp = Path(tmp_name)
         try:
@@ -711,18 +725,20 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     result: SyncResult | None = None
     stale = False
     host_sig = host_packages.signature(host_python.site_packages)
+    key = resolution_key(project, host_sig, settings)
     if project.has_lock:
         locked = read_lock(project.lock_path)  # type: ignore[arg-type]
-        cached = fit_cache(project, host_sig, settings, cache_root)
-        kept, dropped = read_fit(cached)
-        refitted = {canonical(dependencies._name(line)) for line in kept} | dropped  # noqa: SLF001
-        result = await sync_locked(project, env.python, env.path, host, settings, uv, log, locked, refitted)
+        cached = kept(cache_root, "fit", key)  # versions that replace locked ones, from an earlier start
+        fitted, dropped = read_fit(cached)
+        refitted = {canonical(dependencies._name(line)) for line in fitted} | dropped  # noqa: SLF001
+        result = await sync_locked(project, env.python, env.path, host, settings, uv, log, locked, refitted,
+                                   kept_export=kept(cache_root, "export", key))
         if result is None:
             stale = True
             log(f"{project.lock_path} is out of date with pyproject.toml: resolving instead (the lock is not written)")
         else:
             await fit_to_host(project, env.python, env.site_packages, host, settings, uv, result, log,
-                              locked=locked, cached=cached, kept=kept, dropped=dropped, waived=waived)
+                              locked=locked, cached=cached, fitted=fitted, dropped=dropped, waived=waived)
     if result is None:
         result = await sync_resolved(project, env.python, env.path, host, host_sig, settings, uv, cache_root,
                                      log, stale_lock=stale, waived=waived)
@@ -736,7 +752,7 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     result.companions = await companion_builds.select(
         project.root, env.python, env.site_packages, host, settings, uv,
         declared={canonical(s.name) for s in declared_sources(project)},
-        cached=cache_root / "resolutions" / f"companions-{resolution_key(project, host_sig, settings)}.txt", log=log)
+        cached=kept(cache_root, "companions", key), log=log)
     result.own_code_shadows.update(shadows)
     result.shadowed_on_purpose = direct.shadowed_on_purpose
     result.unmet_pins = direct.unmet_pins
