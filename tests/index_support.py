@@ -20,8 +20,9 @@ def _record_line(path: str, data: bytes) -> str:
 
 
 def make_wheel(folder: Path, name: str, version: str, *, requires: list[str] = (), module: str | None = None,
-               code: str | None = None) -> Path:
-    """A pure-Python wheel ``name-version-py3-none-any.whl`` whose module records where it came from."""
+               code: str | None = None, extra: dict[str, bytes] | None = None) -> Path:
+    """A wheel ``name-version-py3-none-any.whl`` whose module records where it came from; ``extra``: more files
+    (relative path -> bytes), e.g. a shared object that makes it a compiled companion."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[-_.]+", "_", name).lower()
     module = module or stem
@@ -33,6 +34,7 @@ def make_wheel(folder: Path, name: str, version: str, *, requires: list[str] = (
                              + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: uvkernel-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         f"{info}/top_level.txt": f"{module}\n".encode(),
+        **(extra or {}),
     }
     record = [_record_line(p, d) for p, d in files.items()] + [f"{info}/RECORD,,"]
     path = folder / f"{stem}-{version}-py3-none-any.whl"
@@ -64,3 +66,16 @@ def simple_index(root: Path, wheels: list[Path]) -> str:
     (root / "index.html").write_text("<html><body>\n" + "\n".join(
         f'<a href="{p}/">{p}</a>' for p in sorted(projects)) + "\n</body></html>\n")
     return root.as_uri()
+
+
+def tiny_shared_object(folder: Path) -> bytes:
+    """A real, loadable shared object (one C function, built with gcc): what makes a test wheel "compiled"."""
+    import shutil
+    import subprocess
+
+    gcc = shutil.which("gcc")
+    assert gcc, "gcc is missing: run scripts/setup.sh --e2e (it installs gcc for the test doubles)"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny.c").write_text("int uvkernel_test_double(void) { return 42; }\n")
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(folder / "tiny.so"), str(folder / "tiny.c")], check=True)
+    return (folder / "tiny.so").read_bytes()

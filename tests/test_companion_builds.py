@@ -1,8 +1,10 @@
 """Issue "Torch companions": companions of the host torch's build are selected from the variant's index.
 
 Routing only: a local ``file://`` index built here stands in for the PyTorch CPU index (unreachable from this
-machine).  It serves a small companion-shaped package, ``torchcomp``, in two builds: the plain one (as on PyPI)
-refuses to import on a ``+cpu`` torch, the ``+cpu`` one imports only there.  The detection of a real mismatch
+machine).  It serves a small companion-shaped package, ``torchcomp`` (a real shared object, built with gcc, makes it
+"compiled"), in two builds: the plain one (as on PyPI) refuses to import on a ``+cpu`` torch, the ``+cpu`` one
+imports only there.  A pure-Python package that requires torch (torchmetrics) is not a companion: it is left as
+uv installed it.  The detection of a real mismatch
 runs on the real torchvision in test_companions.py.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import pytest
 from deps_support import assert_no_stack, dists, uv
 from hardening_support import assert_clear_error, check
-from index_support import make_wheel, simple_index
+from index_support import make_wheel, simple_index, tiny_shared_object
 from test_uv_projects import kernel_facts, write
 
 PLAIN = ("import torch\nBUILD = '1.0.0'\nif '+' in torch.__version__:\n"
@@ -23,10 +25,13 @@ CPU = ("import torch\nBUILD = '1.0.0+cpu'\nif not torch.__version__.endswith('+c
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory) -> dict[str, str]:
     base = tmp_path_factory.mktemp("companion-indexes")
+    # a compiled companion ships shared objects (a pure-Python package that requires torch runs on any build)
+    so = {"torchcomp/_C.so": tiny_shared_object(base / "so")}
     pypi = [make_wheel(base / "w-pypi", "torch", "2.13.0", code="raise ImportError('index torch')\n"),
-            make_wheel(base / "w-pypi", "torchcomp", "1.0.0", requires=["torch==2.13.0"], code=PLAIN)]
-    cpu = [make_wheel(base / "w-cpu", "torchcomp", "1.0.0+cpu", requires=["torch==2.13.0"], code=CPU)]
-    future = [make_wheel(base / "w-future", "torchcomp", "1.0.0+cpu", requires=["torch==2.15.0"], code=CPU)]
+            make_wheel(base / "w-pypi", "torchcomp", "1.0.0", requires=["torch==2.13.0"], code=PLAIN, extra=so)]
+    cpu = [make_wheel(base / "w-cpu", "torchcomp", "1.0.0+cpu", requires=["torch==2.13.0"], code=CPU, extra=so)]
+    future = [make_wheel(base / "w-future", "torchcomp", "1.0.0+cpu", requires=["torch==2.15.0"], code=CPU,
+                         extra=so)]
     return {"pypi": simple_index(base / "pypi", pypi), "cpu": simple_index(base / "cpu", cpu),
             "future": simple_index(base / "future", future)}
 
@@ -77,3 +82,19 @@ def test_a_companion_whose_torch_requirement_the_host_misses_is_never_installed(
     assert status != 0
     assert_clear_error(report["message"], "COMPANION_BUILD_UNAVAILABLE", "torchcomp", "torch==2.15.0")
     assert dists(project / ".venv").get("torchcomp") != "1.0.0+cpu"
+
+
+def test_a_pure_python_torch_dependent_is_not_replaced(tmp_path, stand_ins, install_spec):
+    # the same package without compiled code (as torchmetrics): it runs on any torch build, nothing is replaced
+    base = tmp_path / "pure"
+    wheels = [make_wheel(base / "w", "torch", "2.13.0", code="raise ImportError('index torch')\n"),
+              make_wheel(base / "w", "torchpure", "1.0.0", requires=["torch==2.13.0"])]
+    url = simple_index(base / "index", wheels)
+    project = write(tmp_path / "proj", '[project]\nname = "proj"\nversion = "0.1.0"\n'
+                    'dependencies = ["torch", "torchpure"]\n'
+                    f'\n[[tool.uv.index]]\nname = "stand-in"\nurl = "{url}"\ndefault = true\n')
+    gone = (tmp_path / "no-index").as_uri()  # never asked: there is nothing to replace
+    status, report, _ = check(project, "--kernel", install_spec(companion_index=gone))
+    assert status == 0, report["message"]
+    assert dists(project / ".venv")["torchpure"] == "1.0.0"
+    assert report["env"]["dependencies"]["companion_builds"] == []

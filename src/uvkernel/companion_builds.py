@@ -2,8 +2,9 @@
 
 PyPI's torchvision (and every package with extensions built against torch) is built for PyPI's torch build; its
 compiled ops do not load into a host torch from a PyTorch index (``2.13.0+cpu``, ``+cu128``, ``+rocm6.4``) or an
-NGC build (FIELD-NOTES section 6).  After uv installed the project, each env distribution that requires torch
-and whose build does not carry the host's variant is replaced by the same release of that variant, taken from:
+NGC build (FIELD-NOTES section 6).  After uv installed the project, each env distribution that requires torch,
+ships compiled code (pure-Python ones such as torchmetrics run on any build) and whose build does not carry the
+host's variant is replaced by the same release of that variant, taken from:
 
 * the index the project declares for it (``[tool.uv.sources]``): uv already installed it from there, so it is
   left as the project chose (the preflight's companion check still loads it);
@@ -69,13 +70,14 @@ def _requires_torch(requires: list[str]) -> bool:
 
 def mismatched(env_dists: dict[str, dependencies.EnvDist], host: dict[str, HostDist],
                declared: set[str]) -> list[dependencies.EnvDist]:
-    """Env distributions that require torch, are not of the host torch's variant, and have no declared source."""
+    """Env distributions that require torch and ship compiled code (a pure-Python torchmetrics runs on any torch
+    build), are not of the host torch's variant, and have no declared source."""
     torch = host.get("torch")
     if torch is None or not variant(torch.version):
         return []
     want = variant(torch.version)
     return [d for k, d in sorted(env_dists.items())
-            if k not in host and k not in declared and not d.editable and _requires_torch(d.requires)
+            if k not in host and k not in declared and not d.editable and d.compiled and _requires_torch(d.requires)
             and variant(d.version) != want]
 
 

@@ -429,6 +429,7 @@ class EnvDist:
     location: str
     requires: list[str]
     editable: bool = False  # installed from a local folder (direct_url.json says so)
+    compiled: bool = False  # ships shared objects (RECORD lists a .so): built against something, maybe torch
 
 
 def _read_env_distributions(site_packages: str) -> dict[str, EnvDist]:
@@ -453,8 +454,17 @@ def _read_env_distributions(site_packages: str) -> dict[str, EnvDist]:
             direct = ""
         out[canonical(name)] = EnvDist(name, fields.get("version", [""])[0], site_packages,
                                        fields.get("requires-dist", []),
-                                       editable='"editable": true' in direct or '"file://' in direct)
+                                       editable='"editable": true' in direct or '"file://' in direct,
+                                       compiled=_lists_shared_objects(os.path.join(entry.path, "RECORD")))
     return out
+
+
+def _lists_shared_objects(record: str) -> bool:
+    try:
+        with open(record, encoding="utf-8", errors="replace") as fh:
+            return any(".so," in line or ".so." in line.split(",", 1)[0] for line in fh)
+    except OSError:
+        return False
 
 
 def _metadata_headers(path: str) -> dict[str, list[str]]:
