@@ -74,10 +74,21 @@ class TimedKernel:
                 timing.error = f"{reply.get('ename')}: {reply.get('evalue')}"
         return timing
 
+    def _client(self) -> Any:
+        """The client, connecting as jupyter_client does, with one difference: it connects before the kernel has
+        bound its ports, and zmq retries every RECONNECT_IVL (100 ms by default), which rounds each start up to
+        the next retry (measured: median 0.70 s vs 0.57 s for the same kernel). A 5 ms interval measures the
+        kernel's start rather than the client's retry timer; it is the same for every variant."""
+        import zmq
+
+        kc = self.km.client()
+        kc.context.setsockopt(zmq.RECONNECT_IVL, 5)
+        return kc
+
     async def start(self, with_torch: bool = True) -> Timing:
         t0 = time.perf_counter()
         await self.km.start_kernel(cwd=str(self.cwd))
-        self.kc = self.km.client()
+        self.kc = self._client()
         self.kc.start_channels()
         return await self._ready(t0, with_torch)
 
@@ -85,7 +96,7 @@ class TimedKernel:
         self.kc.stop_channels()
         t0 = time.perf_counter()
         await self.km.restart_kernel(now=False)
-        self.kc = self.km.client()
+        self.kc = self._client()
         self.kc.start_channels()
         return await self._ready(t0, with_torch)
 

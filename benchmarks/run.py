@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
         "host": args.host,
-        "versions": {name: md.version(name) for name in ("uvkernel", "jupyter_client", "jupyter_server",
+        "versions": {name: md.version(name) for name in ("jupyter-uvkernel", "jupyter_client", "jupyter_server",
                                                           "ipykernel", "uv")} | {
             "pyproject-local-kernel": neighbour_version},
         "runs": args.runs,
