@@ -7,28 +7,11 @@ counted once.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
 def env_bytes(env: Path) -> dict[str, int]:
-    own = linked = files = 0
-    seen: set[tuple[int, int]] = set()
-    for folder, _dirs, names in os.walk(env):
-        for name in names:
-            try:
-                st = os.lstat(os.path.join(folder, name))
-            except OSError:
-                continue
-            if not os.path.isfile(os.path.join(folder, name)) or os.path.islink(os.path.join(folder, name)):
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue
-            seen.add(key)
-            files += 1
-            if st.st_nlink > 1:
-                linked += st.st_size
-            else:
-                own += st.st_size
-    return {"own_bytes": own, "hardlinked_bytes": linked, "files": files}
+    """The count ``uvkernel envs`` shows (one implementation: uvkernel.cache_envs.own_bytes)."""
+    from uvkernel.cache_envs import own_bytes
+
+    return own_bytes(env)

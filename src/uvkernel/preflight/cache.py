@@ -92,13 +92,19 @@ def store(cache_root: Path, env_path: Path, cache_key: str, deep: Mapping[str, A
     os.chmod(folder, 0o700)
     data = _read(path) or {"entries": {}}
     data["entries"][cache_key] = {"time": time.time() if now is None else now, "deep": dict(deep)}
-    newest = sorted(data["entries"].items(), key=lambda kv: kv[1].get("time", 0), reverse=True)[:_KEEP]
+    write_newest(path, data, _KEEP)
+    return path
+
+
+def write_newest(path: Path, data: dict[str, Any], keep: int) -> None:
+    """Keep the ``keep`` newest of ``data["entries"]`` and write the file private to its owner, atomically: a
+    concurrent start reads the old or the new file, never half of one."""
+    newest = sorted(data["entries"].items(), key=lambda kv: kv[1].get("time", 0), reverse=True)[:keep]
     data["entries"] = dict(newest)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, default=str)
-    os.replace(tmp, path)  # atomic: a concurrent start reads the old or the new file, never half of one
-    return path
+    os.replace(tmp, path)
 
 

@@ -36,7 +36,7 @@ from typing import Any, Iterable, Mapping
 
 from .. import __version__
 from . import probe
-from .cache import _PROBE_SOURCE
+from .cache import _PROBE_SOURCE, write_newest
 
 FORMAT = 1
 _KEEP = 16  # entries per env: notebook folders and setting variants side by side
@@ -220,13 +220,7 @@ def store(cache_root: Path, env_path: Path, config: Mapping[str, Any], environ: 
     data = _load(path) or {"env": str(env_path), "entries": {}}
     data["env"] = str(env_path)
     data["entries"][_slot(config)] = entry
-    newest = sorted(data["entries"].items(), key=lambda kv: kv[1].get("time", 0), reverse=True)[:_KEEP]
-    data["entries"] = dict(newest)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, default=str)
-    os.replace(tmp, path)
+    write_newest(path, data, _KEEP)
 
 
 def forget(cache_root: Path, env_path: Path) -> None:
