@@ -125,11 +125,18 @@ def test_pytorch_guide_patterns_get_uvs_sources_and_the_hosts_torch(kind, locked
 
 # --- local code: path sources, workspaces, git and url sources ---------------------------------------------------
 
-def _utils(folder: Path, who: str) -> Path:
-    write(folder, '[project]\nname = "utils"\nversion = "0.0.1"\ndependencies = []\n' + HATCH)
-    (folder / "src" / "utils").mkdir(parents=True, exist_ok=True)
-    (folder / "src" / "utils" / "__init__.py").write_text(f"WHO = {who!r}\n")
+def _local_package(folder: Path, name: str, code: str, version: str = "0.0.1") -> Path:
+    """A project of one module (src layout, hatchling) at ``folder``, for path sources."""
+    module = name.replace("-", "_")
+    write(folder, f'[project]\nname = "{name}"\nversion = "{version}"\ndependencies = []\n' + HATCH
+          + f'\n[tool.hatch.build.targets.wheel]\npackages = ["src/{module}"]\n')
+    (folder / "src" / module).mkdir(parents=True, exist_ok=True)
+    (folder / "src" / module / "__init__.py").write_text(code)
     return folder
+
+
+def _utils(folder: Path, who: str) -> Path:
+    return _local_package(folder, "utils", f"WHO = {who!r}\n")
 
 
 @pytest.mark.parametrize("locked", [True, False], ids=["uv.lock", "no-lock"])
@@ -351,10 +358,7 @@ def test_own_code_named_like_a_host_package_is_installed_and_reported(tmp_path, 
     # the host has typing-inspect; the project's own `typing-inspect` (a path source) is its code: installed, and
     # the report says which host package it hides
     assert "typing-inspect" in host_dists(host_python), "this test needs a host that has typing-inspect"
-    local = write(tmp_path / "ti", '[project]\nname = "typing-inspect"\nversion = "99.0.0"\ndependencies = []\n'
-                  + HATCH + '\n[tool.hatch.build.targets.wheel]\npackages = ["src/typing_inspect"]\n')
-    (local / "src" / "typing_inspect").mkdir(parents=True)
-    (local / "src" / "typing_inspect" / "__init__.py").write_text("MINE = True\n")
+    _local_package(tmp_path / "ti", "typing-inspect", "MINE = True\n", version="99.0.0")
     app = write(tmp_path / "app", '[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
                 'dependencies = ["typing-inspect"]\n'
                 '[tool.uv.sources]\ntyping-inspect = { path = "../ti", editable = true }\n')

@@ -31,7 +31,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import dependencies
 from .errors import DependencyError
-from .host_packages import HostDist, allowed, canonical, find_links_env, provided, write_placeholders
+from .host_packages import HostDist, allowed, canonical, find_links_env, provided, write_excludes, write_placeholders
 from .uvbin import run_uv
 
 Log = Callable[[str], None]
@@ -112,8 +112,7 @@ async def select(project_root: Path | None, env_python: Path, site_packages: Pat
             pass
     keep = provided(host, settings.allow_shadowing)
     with tempfile.TemporaryDirectory(prefix="uvkernel-companions-") as tmp:
-        excludes = Path(tmp) / "host-provided.txt"
-        excludes.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
+        excludes = write_excludes(Path(tmp), keep)
         log(f"installing companions built for the host's torch {torch.version}: {', '.join(pins)} from {index}")
         done = await run_uv([uv, "pip", "install", "--python", str(env_python), "--no-deps", "--excludes",
                              str(excludes), "--index", index, *pins], step="installed companions of the host's build",

@@ -43,7 +43,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import process
 from .errors import DependencyError
-from .host_packages import HostDist, allowed, canonical, find_links_env, provided, write_placeholders
+from .host_packages import HostDist, allowed, canonical, find_links_env, provided, write_excludes, write_placeholders
 from .uvbin import run_uv
 
 Log = Callable[[str], None]
@@ -367,8 +367,7 @@ async def install_pinned(pinned: list[str], *, uv: str, env_python: str, host: d
     """Exactly these versions, without their dependencies, never a host package (``--excludes``)."""
     keep = provided(host, allow_shadowing)
     with tempfile.TemporaryDirectory(prefix="uvkernel-install-") as tmp:
-        excludes = Path(tmp) / "host-provided.txt"
-        excludes.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
+        excludes = write_excludes(Path(tmp), keep)
         reqs = Path(tmp) / "requirements.txt"
         reqs.write_text("\n".join(pinned) + "\n")
         log("uv pip install " + " ".join(pinned))
@@ -411,8 +410,7 @@ async def install_editable(root: Path, *, uv: str, env_python: str, host: dict[s
     """The project itself, editable and without its dependencies (they were resolved against the host)."""
     keep = provided(host, allow_shadowing)
     with tempfile.TemporaryDirectory(prefix="uvkernel-install-") as tmp:
-        excludes = Path(tmp) / "host-provided.txt"
-        excludes.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
+        excludes = write_excludes(Path(tmp), keep)
         log(f"uv pip install --no-deps -e {root}")
         await run_uv([uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
                       "-e", str(root)], step=f"installed the project itself ({root}, editable)", timeout=timeout,

@@ -146,6 +146,14 @@ def write_placeholders(host: dict[str, HostDist], folder: Path) -> tuple[list[st
     return sorted(pins), sorted(unversioned)
 
 
+def write_excludes(folder: Path, keep: dict[str, HostDist]) -> Path:
+    """An ``--excludes`` file naming every distribution the host keeps providing: uv neither installs nor
+    downloads them."""
+    path = folder / "host-provided.txt"
+    path.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
+    return path
+
+
 def find_links_env(folder: Path) -> dict[str, str]:
     """uv's environment with the placeholders added to the user's find-links.  ``UV_FIND_LINKS`` is a
     comma-separated list; a ``--find-links`` flag would replace the user's list (an air-gapped wheelhouse) instead

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from . import companion_builds, dependencies
 from .errors import DependencyError, ProjectError, UvError
-from .host_packages import HostDist, canonical, find_links_env, provided, write_placeholders
+from .host_packages import HostDist, canonical, find_links_env, provided, write_excludes, write_placeholders
 from .project import Project
 from .uvbin import run_uv
 
@@ -123,7 +123,7 @@ def is_local(locked: Locked) -> bool:
     return locked.kind in LOCAL_SOURCES
 
 
-def _uv_env(project: Project, env_path: Path) -> dict[str, str]:
+def _uv_env(env_path: Path) -> dict[str, str]:
     # uv's project commands use this env and keep its system-site-packages (FIELD-NOTES section 1)
     return {"UV_PROJECT_ENVIRONMENT": str(env_path)}
 
@@ -185,7 +185,7 @@ async def sync_locked(project: Project, env_python: Path, env_path: Path, host: 
     log("uv sync --locked --inexact (leaving out " + (", ".join(prune) or "nothing") + " and what only they need)")
     done = await run_uv(argv, step=f"installed {project.root} from {project.lock_path} (uv sync)",
                         timeout=settings.uv_timeout, cwd=project.root, check=False, disk=str(env_path),
-                        extra_env=_uv_env(project, env_path))
+                        extra_env=_uv_env(env_path))
     if done.returncode != 0 and STALE_LOCK in done.output:
         return None
     if done.returncode != 0:
@@ -230,8 +230,8 @@ def _uv_failure(project: Project, output: str, returncode: int, what: str) -> Uv
                        "install the host's packages: do not keep what it installs)")
 
 
-def _tail(text: str, lines: int = 30) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+def _tail(text: str) -> str:
+    return dependencies._tail(text)  # noqa: SLF001 - uv's explanation: its last lines, whole
 
 
 def kept(cache_root: Path, kind: str, key: str) -> Path:
@@ -405,7 +405,7 @@ def project_files(project: Project) -> list[Path]:
 
 
 async def sync_resolved(project: Project, env_python: Path, env_path: Path, host: dict[str, HostDist],
-                        host_sig: str, settings: Any, uv: str, cache_root: Path, log: Log,
+                        key: str, settings: Any, uv: str, cache_root: Path, log: Log,
                         stale_lock: bool, waived: dependencies.InstallPlan | None = None) -> SyncResult:
     keep = provided(host, settings.allow_shadowing)
     result = SyncResult(how="resolved against the host (uv pip compile on pyproject.toml)")
@@ -415,7 +415,7 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
                             "(uvkernel never writes it)")
     elif project.top is not None:
         result.notes.append("no uv.lock: resolved against the host (kept in uvkernel's cache, not in the project)")
-    cached = kept(cache_root, "resolved", resolution_key(project, host_sig, settings))
+    cached = kept(cache_root, "resolved", key)
     with tempfile.TemporaryDirectory(prefix="uvkernel-sync-") as tmp_name:
         tmp = Path(tmp_name)
         try:
@@ -468,8 +468,7 @@ async def _install_resolved(project: Project, env_python: Path, keep: dict[str, 
                             settings: Any, uv: str, tmp: Path, log: Log, what: str) -> list[str]:
     """Exactly the resolved versions (``--no-deps``), with the project's pyproject.toml beside them so its
     ``[tool.uv.sources]`` say where each direct dependency comes from; never a host package (``--excludes``)."""
-    excludes = tmp / "host-provided.txt"
-    excludes.write_text("\n".join(sorted(d.name for d in keep.values())) + "\n")
+    excludes = write_excludes(tmp, keep)
     reqs = tmp / "resolved.txt"
     reqs.write_text("\n".join(lines) + "\n")
     argv = [uv, "pip", "install", "--python", str(env_python), "--no-deps", "--excludes", str(excludes),
@@ -552,7 +551,7 @@ async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist]
                         cwd=project.root, check=False)
     if free.returncode != 0:
         raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=_tail(text))
-    raise dependencies.transitive_conflict(keep, dependencies._tail(text), free.stdout, _where(project))  # noqa: SLF001
+    raise dependencies.transitive_conflict(keep, _tail(text), free.stdout, _where(project))
 
 
 # --- the stage: checks that need no uv, then the lock or the resolution ----------------------------------
@@ -740,7 +739,7 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
             await fit_to_host(project, env.python, env.site_packages, host, settings, uv, result, log,
                               locked=locked, cached=cached, fitted=fitted, dropped=dropped, waived=waived)
     if result is None:
-        result = await sync_resolved(project, env.python, env.path, host, host_sig, settings, uv, cache_root,
+        result = await sync_resolved(project, env.python, env.path, host, key, settings, uv, cache_root,
                                      log, stale_lock=stale, waived=waived)
         if project_dependencies.is_package(project):
             # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above

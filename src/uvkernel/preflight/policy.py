@@ -365,20 +365,18 @@ def check_deep(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, ctx: Co
 
 
 # --- torch companions ---------------------------------------------------------------------------------
-PYTORCH_INDEX = "https://download.pytorch.org/whl/"
-
-
 def torch_variant(version: str | None) -> str:
     """The local part of a torch version: 'cpu' for 2.13.0+cpu, 'cu128', 'rocm6.4', '' for a PyPI build."""
-    return (version or "").partition("+")[2]
+    from ..companion_builds import variant
+
+    return variant(version or "")
 
 
 def companion_index(ctx: Context, torch_version: str | None) -> str:
-    """Where builds for the host's torch variant live: the setting, else the PyTorch index of the variant."""
-    if ctx.companion_index:
-        return ctx.companion_index
-    variant = torch_variant(torch_version)
-    return PYTORCH_INDEX + variant if re.fullmatch(r"cpu|cu\d+|rocm[\d.]+|xpu", variant) else ""
+    """Where builds for the host's torch variant live: the one rule the install step uses too."""
+    from ..companion_builds import index_for
+
+    return index_for(ctx.companion_index, torch_version or "")
 
 
 def companion_allowed(name: str, ctx: Context) -> bool:
