@@ -200,7 +200,8 @@ def test_uvkernel_magic_shows_the_report(install_spec, cpu_project):
             shown = await kernel.run("%uvkernel")
             as_json = await kernel.run("%uvkernel --json")
             namespace = await kernel.value("sorted(k for k in globals() if not k.startswith('_'))")
-            return shown, as_json, namespace
+            has_file = await kernel.value("'__file__' in globals()")
+            return shown, as_json, namespace + [has_file]
 
     shown, as_json, namespace = run_async(scenario())
     assert shown.error is None, shown.error
@@ -213,7 +214,8 @@ def test_uvkernel_magic_shows_the_report(install_spec, cpu_project):
     assert "[ok] passed" in text and "<table" not in text
     report = json.loads(as_json.stdout)
     assert report["ok"] and report["preflight"]["facts"]["torch"]["build"] == "cpu"
-    assert "uvkernel" not in namespace and "render_html" not in namespace  # nothing leaks into the user's namespace
+    # nothing leaks into the user's namespace, not even the stub file's __file__ (a plain kernel has none)
+    assert "uvkernel" not in namespace and "render_html" not in namespace and namespace[-1] is False
 
 
 def test_a_new_env_on_the_same_host_reuses_the_deep_result(tmp_path, host_python):

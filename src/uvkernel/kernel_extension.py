@@ -1,6 +1,6 @@
 """The preflight report as text and HTML, and the ``%uvkernel`` magic.
 
-The kernel registers ``%uvkernel`` at start (``--IPKernelApp.exec_lines``) and loads this file with
+The kernel registers ``%uvkernel`` at start (kernel_magic_stub.py) and loads this file with
 ``runpy.run_path`` at the magic's first use, in the env's python, where uvkernel is not installed: so it is
 standard library + IPython only, and it runs in a private namespace so nothing but the magic appears in the
 user's.  The CLI imports the same renderers for ``uvkernel check``.

@@ -21,7 +21,7 @@ _DROP = ("PYTHONHOME", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFI
          "UV_PYTHON", "UV_SYSTEM_PYTHON")
 # UV_PROJECT_ENVIRONMENT is kept: `!uv add X` in the kernel must target the env the kernel runs from.
 
-EXTENSION_FILE = Path(__file__).with_name("kernel_extension.py")
+MAGIC_STUB_FILE = Path(__file__).with_name("kernel_magic_stub.py")  # registers %uvkernel (kernel_extension.py)
 REPORT_VAR = "UVKERNEL_REPORT"
 # What started the kernel, so `!uvkernel add X` in a cell (and `uvkernel run`'s children) use the same host and
 # policy without --kernel: the spec's name, and the effective settings as JSON (the spec's config plus any jupyter
@@ -116,16 +116,14 @@ def tools_dir(cache_root: Path) -> Path | None:
 
 
 def kernel_command(env_python: Path, connection_file: str, python_version: tuple[int, ...],
-                   extension: Path | None = EXTENSION_FILE) -> list[str]:
+                   magic_stub: Path | None = MAGIC_STUB_FILE) -> list[str]:
     cmd = [str(env_python)]
     if tuple(python_version[:2]) >= (3, 11):
         cmd.append("-Xfrozen_modules=off")  # as `ipykernel install` does: the debugger needs it
     cmd += ["-m", "ipykernel_launcher", "-f", connection_file]
-    if extension is not None:
+    if magic_stub is not None:
         # registers %uvkernel as a stub that reads the extension file on first use: compiling it at every start
-        # would delay the kernel's first reply (run_path keeps no bytecode).  The file is stdlib + IPython only
-        # and runs in its own namespace.
-        line = ("get_ipython().register_magic_function(lambda line='': __import__('runpy').run_path("
-                f"{str(extension)!r})['uvkernel_magic'](line), magic_kind='line', magic_name='uvkernel')")
-        cmd.append(f"--IPKernelApp.exec_lines={[line]!r}")
+        # would delay the kernel's first reply (run_path keeps no bytecode).  Both files are stdlib + IPython
+        # only; the extension runs in its own namespace.
+        cmd.append(f"--IPKernelApp.exec_files={[str(magic_stub)]!r}")
     return cmd
