@@ -100,10 +100,10 @@ class TimedKernel:
         self.kc.start_channels()
         return await self._ready(t0, with_torch)
 
-    async def stop(self) -> None:
+    async def stop(self, now: bool = False) -> None:
         if self.kc is not None:
             self.kc.stop_channels()
         try:
-            await self.km.shutdown_kernel(now=False)
+            await self.km.shutdown_kernel(now=now)
         except Exception:  # a kernel that never started
             await self.km.shutdown_kernel(now=True)
