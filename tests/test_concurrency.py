@@ -167,7 +167,7 @@ def test_16_sessions_for_one_project_at_once(server, host_python):
     # nothing corrupted: one copy of the dependency, a valid state file, and the next start has nothing to do
     assert env_packages(env) == {"tomli-w": env_packages(env)["tomli-w"]}
     state = json.loads((env / ".uvkernel-state.json").read_text())
-    assert state["fingerprint"] and not list(env.glob(".uvkernel-state.json.tmp"))
+    assert state["fingerprint"] and not list(env.glob(".uvkernel-state.json*.tmp"))
     status, report, _ = check(project, "--host-python", host_python,
                               env={**server.env, "XDG_CACHE_HOME": server.env["XDG_CACHE_HOME"]})
     assert status == 0 and report["env"]["reused"] and report["env"]["actions"] == [], report

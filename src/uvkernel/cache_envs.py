@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from typing import Any, Iterable
 from filelock import Timeout
 
 from . import __version__
+from .files import write_atomic
 
 META_FILE = ".uvkernel-env.json"
 STATE_FILE = ".uvkernel-state.json"  # environment.STATE_FILE (not imported: environment is heavy to import)
@@ -43,12 +45,7 @@ DAY = 86400.0
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1), private=True, make_parent=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -109,10 +106,12 @@ class Liveness:
         self.pid = pid or os.getpid()
         self.phase = phase
         self.path: Path | None = None
+        self.env_path: Path | None = None
 
     def mark(self, cache_root: Path, env_path: Path) -> None:
         if self.path is None:
             self.path = cache_root / "running" / f"{uuid.uuid4().hex}.json"
+        self.env_path = env_path
         self._write(env_path, self.pid, self.phase)
 
     def _write(self, env_path: Path, pid: int, phase: str) -> None:
@@ -125,9 +124,8 @@ class Liveness:
 
     def launched(self, pid: int | None) -> None:
         """The kernel process now runs: the marker follows it (the start's own process may be the server)."""
-        data = _read_json(self.path) if self.path else {}
-        if data.get("env") and pid:
-            self._write(Path(data["env"]), pid, "running")
+        if self.path is not None and self.env_path is not None and pid:
+            self._write(self.env_path, pid, "running")
 
     def clear(self) -> None:
         if self.path is not None:
@@ -136,6 +134,7 @@ class Liveness:
             except OSError:
                 pass
             self.path = None
+            self.env_path = None
 
 
 def live_markers(cache_root: Path, *, remove_stale: bool = False) -> dict[str, list[dict[str, Any]]]:
@@ -178,7 +177,7 @@ def own_bytes(env: Path) -> dict[str, int]:
                 st = os.lstat(os.path.join(folder, name))
             except OSError:
                 continue
-            if not os.path.isfile(os.path.join(folder, name)) or os.path.islink(os.path.join(folder, name)):
+            if not stat.S_ISREG(st.st_mode):  # lstat: a link is not a regular file, whatever it points at
                 continue
             key = (st.st_dev, st.st_ino)
             if key in seen:
@@ -229,11 +228,11 @@ class CacheEnv:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["last_start_iso"] = _iso(self.last_start)
+        data["last_start_iso"] = iso_time(self.last_start)
         return data
 
 
-def _iso(stamp: float | None) -> str | None:
+def iso_time(stamp: float | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else None
 
 
@@ -299,7 +298,7 @@ def list_projects(cache_root: Path) -> list[dict[str, Any]]:
         data = _read_json(folder / name)
         if data.get("env"):
             data["exists"] = os.path.isdir(data["env"])
-            data["last_start_iso"] = _iso(data.get("last_start"))
+            data["last_start_iso"] = iso_time(data.get("last_start"))
             out.append(data)
     return out
 
@@ -319,7 +318,7 @@ def _why_remove(env: CacheEnv, older_than: float | None, now: float) -> str | No
     if env.folder_state == "gone":
         return f"its folder {env.folder} is gone"
     if older_than is not None and (env.last_start is None or now - env.last_start > older_than * DAY):
-        age = "never started" if env.last_start is None else f"last started {_iso(env.last_start)}"
+        age = "never started" if env.last_start is None else f"last started {iso_time(env.last_start)}"
         return f"not started for more than {older_than:g} days ({age})"
     return None
 

@@ -362,7 +362,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
         busy = f"  in use (pid {', '.join(map(str, e.running))})" if e.running else (
             "  being prepared" if e.preparing else "")
         print(f"  {e.folder or '?'}{state}{busy}\n    env {e.path}  {cache_envs.human_size(e.own_bytes)}"
-              f"  last start {cache_envs._iso(e.last_start) or '?'}")
+              f"  last start {cache_envs.iso_time(e.last_start) or '?'}")
     if not envs:
         print("  (none)")
     if projects:

@@ -23,6 +23,7 @@ from filelock import FileLock, Timeout
 
 from . import __version__, dependencies, host_packages, installers, project_sync
 from .errors import EnvError, UvError
+from .files import write_atomic
 from .host import HostPython
 from .host_packages import HostDist, host_distributions
 from .project import Project
@@ -213,9 +214,7 @@ def read_state(env: Path) -> dict[str, Any]:
 
 
 def write_state(env: Path, state: dict[str, Any]) -> None:
-    tmp = env / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, env / STATE_FILE)
+    write_atomic(env / STATE_FILE, json.dumps(state, indent=1))
 
 
 def layer_line(host: HostPython) -> str:
@@ -406,9 +405,7 @@ async def _find_shadowing(env: Env, settings: UvKernelSettings) -> None:
     env_dists = await dependencies.env_distributions(env.site_packages)
     env.shadowing = dependencies.shadowing(env_dists, host, settings.allow_shadowing)
     try:
-        tmp = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "shadowing": env.shadowing}))
-        os.replace(tmp, saved)
+        write_atomic(saved, json.dumps({"key": key, "shadowing": env.shadowing}))
     except OSError:
         pass  # a read-only env answers from its dist-infos every time
 

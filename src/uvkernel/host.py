@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import process
 from .errors import HostError
+from .files import write_atomic
 
 MINIMUM_PYTHON = (3, 9)
 HOST_ENV_VAR = "UVKERNEL_HOST_PYTHON"
@@ -219,11 +220,8 @@ def _cache_write(cache_dir: Path, path: str, host: HostPython) -> None:
     data["version"] = list(host.version)
     target = _cache_file(cache_dir, path)
     try:
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": _CACHE_VERSION, "host": data,
-                                   "stamp": stamp(path, host.prefix, host.site_packages)}))
-        os.replace(tmp, target)
+        write_atomic(target, json.dumps({"version": _CACHE_VERSION, "host": data,
+                                         "stamp": stamp(path, host.prefix, host.site_packages)}), make_parent=True)
     except OSError:
         pass
 

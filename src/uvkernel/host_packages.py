@@ -27,6 +27,7 @@ from typing import Iterable
 from packaging.version import InvalidVersion, Version
 
 from . import process
+from .files import write_atomic
 from .host import HostPython, stamp
 
 # Runs in the host (stdlib only).  Reads the site-packages folders passed as arguments, nothing else, so a
@@ -177,10 +178,8 @@ async def host_distributions(host: HostPython, cache_root: Path) -> dict[str, Ho
     dists = await list_host_distributions(host.executable, host.site_packages)
     if dists:
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"stamp": current, "dists": {k: vars(v) for k, v in dists.items()}}))
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps({"stamp": current, "dists": {k: vars(v) for k, v in dists.items()}}),
+                         make_parent=True)
         except OSError:
             pass
     return dists

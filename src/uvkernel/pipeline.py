@@ -19,6 +19,7 @@ from . import distribution, environment, host as host_mod, launch, preflight, pr
 from . import cache_envs, installers
 from . import settings as settings_mod
 from .errors import PreflightError, ProjectError, UvkernelError
+from .files import write_atomic
 from .host import HostPython
 from .project import Project
 from .settings import UvKernelSettings
@@ -206,11 +207,9 @@ def _existing(path: Path) -> Path | None:
 
 def _write_report(path: Path, data: dict[str, Any]) -> None:
     try:
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         # no indent: json's C encoder only runs without one (indent=1 took about 1 ms of every warm start);
         # `uvkernel check --json` prints it readably
-        tmp.write_text(json.dumps(data, default=str))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data, default=str))
     except OSError:
         pass
 

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from . import companion_builds, dependencies
 from .errors import DependencyError, ProjectError, UvError
+from .files import write_atomic
 from .host_packages import HostDist, canonical, find_links_env, provided, write_excludes, write_placeholders
 from .project import Project
 from .uvbin import run_uv
@@ -442,10 +443,7 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
 def _keep(path: Path, text: str) -> None:
     """A resolution kept in uvkernel's cache (written whole or not at all)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        part = path.with_name(path.name + f".{os.getpid()}.tmp")
-        part.write_text(text)
-        os.replace(part, path)
+        write_atomic(path, text, make_parent=True)
     except OSError:
         pass
 

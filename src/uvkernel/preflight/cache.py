@@ -27,6 +27,7 @@ from typing import Any, Mapping
 from filelock import FileLock
 
 from .. import __version__
+from ..files import write_atomic
 from .probe import PROBE_FORMAT
 
 _VOLATILE = ("timings", "notebook_dir")  # per start or per notebook: not what the deep layer depends on
@@ -101,10 +102,6 @@ def write_newest(path: Path, data: dict[str, Any], keep: int) -> None:
     concurrent start reads the old or the new file, never half of one."""
     newest = sorted(data["entries"].items(), key=lambda kv: kv[1].get("time", 0), reverse=True)[:keep]
     data["entries"] = dict(newest)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, default=str)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, default=str), private=True)
 
 
