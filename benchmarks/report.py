@@ -29,6 +29,14 @@ def _ratio(entry: dict[str, Any]) -> str:
     return f"{entry['ratio_median']:.2f}x ({entry['ratio_min']:.2f}x)"
 
 
+def _targets_table(result: dict[str, Any]) -> list[str]:
+    lines = ["| target | value | limit | met |", "|---|---|---|---|"]
+    for name, t in result["targets"].items():
+        value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
+        lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     k = result["kernels"]
     lines = [
@@ -73,10 +81,7 @@ def markdown(result: dict[str, Any]) -> str:
         if e:
             lines.append(f"| {label} | {e['requests']} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} | {e['max_ms']:.1f} | "
                          f"{_s(e['start_seconds']['median'])} |")
-    lines += ["", "## Targets", "", "| target | value | limit | met |", "|---|---|---|---|"]
-    for name, t in result["targets"].items():
-        value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
-        lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+    lines += ["", "## Targets", "", *_targets_table(result)]
     return "\n".join(lines) + "\n"
 
 
@@ -124,10 +129,7 @@ def warm_markdown(result: dict[str, Any]) -> str:
         if work.get("median") is not None:
             lines.append(f"- {LABELS[key]}: {work['min'] * 1000:.1f} / {work['median'] * 1000:.1f} ms; cheap layer: "
                          f"{', '.join(k[key].get('cheap_probe') or [])}")
-    lines += ["", "| target | value | limit | met |", "|---|---|---|---|"]
-    for name, t in result["targets"].items():
-        value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
-        lines.append(f"| {name} | {value} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+    lines += ["", *_targets_table(result)]
     return "\n".join(lines) + "\n"
 
 

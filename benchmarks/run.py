@@ -1,7 +1,7 @@
 """uvkernel against a plain ipykernel spec and pyproject-local-kernel, on one host and one project, in one run.
 
     .venv/bin/python benchmarks/run.py [--runs 5] [--out benchmarks/results]
-    .venv/bin/python benchmarks/run.py --only warm --runs 9    # warm starts only: results/warm.{json,md}
+    .venv/bin/python benchmarks/run.py --only warm --runs 81   # warm starts only: results/warm.{json,md}
     .venv/bin/python benchmarks/run.py --only env              # a real project's cold env vs `uv sync` by hand
 
 Writes results.json (every sample), results.md (the table) and chart.png.  Everything runs in a fresh
@@ -60,7 +60,6 @@ PROJECT_DEPENDENCIES = ["tomli-w"]  # a small real dependency the host does not 
 LARGE_DEPENDENCIES = ["jupyterlab", "pandas", "matplotlib", "scikit-learn", "datasets", "rich", "typer", "fastapi",
                       "sqlalchemy", "tqdm", "wandb", "tensorboard", "hydra-core", "seaborn", "plotly", "einops",
                       "loguru", "tiktoken", "black", "isort", "tabulate"]
-WARM_TARGETS = ("warm_info_env_ratio", "warm_info_env_ratio_large")
 
 
 def default_host() -> str:
@@ -223,10 +222,10 @@ WARM_PAIRS = (("baseline_env", "bench-env-ipykernel", "uvkernel_warm", "project"
 
 async def warm_round(ws: Workspace, keep: Any, keep_ratio: Any, order: int, with_torch: bool = True) -> None:
     """The host baseline, then each env's plain ipykernel and uvkernel's warm start as A B B A (B A A B in odd
-    rounds; the pairs' order alternates too).  This machine's speed drifts over seconds (the same kernel's own
-    CPU time moves between 0.45 and 0.75 s, in runs of several starts): a pair of neighbours sees the same
-    speed, and ABBA cancels a drift within the round.  The round's ratio is uvkernel's two starts over the
-    reference's two."""
+    rounds; the pairs' order alternates too).  ABBA cancels a steady drift within the round; this machine's
+    speed also jumps from second to second (the same kernel's own CPU time moves between 0.45 and 0.78 s), which
+    only a median over many rounds evens out.  The round's ratio is uvkernel's two starts over the reference's
+    two."""
     first, _ = await one_start("bench-ipykernel", ws.project, with_torch=with_torch)
     keep("baseline", first)
     for ref_key, ref_spec, key, attr in (WARM_PAIRS if order % 2 == 0 else WARM_PAIRS[::-1]):
@@ -364,7 +363,7 @@ def summarize(samples: dict[str, list[dict[str, Any]]], round_ratios: dict[str, 
                 entry[figure]["ratio_median"] = mine["median"] / theirs["median"]
                 entry[figure]["ratio_min"] = mine["min"] / theirs["min"]
     # against the same env's own plain ipykernel: what uvkernel itself adds
-    for key, ref_key in (("uvkernel_warm", "baseline_env"), ("uvkernel_warm_large", "baseline_env_large")):
+    for ref_key, _spec, key, _project in WARM_PAIRS:
         for figure in ("info", "torch"):
             mine, theirs = out[key][figure], out[ref_key][figure]
             if mine["median"] is not None and theirs["median"]:

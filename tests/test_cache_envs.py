@@ -35,6 +35,14 @@ def start(host_python: str, folder: Path) -> Path:
     return prepared.env.path
 
 
+def env_of_a_deleted_folder(host_python: str, folder: Path) -> Path:
+    """The cache env of a notebook folder that was deleted after its first start (gc's candidate)."""
+    folder.mkdir()
+    env = start(host_python, folder)
+    shutil.rmtree(folder)
+    return env
+
+
 def envs_json() -> dict:
     return json.loads(uvkernel_cli("envs", "--json").stdout)
 
@@ -182,10 +190,7 @@ def test_gc_leaves_an_env_a_kernel_runs_from(host_python, install_spec, tmp_path
 
 
 def test_gc_leaves_an_env_being_started_or_prepared(host_python, tmp_path):
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    env = start(host_python, notes)
-    shutil.rmtree(notes)
+    env = env_of_a_deleted_folder(host_python, tmp_path / "notes")
     root = cache_root()
     # a start in progress: its marker names this process
     liveness = cache_envs.Liveness()
@@ -206,10 +211,7 @@ def test_gc_leaves_an_env_being_started_or_prepared(host_python, tmp_path):
 
 
 def test_a_marker_of_a_dead_process_does_not_count(host_python, tmp_path):
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    env = start(host_python, notes)
-    shutil.rmtree(notes)
+    env = env_of_a_deleted_folder(host_python, tmp_path / "notes")
     dead = subprocess.Popen(["true"])
     dead.wait()
     cache_envs.Liveness(pid=dead.pid, phase="running").mark(cache_root(), env)
