@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-cuda", action="store_true", help="fail unless CUDA works")
     p.add_argument("--recheck", action="store_true", help="ignore the preflight cache")
     p.add_argument("--json", action="store_true", help="print every fact as JSON")
+    _group_flags(p)
 
     p = sub.add_parser("kernel", help="start a kernel directly (the spec's argv, for clients without provisioners)")
     p.add_argument("-f", dest="connection_file", required=True, metavar="FILE",
@@ -164,6 +165,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     overrides = {"require_cuda": "true"} if args.require_cuda else {}
+    overrides.update(_group_overrides(args))
     from .kernel_extension import render_text
 
     liveness = cache_envs.Liveness()
@@ -255,8 +257,10 @@ def _terminal_parsers(sub: Any) -> None:
 
     p = sub.add_parser("sync", help="prepare the env as a kernel start would (use instead of uv sync)")
     common(p)
+    _group_flags(p)
     p = sub.add_parser("run", help="prepare the env, then run a command in it (use instead of uv run)")
     common(p)
+    _group_flags(p)
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
                    help="the command and its arguments, e.g. -- python train.py")
     for verb, what, text in (("add", "PKG", "record packages with uv and install them, keeping the host's "
@@ -271,6 +275,27 @@ def _terminal_parsers(sub: Any) -> None:
         where.add_argument("--dev", action="store_true", help="in the dev dependency group")
         where.add_argument("--optional", default=None, metavar="EXTRA", help="in this optional extra")
         common(p)
+
+
+def _group_flags(p: argparse.ArgumentParser) -> None:
+    """The dependency-group flags of `uv sync`, for the commands that prepare an env."""
+    p.add_argument("--group", dest="groups", action="append", default=[], metavar="GROUP",
+                   help="also install this dependency group (repeatable; the setting dependency_groups)")
+    p.add_argument("--no-group", dest="no_groups", action="append", default=[], metavar="GROUP",
+                   help="leave this dependency group out, as uv sync --no-group does (repeatable)")
+    p.add_argument("--no-default-groups", action="store_true",
+                   help="leave out the groups uv installs by default, as uv sync --no-default-groups does")
+
+
+def _group_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "groups", None):
+        out["dependency_groups"] = list(args.groups)
+    if getattr(args, "no_groups", None):
+        out["no_groups"] = list(args.no_groups)
+    if getattr(args, "no_default_groups", False):
+        out["no_default_groups"] = True
+    return out
 
 
 def _context_settings(raw: str) -> dict[str, Any]:
@@ -294,7 +319,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from . import terminal
 
     folder = terminal.project_folder(args.project, "sync")
-    settings, environ = _settings_for(_kernel_name(args), args.host_python)
+    settings, environ = _settings_for(_kernel_name(args), args.host_python, **_group_overrides(args))
     progress = terminal.Progress()
     try:
         prepared = terminal.prepare(settings, folder, environ, progress)
@@ -310,7 +335,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     argv = terminal.strip_separator(args.cmd)
     folder = terminal.project_folder(args.project, "run")
-    settings, environ = _settings_for(_kernel_name(args), args.host_python)
+    settings, environ = _settings_for(_kernel_name(args), args.host_python, **_group_overrides(args))
     try:
         prepared = terminal.prepare(settings, folder, environ, terminal.Progress())
     except UvkernelError as exc:

@@ -102,7 +102,7 @@ MESSAGES: dict[str, Message] = {
     ),
     # --- dependencies -------------------------------------------------------------------------------
     "DEPENDENCY_CONFLICT": Message(
-        "the project needs {requirement}, but the host provides {name} {host_version}; nothing was installed",
+        "the project needs {requirement}, but the host provides {provides}; nothing was installed",
         "choose one: (1) loosen the requirement in {root}/pyproject.toml so it accepts {host_version}; "
         "(2) use a host interpreter whose {name} matches: `uvkernel install --user --host-python /path/to/python`; "
         "(3) give the project its own {name} on purpose, shadowing the host's: `uvkernel install --user "
@@ -157,6 +157,12 @@ MESSAGES: dict[str, Message] = {
         "explicit = true and {first} = {{ index = \"...\" }} under [tool.uv.sources]), or put the wheels in a "
         "find-links folder (UV_FIND_LINKS) and set companion_index to it (`uvkernel install --user --set "
         "companion_index='\"/path/to/wheels\"'`); the builds needed: {pins}",
+    ),
+    "BUILD_FAILED": Message(
+        "uv could not build {package} from source for the env (uv's reason is below); this is not a version "
+        "conflict with the host",
+        "read uv's message: a build usually needs a system library or compiler, or a release of {package} that "
+        "ships a wheel for this Python; `uv pip install {package}` in any venv shows the same failure",
     ),
     "DEPENDENCIES_UNRESOLVABLE": Message(
         "uv could not resolve the project's dependencies (with or without the host's packages)",

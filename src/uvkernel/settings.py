@@ -62,6 +62,28 @@ class UvKernelSettings(LoggingConfigurable):
         help="Host packages the project may replace with its own copy on purpose (reported as shadowed): "
              "names or shell patterns, e.g. [\"torch\", \"nvidia-*\"].",
     )  # type: ignore[assignment]
+    host_packages: str = CaselessStrEnum(
+        ["stack", "all"], default_value="stack", config=True,
+        help="Which host packages are protected (never installed into the env, fixed at the host's versions): "
+             "stack: torch, its GPU runtime (nvidia-*, cuda-*, triton) and what is built against it, plus "
+             "required_packages and protected_packages; every other host package is used when its version "
+             "satisfies the project, else the env gets its own copy. all: every host package is protected.",
+    )  # type: ignore[assignment]
+    protected_packages: list = List(
+        Unicode(), default_value=[], config=True,
+        help="More host packages to protect besides the GPU stack: names or shell patterns, e.g. [\"jax*\"]. "
+             "allow_shadowing wins over it.",
+    )  # type: ignore[assignment]
+    no_default_groups: bool = Bool(
+        False, config=True,
+        help="Leave out the dependency groups uv installs by default ([tool.uv] default-groups, else dev), as "
+             "`uv sync --no-default-groups` does; dependency_groups still adds groups.",
+    )  # type: ignore[assignment]
+    no_groups: list = List(
+        Unicode(), default_value=[], config=True,
+        help="Dependency groups to leave out, as `uv sync --no-group G` does (wins over the defaults and "
+             "dependency_groups).",
+    )  # type: ignore[assignment]
     allow_companion_mismatch: list = List(
         Unicode(), default_value=[], config=True,
         help="Torch companions (env packages built against torch, e.g. torchvision) the kernel may start with "
@@ -152,7 +174,8 @@ def from_config(config: Mapping[str, Any] | None = None, *, source: str = "the k
 # Only what the project's dependencies need.  Never what runs a program or reaches outside the project
 # (host_python, uv_path, cache_dir, timeouts...): a cloned repository must not choose binaries or folders.
 PROJECT_KEYS = ("host_version_conflicts", "required_packages", "dependency_groups", "extras",
-                "allow_companion_mismatch", "companion_index")
+                "allow_companion_mismatch", "companion_index", "host_packages", "protected_packages",
+                "no_default_groups", "no_groups")
 
 
 def project_policy(pyproject: Mapping[str, Any], path: str) -> dict[str, Any]:

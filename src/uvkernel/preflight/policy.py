@@ -415,7 +415,9 @@ def check_companions(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, c
     if not found:
         return
     torch = facts.get("torch") or {}
-    torch_version = torch.get("version")
+    # the variant is read from torch's dist-info, as the install step reads it: PyPI's CUDA torch says
+    # 2.14.1+cu130 in torch.__version__ but 2.14.1 in its dist-info, and PyPI's companions are made for it
+    torch_version = ((facts.get("packages") or {}).get("torch") or {}).get("version") or torch.get("version")
     variant = torch_variant(torch_version)
     loaded = (deep or {}).get("companions") or {}
     for companion in found:
@@ -425,6 +427,11 @@ def check_companions(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, c
                                    "allow_companion_mismatch (it may not work on the host's torch)")
             continue
         result = loaded.get(name)
+        if result is not None and result.get("missing_system_libraries"):
+            verdict.notices.append(
+                f"{name} {companion.get('version')}: some of its optional native modules need "
+                f"{', '.join(result['missing_system_libraries'])}, which this system lacks (a system library, not "
+                "a mismatch with torch); install it with the system's package manager if you use that feature")
         if deep is None or result is None or result.get("ok"):
             continue
         version = str(companion.get("version") or "")

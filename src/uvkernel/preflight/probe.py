@@ -23,6 +23,7 @@ Protocol: every line this probe writes to its stdout is ``UVKERNEL-PROBE <kind> 
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -535,7 +536,10 @@ def companions(entries, origins):
                     needed = []
                 if any(n.startswith(TORCH_LIBRARIES) for n in needed):
                     linked.append(path)
-            if requirement is None and not linked:
+            if not linked:
+                # requiring torch is not enough: pure-Python code (or code that loads torch only through
+                # Python, like bitsandbytes) runs on any torch build; only code linked against libtorch/libc10
+                # can mismatch the host's
                 continue
             name = dist
             for line in metadata.splitlines():
@@ -871,16 +875,44 @@ def load_companions(wanted, out):
             if step["ok"] and module and hasattr(step.pop("value"), "PyInit_" + module.rsplit(".", 1)[-1]):
                 steps.append(_step("import " + module, importlib.import_module, module))
             step.pop("value", None)
-        failed = [s for s in steps if not s["ok"]]
         for step in steps:
             step.pop("value", None)
-        results[name] = {"ok": not failed, "steps": steps, "ms": round((_clock() - t) * 1000, 1)}
+            if not step["ok"]:
+                step["kind"], step["library"] = failure_kind(step.get("error") or "")
+        # a system library the package's optional loaders need (one loader per FFmpeg major, say) is not a
+        # mismatch with torch: those steps are reported, and the package passes when nothing else failed
+        failed = [s for s in steps if not s["ok"] and s["kind"] != "system"]
+        missing = sorted({s["library"] for s in steps if not s["ok"] and s["kind"] == "system" and s["library"]})
+        results[name] = {"ok": not failed, "steps": steps, "ms": round((_clock() - t) * 1000, 1),
+                         "missing_system_libraries": missing}
         if failed:
             # a library that does not load is the root cause of the import errors it brings: name it first
             loads = [s for s in failed if s["step"].startswith("load ")]
             first = (loads or failed)[0]
             results[name].update(error=first["error"], failed_step=first["step"])
     return results
+
+
+# libraries that belong to torch's build or to CUDA: a companion that needs one the host lacks was built for
+# another build of torch (a CUDA torchvision on a +cpu host needs libtorch_cuda.so)
+_BUILD_LIBRARIES = ("libtorch", "libc10", "libcuda", "libcudart", "libcudnn", "libcublas", "libcufft", "libcurand",
+                    "libcusolver", "libcusparse", "libnvrtc", "libnvjitlink", "libnccl", "libnvToolsExt",
+                    "libamdhip", "libhip", "librocm", "libMIOpen", "libshm", "libgomp", "libiomp")
+_MISSING_LIBRARY = re.compile(r"([A-Za-z0-9_.+-]+\.so(?:\.[0-9]+)*): cannot open shared object file")
+
+
+def failure_kind(error):
+    """('system', library) when a load failed only because a library outside torch and CUDA is missing (an
+    optional native module of the package), ('abi', library or '') for a mismatch with the host's torch (an
+    undefined libtorch/c10 symbol, a torch or CUDA library the host's build lacks), ('error', '') otherwise."""
+    if "undefined symbol" in error:
+        return "abi", ""
+    found = _MISSING_LIBRARY.findall(error)
+    if found:
+        if any(lib.startswith(_BUILD_LIBRARIES) for lib in found):
+            return "abi", next(lib for lib in found if lib.startswith(_BUILD_LIBRARIES))
+        return "system", found[0]
+    return "error", ""
 
 
 def _step(what, fn, arg):
