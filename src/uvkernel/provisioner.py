@@ -17,6 +17,7 @@ from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
 from tornado.web import HTTPError
+from traitlets.config import LazyConfigValue
 
 from . import cache_envs, fallback_kernel, pipeline
 from .errors import SpecError, UvkernelError, debug_enabled, internal_error
@@ -104,8 +105,6 @@ def _jupyter_config_problems(base: dict[str, Any]) -> tuple[UvkernelError | None
         config = getattr(base["parent"], "config", None)
     if not config:
         return None, None
-    from traitlets.config import LazyConfigValue
-
     for section in _CONFIG_SECTIONS:
         if section not in config:
             continue
