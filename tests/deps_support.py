@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from uvkernel.host_packages import canonical, is_stack_package
+from uvkernel.env.protection import is_stack_package
+from uvkernel.shared import canonical
 
 TORCH_VERSION = "2.13.0"
 WHEEL_DIR = REPO / ".whl"  # ignored by git; pip copies the wheel from its find-links once per machine

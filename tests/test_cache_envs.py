@@ -17,7 +17,7 @@ import pytest
 from helpers import REPO, Kernel, make_project, run_async, uvkernel_cli
 
 from uvkernel import cache_envs
-from uvkernel.environment import lock_for
+from uvkernel.env import lock_for
 
 
 def cache_root() -> Path:

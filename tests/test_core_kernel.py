@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import Kernel, make_project, run_async
 
-from uvkernel import environment
+from uvkernel.env import venv
 
 
 def _kernel_processes(python: Path) -> list[int]:
@@ -79,7 +79,7 @@ def test_second_start_reuses_env(tmp_path, install_spec):
     assert run_async(start_once()) == str(project / ".venv")
     cfg = project / ".venv" / "pyvenv.cfg"
     first_cfg = cfg.stat().st_mtime_ns
-    first_state = environment.read_state(project / ".venv")
+    first_state = venv.read_state(project / ".venv")
     assert first_state.get("fingerprint")
     run_async(start_once())
     assert cfg.stat().st_mtime_ns == first_cfg

@@ -17,7 +17,8 @@ from deps_support import dists, uv
 from hardening_support import assert_clear_error, check, snapshot
 from helpers import make_project
 
-from uvkernel import environment, pipeline
+from uvkernel import pipeline
+from uvkernel.env import venv
 from uvkernel.errors import EnvError
 from uvkernel.settings import UvKernelSettings
 
@@ -40,13 +41,13 @@ def ready(tmp_path, host_python):
     first = prepare_env(host_python, project)
     assert "created" in first.env.actions
     env = project / ".venv"
-    (environment.site_packages_of(env, (3, 11)) / "user_extra.py").write_text("X = 1\n")
+    (venv.site_packages_of(env, (3, 11)) / "user_extra.py").write_text("X = 1\n")
     return project, env
 
 
 def _kept(env: Path) -> None:
     assert "tomli-w" in dists(env), "an installed package was lost"
-    assert (environment.site_packages_of(env, (3, 11)) / "user_extra.py").read_text() == "X = 1\n"
+    assert (venv.site_packages_of(env, (3, 11)) / "user_extra.py").read_text() == "X = 1\n"
     done = subprocess.run([str(env / "bin" / "python"), "-c", "import tomli_w, user_extra, torch, sys; "
                            "print(sys.prefix)"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == str(env), done.stderr  # host torch still inherited
@@ -102,9 +103,9 @@ def test_missing_pyvenv_cfg_of_an_env_uvkernel_made_is_rebuilt(ready, host_pytho
 def test_missing_pyvenv_cfg_with_another_hosts_state_is_refused(ready, host_python):
     project, env = ready
     (env / "pyvenv.cfg").unlink()
-    state = environment.read_state(env)
+    state = venv.read_state(env)
     state["host"] = "/opt/other/bin/python3"
-    environment.write_state(env, state)
+    venv.write_state(env, state)
     before = snapshot(env)
     error = refused(host_python, project)
     assert error.code == "ENV_OTHER_INTERPRETER" and "/opt/other/bin/python3" in str(error), error
@@ -125,7 +126,7 @@ def test_a_conda_prefix_or_python_installation_is_never_rebuilt(tmp_path, host_p
     else:
         (env / "lib" / "python3.11" / "os.py").write_text("# the stdlib of a full installation\n")
     if kind.endswith("stray-state"):
-        (env / environment.STATE_FILE).write_text('{"fingerprint": "x", "host": "%s"}' % host_python)
+        (env / venv.STATE_FILE).write_text('{"fingerprint": "x", "host": "%s"}' % host_python)
     before = snapshot(env)
     error = refused(host_python, project)
     assert_clear_error(str(error), "ENV_NOT_A_VENV", str(env), f"mv {env} {env}.bak")

@@ -14,9 +14,10 @@ import pytest
 from deps_support import assert_no_stack, dists, host_dists, uv
 from helpers import make_project
 
-from uvkernel import dependencies, environment, installers, pipeline, project_dependencies
+from uvkernel import pipeline
+from uvkernel.env import declarations, install, resolve, venv
 from uvkernel.errors import DependencyError, EnvError, ProjectError
-from uvkernel.host_packages import list_host_distributions
+from uvkernel.env import list_host_distributions
 from uvkernel.kernel_extension import render_text
 from uvkernel.project import find_project
 from uvkernel.settings import UvKernelSettings
@@ -54,12 +55,12 @@ def _site(python: str) -> list[str]:
 
 def test_plan_leaves_satisfied_host_packages_and_refuses_conflicts(host_list):
     torch = host_list["torch"]
-    plan = dependencies.plan(["torch>=2.0", "tomli-w", "numpy; python_version < '3'"], host_list, (3, 11, 7))
+    plan = resolve.plan(["torch>=2.0", "tomli-w", "numpy; python_version < '3'"], host_list, (3, 11, 7))
     assert plan.from_host == {"torch": torch.version}
     assert plan.requirements == ["torch>=2.0", "tomli-w"]  # the marker-excluded numpy is dropped
 
     with pytest.raises(DependencyError) as info:
-        dependencies.plan(["torch==2.5.*"], host_list, (3, 11, 7), root="/p")
+        resolve.plan(["torch==2.5.*"], host_list, (3, 11, 7), root="/p")
     text = str(info.value)
     assert info.value.code == "DEPENDENCY_CONFLICT"
     assert "torch==2.5.*" in text and torch.version in text  # both versions
@@ -69,12 +70,12 @@ def test_plan_leaves_satisfied_host_packages_and_refuses_conflicts(host_list):
     # a URL for a host package is a request for another copy: a conflict too, unless allowed
     url = "torch @ https://download.pytorch.org/whl/cpu/torch-2.5.0-cp311-cp311-linux_x86_64.whl"
     with pytest.raises(DependencyError):
-        dependencies.plan([url], host_list, (3, 11, 7))
-    allowed = dependencies.plan([url], host_list, (3, 11, 7), allow_shadowing=["nvidia-*", "tor*"])
+        resolve.plan([url], host_list, (3, 11, 7))
+    allowed = resolve.plan([url], host_list, (3, 11, 7), allow_shadowing=["nvidia-*", "tor*"])
     assert allowed.shadowed_on_purpose == {"torch": torch.version}
 
     with pytest.raises(DependencyError) as info:
-        dependencies.plan(["torch>=2,,"], host_list, (3, 11, 7))
+        resolve.plan(["torch>=2,,"], host_list, (3, 11, 7))
     assert info.value.code == "REQUIREMENT_INVALID" and "torch>=2,," in str(info.value)
 
 
@@ -94,7 +95,7 @@ dev-dependencies = ["wcwidth"]
     project = find_project(str(root), {}, cache_root=tmp_path / "cache", host_key="h")
 
     def declared(**config):
-        return project_dependencies.declared(project, from_config(config))[0]
+        return declarations.declared(project, from_config(config))[0]
 
     assert declared() == ["tomli-w", "humanize", "wcwidth"]  # uv's default group: dev (+ legacy dev-dependencies)
     assert declared(extras=["all"], dependency_groups=["lint"]) == [
@@ -109,7 +110,7 @@ dev-dependencies = ["wcwidth"]
     (root / "pyproject.toml").write_text((root / "pyproject.toml").read_text().replace(
         "[tool.uv]", "[tool.uv]\ndefault-groups = []"))
     project = find_project(str(root), {}, cache_root=tmp_path / "cache", host_key="h")
-    assert project_dependencies.declared(project, from_config({}))[0] == ["tomli-w"]
+    assert declarations.declared(project, from_config({}))[0] == ["tomli-w"]
 
 
 # --- through the pipeline: conflicts stop before anything is installed ------------------------------------------
@@ -149,8 +150,8 @@ def test_allow_shadowing_installs_the_projects_copy_on_purpose(tmp_path, host_py
     text = render_text(prepared.report())
     assert "shadowed on purpose" in text and "(on purpose)" in text
     # the kernel's installers may replace it too, and only it
-    assert "idna" not in (env / installers.HOST_EXCLUDES).read_text().split()
-    assert "torch" in (env / installers.HOST_EXCLUDES).read_text().split()
+    assert "idna" not in (env / install.HOST_EXCLUDES).read_text().split()
+    assert "torch" in (env / install.HOST_EXCLUDES).read_text().split()
 
 
 # --- uv.lock: read, honoured for what the host does not provide, never written ----------------------------------
@@ -227,11 +228,11 @@ def test_env_state_is_checked_and_repaired_every_start_keeping_packages(tmp_path
     # what a plain `uv venv --allow-existing` (or an edit) leaves: the flag off, inputs unchanged
     cfg.write_text(cfg.read_text().replace("include-system-site-packages = true",
                                            "include-system-site-packages = false"))
-    (environment.site_packages_of(env, (3, 11)) / "user_extra.py").write_text("X = 1\n")
+    (venv.site_packages_of(env, (3, 11)) / "user_extra.py").write_text("X = 1\n")
     again = prepare(host_python, project)
     assert "repaired: system-site-packages turned on" in again.env.actions
     assert "include-system-site-packages = true" in cfg.read_text()
-    assert "tomli-w" in dists(env) and (environment.site_packages_of(env, (3, 11)) / "user_extra.py").exists()
+    assert "tomli-w" in dists(env) and (venv.site_packages_of(env, (3, 11)) / "user_extra.py").exists()
     third = prepare(host_python, project)
     assert third.env.reused and third.env.actions == []
 

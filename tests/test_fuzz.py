@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 from jupyter_client.kernelspec import KernelSpec
 from traitlets.config import Config
 
-from uvkernel import cli, environment, pipeline, project_dependencies
+from uvkernel import cli, pipeline
+from uvkernel.env import declarations, venv
 from uvkernel import host as host_mod
 from uvkernel.errors import MESSAGES, UvkernelError
 from uvkernel.preflight import cache as preflight_cache
@@ -276,8 +277,8 @@ def write_project(base: Path, content: bytes, lock: bytes | None = None) -> Path
 def parse_like_a_start(project: Path, host: host_mod.HostPython, cache: Path, env: dict[str, str] | None = None):
     found = find_project(str(project), env or {}, cache_root=cache, host_key=host.executable)
     pipeline.check_requires_python(found, host)
-    project_dependencies.declared(found, UvKernelSettings())
-    project_dependencies.is_package(found)
+    declarations.declared(found, UvKernelSettings())
+    declarations.is_package(found)
     return found
 
 
@@ -490,7 +491,7 @@ def test_fuzz_environment_variables_find_the_project(workdir, host_info, data):
         host_mod.choose("", env)
         found = find_project(None, env, cache_root=workdir / "cache", host_key=host_info.executable,
                              base=str(project))
-        environment.check_project_env(found)
+        venv.check_project_env(found)
     except Exception as exc:  # noqa: BLE001
         assert_coded(exc, *[f"{k}" for k, v in env.items() if v], str(project))
 
@@ -584,7 +585,7 @@ def test_fuzz_state_cache_and_report_files(workdir, prepared_template, host_pyth
     which = data.draw(st.sampled_from(["state", "preflight-cache", "report", "pyvenv.cfg", "host-cache",
                                                "host-dists-cache"]))
     if which == "state":
-        target = env / environment.STATE_FILE
+        target = env / venv.STATE_FILE
     elif which == "preflight-cache":
         target = preflight_cache.path_for(cache, env)
     elif which == "report":

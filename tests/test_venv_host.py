@@ -1,8 +1,8 @@
 """A host that is itself a venv (GPU images keep torch in e.g. /opt/…/.venv).
 
-``--system-site-packages`` would inherit the venv's BASE, not the venv (FIELD-NOTES section 1), so the child env
-is built on the same base interpreter and the host venv's site-packages are layered below the env's own with a
-.pth file; the layer and the flag are verified on every start.  The host here is a real venv made by uv from the
+``--system-site-packages`` would inherit the venv's BASE, not the venv (the flag points at the base
+prefix), so the child env is built on the same base interpreter and the host venv's site-packages are layered
+below the env's own with a .pth file; the layer and the flag are verified on every start.  The host here is a real venv made by uv from the
 host interpreter, holding the real CPU torch wheel and ipykernel, without system site-packages (as images build
 them).  Conda prefixes are not simulated: see docs/dependencies.md.
 """
@@ -18,7 +18,8 @@ import pytest
 from deps_support import assert_no_stack, dists, torch_wheel_file, uv
 from helpers import Kernel, make_project, run_async
 
-from uvkernel import environment, pipeline
+from uvkernel import pipeline
+from uvkernel.env import venv
 from uvkernel.settings import UvKernelSettings
 
 
@@ -52,7 +53,7 @@ def test_venv_host_is_layered_below_the_env(tmp_path, install_spec, venv_host):
     assert ipykernel_file.startswith(str(host_site) + "/")
     assert tomli_file.startswith(str(env) + "/") and prefix == str(env)
     assert pip_file.startswith(str(env) + "/")  # the host venv has no pip: %pip gets one in the env
-    env_site = str(environment.site_packages_of(env, (3, 11)))
+    env_site = str(venv.site_packages_of(env, (3, 11)))
     assert site_order[:2] == [env_site, str(host_site)]  # the env's own packages win, then the host venv
     cfg = (env / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = false" in cfg  # as the host venv: its base stays invisible
@@ -69,7 +70,7 @@ def test_venv_host_layer_and_flag_are_verified_every_start(tmp_path, venv_host):
 
     first = prepare()
     env = project / ".venv"
-    pth = environment.site_packages_of(env, (3, 11)) / environment.LAYER_PTH
+    pth = venv.site_packages_of(env, (3, 11)) / venv.LAYER_PTH
     layer = pth.read_text()
     assert str(next(venv_host.glob("lib/python3*/site-packages"))) in layer
     assert first.env.layer and first.preflight.ok

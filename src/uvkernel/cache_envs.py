@@ -36,10 +36,12 @@ from typing import Any, Iterable
 from filelock import Timeout
 
 from . import __version__
+from .env import STATE_FILE, lock_for
+from .errors import CacheError
 from .files import write_atomic
+from .preflight import verdicts
 
 META_FILE = ".uvkernel-env.json"
-STATE_FILE = ".uvkernel-state.json"  # environment.STATE_FILE (not imported: environment is heavy to import)
 STARTING_MAX_AGE = 3600.0  # a "starting" marker older than this belongs to a start that died without cleanup
 DAY = 86400.0
 
@@ -243,8 +245,6 @@ def is_uvkernels(entry: Path) -> bool:
 
 
 def _lock_held(cache_root: Path, env: Path) -> bool:
-    from .environment import lock_for
-
     lock = lock_for(env, cache_root)
     try:
         lock.acquire(timeout=0)
@@ -338,9 +338,6 @@ def collect(cache_root: Path, *, older_than: float | None = None, dry_run: bool 
     Never an env a kernel is starting or running from, nor one a start is preparing.  Returns the decision for
     every cache env, and the entries of <cache>/envs left alone because uvkernel did not make them.
     """
-    from .environment import lock_for
-    from .preflight import verdicts
-
     now = time.time() if now is None else now
     live_markers(cache_root, remove_stale=not dry_run)
     envs, others = list_envs(cache_root, sizes=False)
@@ -395,8 +392,6 @@ def _forget_missing_projects(cache_root: Path) -> None:
 
 
 def parse_days(value: str) -> float:
-    from .errors import CacheError
-
     try:
         days = float(value)
     except (TypeError, ValueError):

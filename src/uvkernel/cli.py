@@ -166,6 +166,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     overrides = {"require_cuda": "true"} if args.require_cuda else {}
     overrides.update(_group_overrides(args))
+    # imported by the one command that uses it, so every other command starts without it
     from .kernel_extension import render_text
 
     liveness = cache_envs.Liveness()
@@ -225,6 +226,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
             raise unexpected(exc, "prepared the kernel's environment", args) from None
     except UvkernelError as exc:
         print(str(exc), file=sys.stderr)
+        # imported by the one command that uses it, so every other command starts without it
         from . import fallback_kernel
 
         cmd, env, _path = fallback_kernel.prepare(exc, args.connection_file, dict(os.environ))
@@ -235,6 +237,7 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
 
 def cmd_unshadow(args: argparse.Namespace) -> int:
+    # imported by the one command that uses it, so every other command starts without it
     from . import unshadow
 
     settings, environ = _settings_for(args.kernel, args.host_python)
@@ -316,6 +319,7 @@ def _kernel_name(args: argparse.Namespace) -> str | None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    # imported by the one command that uses it, so every other command starts without it
     from . import terminal
 
     folder = terminal.project_folder(args.project, "sync")
@@ -331,6 +335,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # imported by the one command that uses it, so every other command starts without it
     from . import terminal
 
     argv = terminal.strip_separator(args.cmd)
@@ -346,6 +351,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_change(args: argparse.Namespace) -> int:
+    # imported by the one command that uses it, so every other command starts without it
     from . import project_edit, terminal
 
     folder = terminal.project_folder(args.project, args.command)
@@ -431,6 +437,7 @@ COMMANDS = {"install": cmd_install, "uninstall": cmd_uninstall, "list": cmd_list
 def _traceback_log(text: str) -> str:
     """Write a traceback to a file in the per-user cache; returns where it went ('' when nothing could be written)."""
     try:
+        # only this command needs the cache folder's default: the others start without importing it
         import platformdirs
 
         folder = os.path.join(platformdirs.user_cache_dir("uvkernel", appauthor=False), "logs")

@@ -12,6 +12,8 @@ import sys
 from importlib import metadata
 
 from . import __version__
+from .errors import UvkernelError
+from .shared import canonical
 
 DIST_NAME = "jupyter-uvkernel"
 IMPORT_NAME = "uvkernel"
@@ -26,10 +28,6 @@ def version() -> str:
         return __version__
 
 
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 def foreign_distributions(deep: bool = False) -> list[tuple[str, str]]:
     """(name, version) of other distributions in this environment that own the ``uvkernel`` package or command.
 
@@ -39,13 +37,13 @@ def foreign_distributions(deep: bool = False) -> list[tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     try:
         dist = metadata.distribution(IMPORT_NAME)
-        found[_canonical(dist.metadata["Name"] or IMPORT_NAME)] = (dist.metadata["Name"] or IMPORT_NAME, dist.version)
+        found[canonical(dist.metadata["Name"] or IMPORT_NAME)] = (dist.metadata["Name"] or IMPORT_NAME, dist.version)
     except metadata.PackageNotFoundError:
         pass
     if deep:
         for dist in metadata.distributions():
             name = dist.metadata["Name"] or ""
-            key = _canonical(name)
+            key = canonical(name)
             if not name or key == DIST_NAME or key in found:
                 continue
             try:
@@ -59,8 +57,6 @@ def foreign_distributions(deep: bool = False) -> list[tuple[str, str]]:
 
 def foreign_warning(deep: bool = False) -> str:
     """The warning text (errors.FOREIGN_UVKERNEL), or '' when no other distribution owns uvkernel's files."""
-    from .errors import UvkernelError
-
     others = foreign_distributions(deep)
     if not others:
         return ""

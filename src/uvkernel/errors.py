@@ -422,8 +422,8 @@ class UvkernelError(Exception):
             # short details go into the summary itself rather than a block below it
             self.detail = ""
             fields = {**fields, "detail": detail}
-        self.summary = _fill(message.summary, fields)
-        self.fix = _fill(message.fix, fields)
+        self.summary = fill(message.summary, fields)
+        self.fix = fill(message.fix, fields)
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -513,7 +513,7 @@ class _Defaulting(dict):
         return "{" + key + "}"
 
 
-def _fill(template: str, fields: Mapping[str, Any]) -> str:
+def fill(template: str, fields: Mapping[str, Any]) -> str:
     try:
         return template.format_map(_Defaulting(fields))
     except (ValueError, IndexError, KeyError, AttributeError):

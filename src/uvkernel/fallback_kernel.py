@@ -61,6 +61,7 @@ def cell_text(error_message: str) -> str:
 
 
 def kernel_app() -> Any:
+    # imported only when the fallback kernel runs: ipykernel costs every other process its start-up time
     from ipykernel.kernelapp import IPKernelApp
     from ipykernel.kernelbase import Kernel
 

@@ -8,8 +8,10 @@ The rule, first match wins (documented in the README):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -116,8 +118,6 @@ def choose(explicit: str | None, environ: dict[str, str] | None = None) -> tuple
 def _absolute(path: str) -> str:
     expanded = os.path.expanduser(path)
     if os.sep not in expanded:  # a bare name such as "python3": look it up on PATH
-        import shutil
-
         found = shutil.which(expanded)
         if found:
             return found
@@ -184,8 +184,6 @@ _CACHE_VERSION = 1
 
 
 def _cache_file(cache_dir: Path, path: str) -> Path:
-    import hashlib
-
     return cache_dir / "hosts" / (hashlib.sha256(path.encode()).hexdigest()[:24] + ".json")
 
 
@@ -244,7 +242,3 @@ def _clean_env() -> dict[str, str]:
     for key in ("PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV"):
         env.pop(key, None)
     return env
-
-
-def resolve_path(path: str | Path) -> str:
-    return str(Path(path).expanduser().resolve())

@@ -15,6 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .kernelspec import LAUNCHER
+from .settings import SETTING_NAMES
+
 # Variables that would make the env's python load another installation's stdlib or packages.
 _DROP = ("PYTHONHOME", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER", "CONDA_SHLVL",
          "CONDA_PYTHON_EXE", "CONDA_EXE", "_CE_CONDA", "_CE_M", "PYTHONEXECUTABLE", "__PYVENV_LAUNCHER__",
@@ -83,8 +86,6 @@ def insert_after_env(path_value: str, env_path: Path, tools_dir: Path | None, di
 
 def settings_context(settings: Any, host_python: str) -> dict[str, str]:
     """``UVKERNEL_SETTINGS`` for the kernel's environment: every setting's effective value, the host resolved."""
-    from .settings import SETTING_NAMES
-
     values = {name: getattr(settings, name) for name in SETTING_NAMES}
     values["host_python"] = host_python
     return {SETTINGS_VAR: json.dumps(values, default=list, sort_keys=True)}
@@ -97,8 +98,6 @@ def tools_dir(cache_root: Path) -> Path | None:
     server's bin folder is not on PATH, and never another ``uvkernel`` further down PATH.  Only that one name
     is added: the server's other commands (its python, pip, jupyter) stay out of the kernel's way.
     """
-    from .kernelspec import LAUNCHER
-
     digest = hashlib.sha256(sys.executable.encode()).hexdigest()[:16]
     folder = cache_root / "bin" / digest
     script = folder / "uvkernel"

@@ -11,21 +11,23 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
+import platformdirs
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from . import distribution, environment, host as host_mod, launch, preflight, project as project_mod
-from . import cache_envs, installers
+from . import cache_envs, distribution, host as host_mod, launch, preflight, project as project_mod
+from . import env as stage2
 from . import settings as settings_mod
+from .env import HOST_CONSTRAINTS, HOST_EXCLUDES, Env
 from .errors import PreflightError, ProjectError, UvkernelError
 from .files import write_atomic
 from .host import HostPython
 from .project import Project
 from .settings import UvKernelSettings
+from .shared import Log
 from .uvbin import find_uv
 
-Log = Callable[[str], None]
 REPORT_FILE = ".uvkernel-report.json"
 
 
@@ -33,7 +35,7 @@ REPORT_FILE = ".uvkernel-report.json"
 class Prepared:
     host: HostPython
     project: Project
-    env: environment.Env
+    env: Env
     preflight: preflight.PreflightResult
     kernel_env: dict[str, str]
     uv: str
@@ -47,8 +49,8 @@ class Prepared:
         """The kernel's environment built on ``base`` (a copy; ``base`` is not changed)."""
         return launch.kernel_environment(
             base, self.env.path, uv_dir=os.path.dirname(self.uv), report_file=self.env.path / REPORT_FILE,
-            excludes_file=_existing(self.env.path / installers.HOST_EXCLUDES),
-            constraints_file=_existing(self.env.path / installers.HOST_CONSTRAINTS),
+            excludes_file=_existing(self.env.path / HOST_EXCLUDES),
+            constraints_file=_existing(self.env.path / HOST_CONSTRAINTS),
             tools_dir=self.tools, context={**self.context, **(context or {})},
         )
 
@@ -61,7 +63,7 @@ class Prepared:
 
 
 def report_dict(*, host: HostPython | None = None, project: Project | None = None,
-                env: environment.Env | None = None, result: preflight.PreflightResult | None = None,
+                env: Env | None = None, result: preflight.PreflightResult | None = None,
                 uv: str = "", timings: Mapping[str, float] | None = None,
                 error: UvkernelError | None = None, settings: UvKernelSettings | None = None) -> dict[str, Any]:
     return {
@@ -83,11 +85,24 @@ def cache_root(settings: UvKernelSettings) -> Path:
     if settings.cache_dir:
         root = Path(os.path.expanduser(settings.cache_dir))
     else:
-        import platformdirs
-
         root = Path(platformdirs.user_cache_dir("uvkernel", appauthor=False))
-    environment.private_dir(root)
+    stage2.private_dir(root)
     return root
+
+
+async def locate(settings: UvKernelSettings, folder: str | os.PathLike[str] | None, environ: Mapping[str, str], *,
+                 base: str | None = None, log: Log | None = None) -> tuple[HostPython, Project, Path]:
+    """Stage 1: the host interpreter, the project holding ``folder`` (with its env's path) and uvkernel's cache.
+
+    ``base``: the folder a relative ``folder`` is taken from (the server's, for a kernel start); ``log`` hears
+    which host was chosen before the project is looked for."""
+    path, reason = host_mod.choose(settings.host_python, dict(environ))
+    root = cache_root(settings)
+    host = await host_mod.inspect(path, reason, cache_dir=root)
+    if log is not None:
+        log(f"host interpreter: {host.executable} (Python {host.version_str}; {reason})")
+    project = project_mod.find_project(folder, environ, cache_root=root, host_key=host.executable, base=base)
+    return host, project, root
 
 
 def check_requires_python(project: Project, host: HostPython) -> None:
@@ -137,11 +152,7 @@ async def prepare_env(
     t0 = time.monotonic()
     timings: dict[str, float] = {}
 
-    path, reason = host_mod.choose(settings.host_python, dict(environ))
-    root = cache_root(settings)
-    host = await host_mod.inspect(path, reason, cache_dir=root)
-    say(f"host interpreter: {host.executable} (Python {host.version_str}; {reason})")
-    project = project_mod.find_project(cwd, environ, cache_root=root, host_key=host.executable, base=base_cwd)
+    host, project, root = await locate(settings, cwd, environ, base=base_cwd, log=say)
     say(f"project: {project.root or 'none'}; env: {project.env_path} ({project.env_reason})")
     check_requires_python(project, host)
     if liveness is not None and project.in_cache:
@@ -152,7 +163,7 @@ async def prepare_env(
         settings = settings_mod.with_project_policy(settings, project.pyproject, str(project.root / "pyproject.toml"))
     timings["find"] = time.monotonic() - t0
 
-    env = await environment.prepare(project, host, settings, uv=uv, cache_root=root, log=say)
+    env = await stage2.prepare(project, host, settings, uv=uv, cache_root=root, log=say)
     timings["env"] = time.monotonic() - t0 - timings["find"]
     cache_envs.record_start(root, env.path, folder=project.root or project.notebook_dir, in_cache=project.in_cache,
                             host=host.executable)
@@ -214,4 +225,4 @@ def _write_report(path: Path, data: dict[str, Any]) -> None:
         pass
 
 
-__all__ = ["Prepared", "prepare", "prepare_env", "verify", "report_dict", "cache_root", "PreflightError"]
+__all__ = ["Prepared", "prepare", "prepare_env", "verify", "report_dict", "cache_root", "locate", "PreflightError"]

@@ -25,7 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
 from .errors import ProjectError
+from .shared import canonical
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,10 +50,6 @@ class Project:
     notices: list[str] = field(default_factory=list)  # facts for the report (a member's stray .venv …)
 
     @property
-    def is_project(self) -> bool:
-        return self.root is not None
-
-    @property
     def top(self) -> Path | None:
         """The folder uv treats as the workspace root (the project itself when it is not a member)."""
         return self.workspace_root or self.root
@@ -61,10 +61,6 @@ class Project:
     @property
     def has_lock(self) -> bool:
         return self.lock_path is not None and self.lock_path.is_file()
-
-    @property
-    def is_member(self) -> bool:
-        return self.workspace_root is not None and self.workspace_root != self.root
 
     @property
     def requires_python(self) -> str | None:
@@ -149,11 +145,11 @@ def find_root(start: Path) -> tuple[Path | None, dict[str, Any]]:
     return None, {}
 
 
-def _globs(value: Any) -> list[str]:
+def workspace_globs(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
-def _matches(folder: Path, root: Path, patterns: list[str]) -> bool:
+def matches_workspace_glob(folder: Path, root: Path, patterns: list[str]) -> bool:
     """Does ``folder`` match one of the workspace globs (relative to ``root``), as uv matches members?"""
     for pattern in patterns:
         for candidate in root.glob(pattern.rstrip("/")) if pattern.strip("/. ") else [root]:
@@ -184,8 +180,8 @@ def find_workspace(project_root: Path, data: dict[str, Any]) -> tuple[Path, dict
         table = ((candidate.get("tool") or {}).get("uv") or {}).get("workspace")
         if not isinstance(table, dict):
             continue
-        if _matches(project_root, folder, _globs(table.get("members"))) and not _matches(
-                project_root, folder, _globs(table.get("exclude"))):
+        if matches_workspace_glob(project_root, folder, workspace_globs(table.get("members"))) and not matches_workspace_glob(
+                project_root, folder, workspace_globs(table.get("exclude"))):
             return folder, candidate
     return None
 
@@ -288,9 +284,6 @@ def _table(key: str, value: Any) -> dict[str, Any]:
 
 
 def _check_project(table: dict[str, Any]) -> None:
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-    from packaging.version import InvalidVersion, Version
-
     if "name" in table:
         _expect("[project].name", table["name"], str, "a string")
         if not _NAME.match(table["name"]):
@@ -322,8 +315,6 @@ def _check_project(table: dict[str, Any]) -> None:
 
 def _check_groups(groups: dict[str, Any]) -> None:
     """Types, unknown includes and cycles, as uv checks them (its reasons quoted)."""
-    from .host_packages import canonical
-
     names = {canonical(k): k for k in groups}
     includes: dict[str, list[str]] = {}
     for group, items in groups.items():
@@ -355,8 +346,6 @@ def _check_groups(groups: dict[str, Any]) -> None:
 
 
 def _check_tool_uv(uv: dict[str, Any], groups: dict[str, Any]) -> None:
-    from .host_packages import canonical
-
     for flag in ("package", "managed"):
         if flag in uv:
             _expect(f"[tool.uv].{flag}", uv[flag], bool, "true or false")

@@ -5,7 +5,7 @@ stays an ordinary uv project, portable to machines without a host stack.  What u
 
 * **A bound the host admits.**  ``uv add X`` records ``X>=<newest>``, which an older host may not satisfy
   (``torchvision>=0.29.2`` needs torch 2.15; the host has 2.13).  Before uv runs, the project's requirements
-  plus the new ones are resolved against the host's packages (:func:`dependencies.resolve`, the kernel start's
+  plus the new ones are resolved against the host's packages (:func:`env.resolve.resolve`, the kernel start's
   resolver); a new requirement without a version then goes to uv as ``X>=<that version>``.  uv first records
   ``X==<that version>`` (so uv.lock holds it), then ``X>=<that version>`` (uv keeps the locked version).
 * **Host conflicts refused before anything is written**: a requirement the host's version misses gets the kernel
@@ -29,10 +29,12 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from . import dependencies, environment, host as host_mod, pipeline, project as project_mod, project_dependencies
+from . import pipeline
+from .env import declarations, host_distributions, lock_for, private_dir, resolve
 from .errors import DependencyError, ProjectError, UvError, UvkernelError
-from .host_packages import canonical, host_distributions
 from .settings import UvKernelSettings
+from .shared import canonical
+from .terminal import summary as env_summary
 from .uvbin import find_uv, run_uv
 
 PROJECT_FILES = ("pyproject.toml", "uv.lock")
@@ -72,7 +74,7 @@ class Backup:
         digest = hashlib.sha256(str(root).encode()).hexdigest()[:24]
         self.folder = cache_root / "edits" / digest
         self.saved: dict[str, bytes | None] = {}
-        environment.private_dir(self.folder)
+        private_dir(self.folder)
         for name in PROJECT_FILES:
             path = root / name
             data = path.read_bytes() if path.is_file() else None
@@ -97,10 +99,7 @@ class Backup:
 
 
 async def _locate(settings: UvKernelSettings, folder: str, environ: Mapping[str, str], verb: str):
-    path, reason = host_mod.choose(settings.host_python, dict(environ))
-    cache_root = pipeline.cache_root(settings)
-    host = await host_mod.inspect(path, reason, cache_dir=cache_root)
-    project = project_mod.find_project(folder, environ, cache_root=cache_root, host_key=host.executable)
+    host, project, cache_root = await pipeline.locate(settings, folder, environ)
     if project.root is None:
         raise ProjectError("NOT_A_PROJECT", path=folder, command=verb)
     return host, project, cache_root
@@ -124,14 +123,14 @@ async def bounds(change: Change, *, settings: UvKernelSettings, host: Any, proje
     reqs = [_requirement(text, root) for text in change.packages]
     host_dists = await host_distributions(host, cache_root)
     # a requirement the host's version misses: refused as a kernel start refuses it, before anything is written
-    dependencies.plan(change.packages, host_dists, host.version, settings.allow_shadowing, root=str(root))
+    resolve.plan(change.packages, host_dists, host.version, settings.allow_shadowing, root=str(root))
     open_ended = [r for r in reqs if not r.specifier and not r.url]
     if not open_ended:
         return list(change.packages), []
-    declared, _notes = project_dependencies.declared(project, settings)
-    locked = await project_dependencies.locked_pins(project, uv, settings.uv_timeout) if project.has_lock else []
+    declared, _notes = declarations.declared(project, settings)
+    locked = await declarations.locked_pins(project, uv, settings.uv_timeout) if project.has_lock else []
     try:
-        resolved = await dependencies.resolve(
+        resolved = await resolve.resolve(
             declared + list(change.packages), uv=uv, env_python=str(env_python), host=host_dists,
             python_version=host.version, allow_shadowing=settings.allow_shadowing, locked=locked, root=str(root),
             cwd=root, timeout=settings.uv_timeout)
@@ -197,7 +196,7 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
         specs, pins = await bounds(change, settings=settings, host=host, project=project, cache_root=cache_root,
                                    uv=uv, env_python=env_python)
     assert project.root is not None
-    edit_lock = FileLock(str(environment.lock_for(project.env_path, cache_root).lock_file) + ".edit",
+    edit_lock = FileLock(str(lock_for(project.env_path, cache_root).lock_file) + ".edit",
                          thread_local=False)
     with edit_lock.acquire(timeout=settings.lock_timeout):
         backup = Backup(project.root, cache_root)
@@ -217,8 +216,6 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
 
 
 def summary(change: Change, outcome: Outcome, elapsed: float) -> str:
-    from .terminal import summary as env_summary
-
     what = ", ".join(outcome.recorded)
     where = "removed" if change.verb == "remove" else "recorded"
     first = f"uvkernel {change.verb}: {where} {what} in {outcome.pyproject} (uv.lock updated by uv)"

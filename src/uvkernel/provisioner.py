@@ -17,6 +17,7 @@ from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
 from tornado.web import HTTPError
+from traitlets.config import Config, LazyConfigValue
 
 from . import cache_envs, fallback_kernel, pipeline
 from .errors import SpecError, UvkernelError, debug_enabled, internal_error
@@ -104,8 +105,6 @@ def _jupyter_config_problems(base: dict[str, Any]) -> tuple[UvkernelError | None
         config = getattr(base["parent"], "config", None)
     if not config:
         return None, None
-    from traitlets.config import LazyConfigValue
-
     for section in _CONFIG_SECTIONS:
         if section not in config:
             continue
@@ -114,8 +113,6 @@ def _jupyter_config_problems(base: dict[str, Any]) -> tuple[UvkernelError | None
         try:
             validate_config(values)
         except SpecError as exc:
-            from traitlets.config import Config
-
             clean = config.copy()
             clean[section] = Config({k: v for k, v in dict(config[section]).items() if k not in SETTING_NAMES})
             return SpecError("JUPYTER_CONFIG_INVALID", section=section, detail=exc.detail, facts=exc.facts), clean

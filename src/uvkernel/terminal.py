@@ -1,8 +1,8 @@
 """From a terminal: ``uvkernel sync`` and ``uvkernel run``, the env exactly as a kernel start prepares it.
 
-uv's own ``uv sync`` / ``uv run`` cannot see the host's packages (FIELD-NOTES section 1): in an env that inherits
-the host's torch they install torch and its CUDA wheels again, which then shadow the host's.  These commands run
-the kernel start's pipeline (:func:`pipeline.prepare`) instead, with the same settings (``--kernel NAME``, or the
+uv's own ``uv sync`` / ``uv run`` cannot see the host's packages (uv reads only the env's own site-packages): in
+an env that inherits the host's torch they install torch and its CUDA wheels again, which then shadow the host's.
+These commands run the kernel start's pipeline (:func:`pipeline.prepare`) instead, with the same settings (``--kernel NAME``, or the
 kernel's own when run from a notebook cell), and ``run`` then execs the command in the kernel's environment.
 """
 

@@ -1,6 +1,6 @@
 """``uvkernel unshadow [DIR] [--dry-run]``: remove the env's copies of packages the host provides.
 
-A copy in the env wins over the host's on sys.path (FIELD-NOTES section 1): a torch installed by a plain
+A copy in the env wins over the host's on sys.path (the env's site-packages comes before the inherited ones): a torch installed by a plain
 ``uv sync`` or ``uv pip install`` hides the host's CUDA build.  This command removes exactly the env's
 distributions whose names the host also provides, with ``uv pip uninstall --python <env>``, and nothing
 else: not the rest of the env, not the host, not pyproject.toml or uv.lock.  Packages listed in
@@ -13,17 +13,16 @@ from __future__ import annotations
 import sys
 from typing import Any, Mapping
 
-from . import dependencies, environment, host as host_mod, project as project_mod
-from .errors import MESSAGES, _fill
-from .host_packages import list_host_distributions
+from . import env as stage2, pipeline
+from .errors import MESSAGES, fill
 from .settings import UvKernelSettings
 from .uvbin import find_uv, run_uv
 
 
 def say(code: str, out: Any = None, **fields: Any) -> None:
     message = MESSAGES[code]
-    print(f"uvkernel: {_fill(message.summary, fields)}", file=out or sys.stdout)
-    print(f"next: {_fill(message.fix, fields)}", file=out or sys.stdout)
+    print(f"uvkernel: {fill(message.summary, fields)}", file=out or sys.stdout)
+    print(f"next: {fill(message.fix, fields)}", file=out or sys.stdout)
 
 
 def _row(item: dict[str, Any]) -> str:
@@ -32,16 +31,12 @@ def _row(item: dict[str, Any]) -> str:
 
 
 async def shadows(settings: UvKernelSettings, folder: str, environ: Mapping[str, str]):
-    """(host, project, env site-packages, [shadowing copies]) for the project holding ``folder``."""
-    path, reason = host_mod.choose(settings.host_python, dict(environ))
-    host = await host_mod.inspect(path, reason)
-    from .pipeline import cache_root
-
-    project = project_mod.find_project(folder, environ, cache_root=cache_root(settings), host_key=host.executable)
-    site = environment.site_packages_of(project.env_path, host.version)
-    host_dists = await list_host_distributions(host.executable, host.site_packages)
-    env_dists = await dependencies.env_distributions(site)
-    return host, project, host_dists, env_dists, dependencies.shadowing(env_dists, host_dists, settings.allow_shadowing)
+    """(host, project, host distributions, env distributions, [shadowing copies]) for the project holding ``folder``."""
+    host, project, _root = await pipeline.locate(settings, folder, environ)
+    site = stage2.site_packages_of(project.env_path, host.version)
+    host_dists = await stage2.list_host_distributions(host.executable, host.site_packages)
+    env_dists = await stage2.env_distributions(site)
+    return host, project, host_dists, env_dists, stage2.shadowing(env_dists, host_dists, settings.allow_shadowing)
 
 
 async def main(settings: UvKernelSettings, dir: str, environ: Mapping[str, str], dry_run: bool = False) -> int:
@@ -65,25 +60,19 @@ async def main(settings: UvKernelSettings, dir: str, environ: Mapping[str, str],
         return 0
 
     uv, _how = find_uv(settings.uv_path)
-    from .pipeline import cache_root
-
-    lock = environment.lock_for(env_path, cache_root(settings))
-    await environment._acquire(lock, settings.lock_timeout, env_path)
-    try:
+    async with stage2.locked(env_path, pipeline.cache_root(settings), settings.lock_timeout):
         # a time-out or an unrunnable uv is an error like everywhere else; a failed uninstall is reported below
         done = await run_uv([uv, "pip", "uninstall", "--python", str(env_path / "bin" / "python"),
                              *[item["name"] for item in remove]], step=f"removed shadowing copies from {env_path}",
                             timeout=settings.uv_timeout, check=False, disk=str(env_path))
-    finally:
-        lock.release()
     if done.returncode != 0:
         print(done.output[-3000:], file=sys.stderr)
         say("UNSHADOW_FAILED", out=sys.stderr, env=env_path, returncode=done.returncode)
         return 1
     say("UNSHADOW_DONE", count=len(remove), env=env_path, project=where)
     # What is left in the env may have been built for the versions just removed: say so, remove nothing more.
-    after = await dependencies.env_distributions(environment.site_packages_of(env_path, host.version))
-    broken = dependencies.broken_requirements(after, host_dists, host.version)
+    after = await stage2.env_distributions(stage2.site_packages_of(env_path, host.version))
+    broken = stage2.broken_requirements(after, host_dists, host.version)
     if broken:
         for package, requirement, host_version in broken:
             print(f"  {package} requires {requirement}; the host has {host_version}")

@@ -3,7 +3,7 @@
 The fake host is a real venv made by ``uv venv`` (no system site-packages) from Debian's /usr/bin/python3,
 which has no torch; the fake torch (real dist-info) goes into its site-packages.  uvkernel treats it like
 any venv host: the project env is built on the base interpreter and the host venv is layered below it with a
-.pth file (environment.layer_line), so the fake torch has origin "host" exactly as a real one would.
+.pth file (venv.layer_line), so the fake torch has origin "host" exactly as a real one would.
 ipykernel is not in the fake host, so uvkernel installs it into the env (install_ipykernel = true).
 """
 

@@ -2,7 +2,8 @@
 ``--cwd``), nbclient's API and ``jupyter console --kernel``.  Each must find the notebook's project, and
 show our message when the start fails.
 
-Each front end gets the cwd it really passes (FIELD-NOTES: absolute, relative, or none at all).
+Each front end gets the cwd it really passes (JupyterLab an absolute one, nbconvert a relative one, papermill
+none at all).
 """
 
 from __future__ import annotations

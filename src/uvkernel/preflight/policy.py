@@ -16,6 +16,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from ..env import index_for, variant
+from ..shared import canonical
 from .result import Failure
 
 
@@ -52,10 +57,6 @@ class Verdict:
             self.failures.append(Failure(code, fields, list(facts or []), detail))
 
 
-def _canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _version_tuple(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
@@ -74,7 +75,7 @@ def _copies(info: Mapping[str, Any]) -> str:
 # --- cheap layer --------------------------------------------------------------------------------------
 def check_packages(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -> None:
     packages = facts.get("packages") or {}
-    allowed = {_canonical(n) for n in ctx.allow_shadowing}
+    allowed = {canonical(n) for n in ctx.allow_shadowing}
     for name in ctx.required:
         info = packages.get(name) or {"origin": "missing", "copies": []}
         origin = info.get("origin")
@@ -87,7 +88,7 @@ def check_packages(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -> 
                          host_python=ctx.host_python, elsewhere="")
         elif origin == "host":
             continue
-        elif _canonical(name) in allowed or "*" in allowed:
+        elif canonical(name) in allowed or "*" in allowed:
             verdict.notices.append(f"{name} comes from {info['location']} ({origin}), not the host: allowed by "
                                    "allow_shadowing")
         elif not info.get("host_copy"):
@@ -367,21 +368,17 @@ def check_deep(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, ctx: Co
 # --- torch companions ---------------------------------------------------------------------------------
 def torch_variant(version: str | None) -> str:
     """The local part of a torch version: 'cpu' for 2.13.0+cpu, 'cu128', 'rocm6.4', '' for a PyPI build."""
-    from ..companion_builds import variant
-
     return variant(version or "")
 
 
 def companion_index(ctx: Context, torch_version: str | None) -> str:
     """Where builds for the host's torch variant live: the one rule the install step uses too."""
-    from ..companion_builds import index_for
-
     return index_for(ctx.companion_index, torch_version or "")
 
 
 def companion_allowed(name: str, ctx: Context) -> bool:
-    key = _canonical(name)
-    return any(fnmatch.fnmatchcase(key, _canonical(p)) for p in ctx.allow_companion_mismatch)
+    key = canonical(name)
+    return any(fnmatch.fnmatchcase(key, canonical(p)) for p in ctx.allow_companion_mismatch)
 
 
 def companions_to_load(facts: Mapping[str, Any], ctx: Context) -> list[dict[str, Any]]:
@@ -400,9 +397,6 @@ def _requirement_met(requirement: str | None, torch_version: str | None) -> bool
     if not requirement or not torch_version:
         return None
     try:
-        from packaging.requirements import Requirement
-        from packaging.version import Version
-
         req = Requirement(requirement.replace("(", "").replace(")", ""))
         return req.specifier.contains(Version(torch_version), prereleases=True)
     except Exception:

@@ -1,4 +1,6 @@
-"""The project's own requirements, read from its pyproject.toml and uv.lock (neither is ever written).
+"""What the project declares, read from its pyproject.toml files and uv.lock (neither is ever written).
+
+Its requirements:
 
 * ``[project].dependencies``, the configured ``extras`` (``[project.optional-dependencies]``) and dependency
   groups (``[dependency-groups]``, PEP 735): the groups uv would install by default (``[tool.uv]
@@ -8,21 +10,24 @@
   version of every package; they become *constraints* of the resolution, so a package the lock lists is
   installed at its locked version, a host-provided one stays the host's, and a requirement added to
   pyproject.toml since the last ``uv lock`` is still installed (resolved freshly).
+
+And what uv reads from ``[tool.uv]`` that uvkernel checks or reports on: ``[tool.uv.sources]``, ``[[tool.uv.index]]``
+and the workspace's members, each with the file and line declaring it.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from .errors import DependencyError, ProjectError
-from .host_packages import canonical
-from .project import Project
-from .uvbin import run_uv
-
-Log = Callable[[str], None]
+from ..errors import DependencyError, ProjectError
+from ..project import Project, matches_workspace_glob, read_pyproject, workspace_globs
+from ..shared import Log, canonical
+from ..uvbin import run_uv
 
 
 @dataclass
@@ -149,3 +154,119 @@ def is_package(project: Project) -> bool:
     if isinstance(tool_uv.get("package"), bool):
         return tool_uv["package"]
     return "build-system" in project.pyproject and "project" in project.pyproject
+
+
+# --- [tool.uv] sources, indexes and workspace members, with where they are declared ------------------------
+
+@dataclass
+class Declared:
+    """A ``[tool.uv.sources]`` entry or ``[[tool.uv.index]]`` as written, with the file and line declaring it."""
+    name: str
+    value: dict[str, Any]
+    file: Path
+    line: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else str(self.file)
+
+
+def _line_of(text: str, table: str, key: str) -> int:
+    """The line declaring ``key`` in ``[table]`` (or ``[table.key]``), 0 when not found; no TOML rewriting."""
+    current = ""
+    wanted = {key, f'"{key}"', f"'{key}'"}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("["):
+            current = line.strip("[] ").replace('"', "").replace("'", "")
+            if current == f"{table}.{key}":
+                return number
+            continue
+        name = line.split("=", 1)[0].strip()
+        if current == table and name in wanted:
+            return number
+        if table == "tool.uv.index" and current == "tool.uv.index" and name == "name" and key in line:
+            return number
+    return 0
+
+
+def _pyprojects(project: Project) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    if project.root is not None:
+        out.append((project.root / "pyproject.toml", project.pyproject))
+    if project.workspace_root is not None and project.workspace_root != project.root:
+        out.append((project.workspace_root / "pyproject.toml", project.workspace))
+    return out
+
+
+def _declared(project: Project, key: str) -> list[tuple[Path, str, Any]]:
+    out = []
+    for path, data in _pyprojects(project):
+        value = ((data.get("tool") or {}).get("uv") or {}).get(key)
+        if value:
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                text = ""
+            out.append((path, text, value))
+    return out
+
+
+def declared_sources(project: Project) -> list[Declared]:
+    out = []
+    for path, text, sources in _declared(project, "sources"):
+        for name, value in sources.items() if isinstance(sources, dict) else []:
+            for entry in value if isinstance(value, list) else [value]:
+                if isinstance(entry, dict):
+                    out.append(Declared(str(name), entry, path, _line_of(text, "tool.uv.sources", str(name))))
+    return out
+
+
+def declared_indexes(project: Project) -> list[Declared]:
+    out = []
+    for path, text, indexes in _declared(project, "index"):
+        for entry in indexes if isinstance(indexes, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("url"), str):
+                name = str(entry.get("name") or entry["url"])
+                out.append(Declared(name, entry, path, _line_of(text, "tool.uv.index", name)))
+    return out
+
+
+def workspace_members(project: Project) -> dict[str, Path]:
+    """canonical project name -> folder, for every member of the project's workspace."""
+    out: dict[str, Path] = {}
+    if project.workspace_root is None:
+        return out
+    table = project.tool_uv(top=True).get("workspace") or {}
+    table = table if isinstance(table, dict) else {}
+    excluded = workspace_globs(table.get("exclude"))
+    folders = [project.workspace_root]
+    for pattern in workspace_globs(table.get("members")):
+        folders += [f for f in project.workspace_root.glob(pattern.rstrip("/")) if f.is_dir()]
+    for folder in folders:
+        if (folder / "pyproject.toml").is_file() and not matches_workspace_glob(folder, project.workspace_root, excluded):
+            name = (read_pyproject(folder / "pyproject.toml").get("project") or {}).get("name")
+            if isinstance(name, str):
+                out[canonical(name)] = folder
+    return out
+
+
+def check_sources(project: Project) -> None:
+    """What can be told without uv: a path source that does not exist, a workspace source naming no member."""
+    members: dict[str, Path] | None = None
+    for source in declared_sources(project):
+        if "path" in source.value:
+            target = Path(os.path.expanduser(str(source.value["path"])))
+            if not target.is_absolute():
+                target = source.file.parent / target
+            if not target.exists():
+                raise DependencyError("SOURCE_NOT_FOUND", source=f"{source.name} = {{ path = "
+                                      f"\"{source.value['path']}\" }} (looked for {os.path.normpath(target)})",
+                                      where=source.where)
+        if source.value.get("workspace") is True:
+            if members is None:
+                members = workspace_members(project)
+            if canonical(source.name) not in members:
+                raise DependencyError("SOURCE_FOR_UNKNOWN_PACKAGE", name=source.name, where=source.where,
+                                      root=str(project.workspace_root or project.root),
+                                      facts=[("members", ", ".join(sorted(members)) or "none")])

@@ -9,7 +9,9 @@ start killed half-way is resumed by the next one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -17,24 +19,23 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator
 
 from filelock import FileLock, Timeout
 
-from . import __version__, dependencies, host_packages, installers, project_sync
-from .errors import EnvError, UvError
-from .files import write_atomic
-from .host import HostPython
-from .host_packages import HostDist, host_distributions
-from .project import Project
-from .settings import UvKernelSettings
-from .uvbin import no_space, run_uv
+from .. import __version__
+from ..errors import EnvError, UvError
+from ..files import write_atomic
+from ..host import HostPython
+from ..project import Project
+from ..settings import UvKernelSettings
+from ..shared import Log
+from ..uvbin import no_space, run_uv
+from . import install, installed, protection, sync
+from .protection import HostDist, host_distributions
 
 STATE_FILE = ".uvkernel-state.json"
 LAYER_PTH = "_uvkernel_host.pth"
-
-Log = Callable[[str], None]
-
 
 @dataclass
 class Env:
@@ -188,18 +189,18 @@ def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) 
     h = hashlib.sha256()
     h.update(f"{__version__}\0{host.executable}\0{host.version_str}\0{host.has_ipykernel}\0".encode())
     # a package added, removed or upgraded in the host changes what the env must leave to it
-    h.update(host_packages.signature(host.site_packages).encode())
+    h.update(protection.signature(host.site_packages).encode())
     h.update(json.dumps([settings.install_ipykernel, settings.project_dependencies, sorted(settings.extras),
                          sorted(settings.dependency_groups), sorted(settings.allow_shadowing),
                          settings.host_version_conflicts]).encode())
     if project.root is not None:
         # every file uv reads to decide what the project is (workspace members too) and uv's own variables
-        for path in project_sync.project_files(project):
+        for path in sync.project_files(project):
             try:
                 h.update(str(path).encode() + path.read_bytes())
             except OSError:
                 h.update(str(path).encode() + b"-absent")
-        h.update(json.dumps(project_sync.uv_variables()).encode())
+        h.update(json.dumps(sync.uv_variables()).encode())
     return h.hexdigest()
 
 
@@ -289,6 +290,17 @@ def lock_for(env: Path, cache_root: Path) -> FileLock:
     return FileLock(str(path), thread_local=False)
 
 
+@contextlib.asynccontextmanager
+async def locked(env: Path, cache_root: Path, timeout: float) -> AsyncIterator[FileLock]:
+    """Hold the env's lock (the one every start preparing ``env`` takes) for the body; LOCK_TIMEOUT after ``timeout``."""
+    lock = lock_for(env, cache_root)
+    await _acquire(lock, timeout, env)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
 # flock answers these when another process holds the lock: the lock works
 _HELD = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES}
 
@@ -298,8 +310,6 @@ def check_flock(path: Path, env: Path) -> None:
     ENOLCK; some FUSE and network file systems: ENOSYS, EOPNOTSUPP, EINVAL).  Without it, concurrent starts
     would build one env at the same time; filelock's own answers differ by version (an error, or a silent
     switch to a marker file that a killed start leaves behind)."""
-    import fcntl
-
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
@@ -340,17 +350,14 @@ async def prepare(
             await _find_shadowing(env, settings)
             return env
 
-    lock = lock_for(env_path, cache_root)
-    await _acquire(lock, settings.lock_timeout, env_path)
-    try:
-        await _prepare_locked(env, project, host, settings, uv, wanted, log, marker)
-    except OSError as exc:  # writing into the env failed (disk full, read-only, permissions)
-        if exc.errno == errno.ENOSPC:
-            raise EnvError("DISK_FULL", env=str(env_path), step="wrote uvkernel's files into the env",
-                           detail=str(exc)) from None
-        raise EnvError("ENV_NOT_WRITABLE", env=str(env_path), detail=str(exc)) from None
-    finally:
-        lock.release()
+    async with locked(env_path, cache_root, settings.lock_timeout):
+        try:
+            await _prepare_locked(env, project, host, settings, uv, wanted, log, marker)
+        except OSError as exc:  # writing into the env failed (disk full, read-only, permissions)
+            if exc.errno == errno.ENOSPC:
+                raise EnvError("DISK_FULL", env=str(env_path), step="wrote uvkernel's files into the env",
+                               detail=str(exc)) from None
+            raise EnvError("ENV_NOT_WRITABLE", env=str(env_path), detail=str(exc)) from None
     await _find_shadowing(env, settings)
     return env
 
@@ -402,8 +409,8 @@ async def _find_shadowing(env: Env, settings: UvKernelSettings) -> None:
     except (OSError, ValueError, AttributeError):
         pass
     host = _state_host_dists(read_state(env.path))
-    env_dists = await dependencies.env_distributions(env.site_packages)
-    env.shadowing = dependencies.shadowing(env_dists, host, settings.allow_shadowing)
+    env_dists = await installed.env_distributions(env.site_packages)
+    env.shadowing = installed.shadowing(env_dists, host, settings.allow_shadowing)
     try:
         write_atomic(saved, json.dumps({"key": key, "shadowing": env.shadowing}))
     except OSError:
@@ -444,7 +451,7 @@ async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: st
     elif pth.exists():
         pth.unlink()  # uvkernel's own file, from a host that was a venv
         env.actions.append("removed the layer of an earlier venv host")
-    installers.write_pip_command(env.path)
+    install.write_pip_command(env.path)
     if PIP_MISSING in problems and not any(a.startswith(("created", "finished a creation")) for a in env.actions):
         env.actions.append("repaired: recreated bin/pip (runs the env's pip)")
 
@@ -528,7 +535,7 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
     await _repair(env, host, settings, uv, log)
 
     host_dists: dict[str, HostDist] = await listing
-    installers.write_host_files(env_path, host_dists, settings.allow_shadowing)
+    install.write_host_files(env_path, host_dists, settings.allow_shadowing)
     extra: list[str] = []  # what the kernel needs and the host lacks
     if not host.has_ipykernel:
         if settings.install_ipykernel:
@@ -540,15 +547,15 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
         extra.append("pip")  # %pip runs the env's python -m pip: the host has none to inherit
     try:
         if settings.project_dependencies and project.root is not None:
-            synced = await project_sync.sync(project, env, host_dists, host, settings, uv=uv,
+            synced = await sync.sync(project, env, host_dists, host, settings, uv=uv,
                                              cache_root=marker.parent.parent, log=log)
             env.plan = synced.to_json()
             if synced.installed:
                 env.actions.append("installed " + ", ".join(synced.installed))
         if extra:
             # resolved against the host and against what the project installed (kept at its versions)
-            present = await dependencies.env_distributions(env.site_packages)
-            the_plan = await dependencies.install(
+            present = await installed.env_distributions(env.site_packages)
+            the_plan = await install.install(
                 extra, uv=uv, env_python=str(env.python), host=host_dists, python_version=host.version,
                 env_site_packages=env.site_packages, allow_shadowing=settings.allow_shadowing,
                 locked=[f"{d.name}=={d.version}" for d in present.values()], root=str(project.root or ""),

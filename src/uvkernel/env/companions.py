@@ -2,8 +2,8 @@
 
 PyPI's torchvision (and every package with extensions built against torch) is built for PyPI's torch build; its
 compiled ops do not load into a host torch from a PyTorch index (``2.13.0+cpu``, ``+cu128``, ``+rocm6.4``) or an
-NGC build (FIELD-NOTES section 6).  After uv installed the project, each env distribution that requires torch,
-ships compiled code (pure-Python ones such as torchmetrics run on any build) and whose build does not carry the
+NGC build (each is compiled against one torch build's C++ library).  After uv installed the project, each env
+distribution that requires torch, ships compiled code (pure-Python ones such as torchmetrics run on any build) and whose build does not carry the
 host's variant is replaced by the same release of that variant, taken from:
 
 * the index the project declares for it (``[tool.uv.sources]``): uv already installed it from there, so it is
@@ -24,17 +24,16 @@ import asyncio
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from . import dependencies
-from .errors import DependencyError
-from .host_packages import HostDist, allowed, canonical, find_links_env, provided, write_excludes, write_placeholders
-from .uvbin import run_uv
-
-Log = Callable[[str], None]
+from ..errors import DependencyError
+from ..shared import Log, canonical
+from ..uvbin import run_uv
+from . import installed, requirements
+from .protection import HostDist, allowed, find_links_env, provided, write_excludes, write_placeholders
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
 OFF = "none"
 
@@ -57,7 +56,7 @@ def index_for(setting: str, torch_version: str) -> str:
 
 def _requires_torch(requires: list[str]) -> bool:
     for text in requires:
-        if dependencies.requirement_name(text) != "torch":
+        if requirements.requirement_name(text) != "torch":
             continue
         try:
             req = Requirement(text)
@@ -68,8 +67,8 @@ def _requires_torch(requires: list[str]) -> bool:
     return False
 
 
-def mismatched(env_dists: dict[str, dependencies.EnvDist], host: dict[str, HostDist],
-               declared: set[str]) -> list[dependencies.EnvDist]:
+def mismatched(env_dists: dict[str, installed.EnvDist], host: dict[str, HostDist],
+               declared: set[str]) -> list[installed.EnvDist]:
     """Env distributions that require torch and ship compiled code (a pure-Python torchmetrics runs on any torch
     build), are not of the host torch's variant, and have no declared source."""
     torch = host.get("torch")
@@ -84,7 +83,7 @@ def mismatched(env_dists: dict[str, dependencies.EnvDist], host: dict[str, HostD
 async def select(project_root: Path | None, env_python: Path, site_packages: Path, host: dict[str, HostDist],
                  settings: Any, uv: str, declared: set[str], cached: Path, log: Log) -> list[dict[str, str]]:
     """Replace companions of another build by the host variant's; returns one record per replacement."""
-    env_dists = await dependencies.env_distributions(site_packages)
+    env_dists = await installed.env_distributions(site_packages)
     # allowed by name (allow_companion_mismatch): kept as uv installed it
     let_be = {canonical(d.name) for d in env_dists.values()
               if allowed(d.name, getattr(settings, "allow_companion_mismatch", []))}
@@ -124,7 +123,7 @@ async def select(project_root: Path | None, env_python: Path, site_packages: Pat
             for d in wrong]
 
 
-async def _resolve(pins: list[str], wrong: list[dependencies.EnvDist], env_python: Path, host: dict[str, HostDist],
+async def _resolve(pins: list[str], wrong: list[installed.EnvDist], env_python: Path, host: dict[str, HostDist],
                    settings: Any, uv: str, index: str, cwd: Path | None, log: Log, torch: HostDist) -> list[str]:
     """The same releases of the host's variant, resolved against the host (their torch requirement included)."""
     keep = provided(host, settings.allow_shadowing)
@@ -144,11 +143,11 @@ async def _resolve(pins: list[str], wrong: list[dependencies.EnvDist], env_pytho
         raise _refusal(wrong, index, torch, done.output)
     names = {canonical(d.name) for d in wrong}
     out = [line.strip() for line in done.stdout.splitlines()
-           if (req := dependencies._requirement(line)) is not None and canonical(req.name) in names]  # noqa: SLF001
+           if (req := requirements.parse_requirement(line)) is not None and canonical(req.name) in names]
     return out or pins
 
 
-def _refusal(wrong: list[dependencies.EnvDist], index: str, torch: HostDist, output: str) -> DependencyError:
+def _refusal(wrong: list[installed.EnvDist], index: str, torch: HostDist, output: str) -> DependencyError:
     names = ", ".join(f"{d.name} {d.version}" for d in wrong)
     want = variant(torch.version)
     return DependencyError(
@@ -156,4 +155,4 @@ def _refusal(wrong: list[dependencies.EnvDist], index: str, torch: HostDist, out
         first=wrong[0].name, pins=" ".join(f"'{d.name}=={Version(d.version).public}+{want}'" for d in wrong),
         facts=[("the host's torch", f"{torch.version} (build +{want})"),
                ("companions of another build", names), ("index asked", index)],
-        detail=dependencies._tail(output))  # noqa: SLF001
+        detail=requirements.tail(output))

@@ -1,6 +1,6 @@
 """What the host provides: its installed distributions, read in the host interpreter.
 
-uv cannot see inherited packages (FIELD-NOTES section 1), so uvkernel tells it in two ways:
+uv cannot see inherited packages (it only reads the env's own site-packages), so uvkernel tells it in two ways:
 
 * for resolving, every host distribution becomes a tiny placeholder wheel (name, version, no files, no
   requirements) in a temporary find-links folder, pinned to the host's exact version by a constraint.  uv
@@ -26,9 +26,10 @@ from typing import Iterable
 
 from packaging.version import InvalidVersion, Version
 
-from . import process
-from .files import write_atomic
-from .host import HostPython, stamp
+from .. import process
+from ..files import write_atomic
+from ..host import HostPython, stamp
+from ..shared import canonical
 
 # Runs in the host (stdlib only).  Reads the site-packages folders passed as arguments, nothing else, so a
 # user-site or PYTHONPATH copy is never mistaken for the host's.
@@ -59,10 +60,6 @@ print(json.dumps(out))
 
 # The torch stack: never installed into an env unless the user allows it, whatever else happens.
 _STACK = re.compile(r"^(torch|triton|pytorch-triton(-.*)?|nvidia-.*|cuda-.*|cupy-cuda.*|jax-cuda.*)$")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def is_stack_package(name: str) -> bool:

@@ -2,7 +2,8 @@
 
 uv is the authority on what a project is: its pyproject.toml, workspace, ``[tool.uv]`` settings, sources,
 indexes, uv.toml and ``UV_*`` variables are read by uv, never rebuilt here.  uvkernel adds the one thing uv
-cannot know (FIELD-NOTES sections 1 and 6): which distributions the host interpreter already provides.
+cannot know, since it reads only the env's own site-packages: which distributions the host interpreter already
+provides (and which build of torch, for the companions built against it).
 
 **With a uv.lock that matches pyproject.toml** (``uv sync --locked`` accepts it):
 
@@ -15,7 +16,7 @@ cannot know (FIELD-NOTES sections 1 and 6): which distributions the host interpr
    by ``UV_PROJECT_ENVIRONMENT``, so uv never recreates it (uv#15603);
 3. every installed requirement on a host package is checked against the host's version.  A locked version
    that needs another host version (a lock made for torch 2.15 on a 2.13 host) is re-resolved against the host
-   (:func:`dependencies.resolve`) and replaced; every deviation from the lock goes into the report.
+   (:func:`resolve.resolve`) and replaced; every deviation from the lock goes into the report.
 
 **Without a lock, or with one pyproject.toml has moved past**: ``uv pip compile`` on the project's
 pyproject.toml (which applies ``[tool.uv.sources]``, workspace members, overrides, constraints and excludes)
@@ -25,6 +26,7 @@ project), so later cold starts of the same inputs do not resolve again.  uv.lock
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -33,21 +35,25 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import companion_builds, dependencies
-from .errors import DependencyError, ProjectError, UvError
-from .files import write_atomic
-from .host_packages import HostDist, canonical, find_links_env, provided, write_excludes, write_placeholders
-from .project import Project
-from .uvbin import run_uv
+from packaging.version import InvalidVersion, Version
+
+from ..errors import DependencyError, ProjectError, UvError
+from ..files import write_atomic
+from ..project import Project
+from ..shared import Log, canonical
+from ..uvbin import run_uv
+from . import companions, declarations, install, installed, protection, requirements, resolve
+from .declarations import check_sources, declared_indexes, declared_sources
+from .protection import HostDist, find_links_env, provided, write_excludes, write_placeholders
+from .requirements import tail
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-Log = Callable[[str], None]
 LOCAL_SOURCES = ("editable", "path", "directory", "virtual", "git", "url")
 STALE_LOCK = "needs to be updated"
 
@@ -125,7 +131,8 @@ def is_local(locked: Locked) -> bool:
 
 
 def _uv_env(env_path: Path) -> dict[str, str]:
-    # uv's project commands use this env and keep its system-site-packages (FIELD-NOTES section 1)
+    # uv's project commands use this env and keep its system-site-packages (uv recreates a venv it is not
+    # pointed at, without the flag, and the host's packages would be gone)
     return {"UV_PROJECT_ENVIRONMENT": str(env_path)}
 
 
@@ -214,25 +221,21 @@ def _uv_failure(project: Project, output: str, returncode: int, what: str) -> Uv
     where = _where_declared(project, text)
     parsed = re.search(r"Failed to parse:? `?([^`\n]*(?:uv\.toml|pyproject\.toml))`?", text)
     if parsed:
-        return ProjectError("UV_CONFIG_INVALID", path=parsed.group(1), root=_where(project), detail=_tail(text))
+        return ProjectError("UV_CONFIG_INVALID", path=parsed.group(1), root=_where(project), detail=tail(text))
     if "not found in the cache" in text or "network was disabled" in text:
-        return DependencyError("PACKAGE_NOT_AVAILABLE_OFFLINE", root=_where(project), detail=_tail(text))
+        return DependencyError("PACKAGE_NOT_AVAILABLE_OFFLINE", root=_where(project), detail=tail(text))
     if "No solution found" in text and what != "uv pip compile":
-        return DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=_tail(text))
+        return DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=tail(text))
     if "Distribution not found at" in text:
         return DependencyError("SOURCE_NOT_FOUND", source=where or "a path or url the project names",
-                               where=where or f"{project.root}/pyproject.toml", detail=_tail(text))
+                               where=where or f"{project.root}/pyproject.toml", detail=tail(text))
     if where or any(s in text for s in ("Failed to fetch", "Failed to download", "Git operation failed",
                                          "failed to clone", "Failed to clone")):
         return DependencyError("SOURCE_UNREACHABLE", source_text=f": {where}" if where else "",
-                               where_text=f" ({where})" if where else "", detail=_tail(text))
-    return UvError("UV_FAILED", step=f"{what} installed {project.root}", returncode=returncode, detail=_tail(text),
+                               where_text=f" ({where})" if where else "", detail=tail(text))
+    return UvError("UV_FAILED", step=f"{what} installed {project.root}", returncode=returncode, detail=tail(text),
                    fix=f"read uv's message above; `uv sync` in {project.root} shows the same (it would also "
                        "install the host's packages: do not keep what it installs)")
-
-
-def _tail(text: str) -> str:
-    return dependencies._tail(text)  # noqa: SLF001 - uv's explanation: its last lines, whole
 
 
 def kept(cache_root: Path, kind: str, key: str) -> Path:
@@ -252,14 +255,14 @@ def read_fit(path: Path) -> tuple[list[str], set[str]]:
         text = path.read_text()
     except OSError:
         return [], set()
-    pins = [line for line in text.splitlines() if dependencies._requirement(line)]  # noqa: SLF001
+    pins = [line for line in text.splitlines() if requirements.parse_requirement(line)]
     dropped = {line[len(DROPPED):].strip() for line in text.splitlines() if line.startswith(DROPPED)}
     return pins, dropped
 
 
 async def fit_to_host(project: Project, env_python: Path, site_packages: Path, host: dict[str, HostDist],
                       settings: Any, uv: str, result: SyncResult, log: Log, *, locked: dict[str, Locked],
-                      cached: Path, fitted: list[str], dropped: set[str], waived: dependencies.InstallPlan | None = None) -> None:
+                      cached: Path, fitted: list[str], dropped: set[str], waived: resolve.InstallPlan | None = None) -> None:
     """Step 3: locked versions that need another host version are re-resolved against the host and installed.
 
     ``fitted``: the versions an earlier start of the same inputs found (uv sync skipped those names): installed
@@ -274,8 +277,8 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
             log(f"installing the versions that fit the host, kept from an earlier start ({cached})")
             await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
                                     what="installed versions that fit the host in place of locked ones")
-        env_dists = await dependencies.env_distributions(site_packages)
-        broken = dependencies.broken_requirements(env_dists, keep, _python_version(env_python, site_packages))
+        env_dists = await installed.env_distributions(site_packages)
+        broken = installed.broken_requirements(env_dists, keep, _python_version(env_python, site_packages))
         if broken:
             names = {canonical(name) for name, _req, _v in broken}
             why.update({canonical(n): f"requires {req}; the host has {v}" for n, req, v in broken})
@@ -291,20 +294,20 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
             # every resolved version the env does not hold yet: the broken ones and whatever their new versions need
             new = []
             for line in pinned.splitlines():
-                req = dependencies._requirement(line)  # noqa: SLF001
+                req = requirements.parse_requirement(line)
                 key = canonical(req.name) if req is not None else ""
                 if not key or key in keep or req.url:
                     continue
                 have = env_dists.get(key)
-                if have is None or dependencies._versions([req]).get(key) != dependencies._normal(have.version):  # noqa: SLF001
+                if have is None or requirements.exact_versions([req]).get(key) != requirements.normal_version(have.version):
                     new.append(line)
                     names.add(key)
             await _install_resolved(project, env_python, keep, new, settings, uv, tmp, log,
                                     what="replaced locked versions that do not fit the host")
-            lines = [line for line in lines if canonical(dependencies._name(line)) not in names] + new  # noqa: SLF001
+            lines = [line for line in lines if canonical(requirements.line_name(line)) not in names] + new
             # a broken locked package the host's versions do not need at all (pulled in only by a newer version
             # of something else): not kept; removed when this start installed it
-            resolved = {canonical(dependencies._name(line)) for line in pinned.splitlines() if line.strip()}  # noqa: SLF001
+            resolved = {canonical(requirements.line_name(line)) for line in pinned.splitlines() if line.strip()}
             unneeded = {canonical(n) for n, _r, _v in broken} - resolved
             ours = {canonical(line.split("==")[0].split(" ")[0]) for line in result.installed}
             if unneeded & ours:
@@ -313,7 +316,7 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
                              timeout=settings.uv_timeout, cwd=project.root)
             dropped = dropped | unneeded
             _keep(cached, "\n".join(lines + [DROPPED + n for n in sorted(dropped)]) + "\n")
-    fixed = dependencies._versions(dependencies._requirement(p) for p in lines)  # noqa: SLF001
+    fixed = requirements.exact_versions(requirements.parse_requirement(p) for p in lines)
     for key in sorted(dropped):
         entry = locked.get(key)
         fixed.setdefault(key, "not installed")
@@ -325,8 +328,6 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
 
 
 def _plain_version(version: str) -> bool:
-    from packaging.version import InvalidVersion, Version
-
     try:
         Version(version)
         return True
@@ -407,7 +408,7 @@ def project_files(project: Project) -> list[Path]:
 
 async def sync_resolved(project: Project, env_python: Path, env_path: Path, host: dict[str, HostDist],
                         key: str, settings: Any, uv: str, cache_root: Path, log: Log,
-                        stale_lock: bool, waived: dependencies.InstallPlan | None = None) -> SyncResult:
+                        stale_lock: bool, waived: resolve.InstallPlan | None = None) -> SyncResult:
     keep = provided(host, settings.allow_shadowing)
     result = SyncResult(how="resolved against the host (uv pip compile on pyproject.toml)")
     if stale_lock:
@@ -429,7 +430,7 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
             _keep(cached, pinned)
         lines = []
         for line in pinned.splitlines():
-            req = dependencies._requirement(line)  # noqa: SLF001
+            req = requirements.parse_requirement(line)
             name = canonical(req.name) if req is not None else ""
             if name in keep:
                 result.from_host[keep[name].name] = keep[name].version
@@ -484,27 +485,25 @@ async def _install_resolved(project: Project, env_python: Path, keep: dict[str, 
 
 
 async def _check_waiver(output: str, env_python: Path, keep: dict[str, HostDist], settings: Any, uv: str,
-                        project: Project, waived: dependencies.InstallPlan) -> None:
+                        project: Project, waived: resolve.InstallPlan) -> None:
     """An override waives the pin for every package, so check that the versions resolved under it need nothing
     but the host's versions themselves: a torchvision made for the waived torch still cannot use the host's."""
-    pins = [line for line in output.splitlines() if (req := dependencies._requirement(line)) is not None  # noqa: SLF001
+    pins = [line for line in output.splitlines() if (req := requirements.parse_requirement(line)) is not None
             and not req.url and canonical(req.name) not in keep]
     if not pins:
         return
     try:
-        await dependencies.resolve(pins, uv=uv, env_python=str(env_python), host=keep,
-                                   python_version=_python_version(env_python, dependencies._site_of(str(env_python))),  # noqa: SLF001
+        await resolve.resolve(pins, uv=uv, env_python=str(env_python), host=keep,
+                                   python_version=_python_version(env_python, installed.site_of(str(env_python))),
                                    root=_where(project), cwd=project.root, timeout=settings.uv_timeout)
     except DependencyError as exc:
-        raise dependencies._with_waived_pins(exc, waived) from None  # noqa: SLF001
+        raise resolve.with_waived_pins(exc, waived) from None
 
 
 async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist], settings: Any, uv: str,
                    tmp: Path, log: Log, *, constraints: list[str] = (), preferences: Path | None = None,
-                   diagnose: bool = True, waived: dependencies.InstallPlan | None = None) -> str:
+                   diagnose: bool = True, waived: resolve.InstallPlan | None = None) -> str:
     placeholders = tmp / "host"
-    import asyncio
-
     pins, unversioned = await asyncio.to_thread(write_placeholders, keep, placeholders)
     pins_file = tmp / "host-versions.txt"
     pins_file.write_text("\n".join([*pins, *constraints]) + "\n")
@@ -541,134 +540,18 @@ async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist]
     if not isinstance(failure, UvError):
         raise failure
     if not diagnose:
-        raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=_tail(text))
+        raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=tail(text))
     # the host is in the way, or the project cannot be resolved at all: the same resolution without the host says
     free = await run_uv([uv, "pip", "compile", "--python", str(env_python), "--no-header", "--annotation-style",
                          "line", "--quiet", *_compile_args(project, settings)],
                         step=f"resolved {project.root}'s dependencies without the host", timeout=settings.uv_timeout,
                         cwd=project.root, check=False)
     if free.returncode != 0:
-        raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=_tail(text))
-    raise dependencies.transitive_conflict(keep, _tail(text), free.stdout, _where(project))
+        raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=tail(text))
+    raise resolve.transitive_conflict(keep, tail(text), free.stdout, _where(project))
 
 
 # --- the stage: checks that need no uv, then the lock or the resolution ----------------------------------
-
-@dataclass
-class Declared:
-    """A ``[tool.uv.sources]`` entry or ``[[tool.uv.index]]`` as written, with the file and line declaring it."""
-    name: str
-    value: dict[str, Any]
-    file: Path
-    line: int
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else str(self.file)
-
-
-def _line_of(text: str, table: str, key: str) -> int:
-    """The line declaring ``key`` in ``[table]`` (or ``[table.key]``), 0 when not found; no TOML rewriting."""
-    current = ""
-    wanted = {key, f'"{key}"', f"'{key}'"}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if line.startswith("["):
-            current = line.strip("[] ").replace('"', "").replace("'", "")
-            if current == f"{table}.{key}":
-                return number
-            continue
-        name = line.split("=", 1)[0].strip()
-        if current == table and name in wanted:
-            return number
-        if table == "tool.uv.index" and current == "tool.uv.index" and name == "name" and key in line:
-            return number
-    return 0
-
-
-def _pyprojects(project: Project) -> list[tuple[Path, dict[str, Any]]]:
-    out = []
-    if project.root is not None:
-        out.append((project.root / "pyproject.toml", project.pyproject))
-    if project.workspace_root is not None and project.workspace_root != project.root:
-        out.append((project.workspace_root / "pyproject.toml", project.workspace))
-    return out
-
-
-def _declared(project: Project, key: str) -> list[tuple[Path, str, Any]]:
-    out = []
-    for path, data in _pyprojects(project):
-        value = ((data.get("tool") or {}).get("uv") or {}).get(key)
-        if value:
-            try:
-                text = path.read_text(errors="replace")
-            except OSError:
-                text = ""
-            out.append((path, text, value))
-    return out
-
-
-def declared_sources(project: Project) -> list[Declared]:
-    out = []
-    for path, text, sources in _declared(project, "sources"):
-        for name, value in sources.items() if isinstance(sources, dict) else []:
-            for entry in value if isinstance(value, list) else [value]:
-                if isinstance(entry, dict):
-                    out.append(Declared(str(name), entry, path, _line_of(text, "tool.uv.sources", str(name))))
-    return out
-
-
-def declared_indexes(project: Project) -> list[Declared]:
-    out = []
-    for path, text, indexes in _declared(project, "index"):
-        for entry in indexes if isinstance(indexes, list) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("url"), str):
-                name = str(entry.get("name") or entry["url"])
-                out.append(Declared(name, entry, path, _line_of(text, "tool.uv.index", name)))
-    return out
-
-
-def workspace_members(project: Project) -> dict[str, Path]:
-    """canonical project name -> folder, for every member of the project's workspace."""
-    from .project import _globs, _matches, read_pyproject
-
-    out: dict[str, Path] = {}
-    if project.workspace_root is None:
-        return out
-    table = project.tool_uv(top=True).get("workspace") or {}
-    table = table if isinstance(table, dict) else {}
-    excluded = _globs(table.get("exclude"))
-    folders = [project.workspace_root]
-    for pattern in _globs(table.get("members")):
-        folders += [f for f in project.workspace_root.glob(pattern.rstrip("/")) if f.is_dir()]
-    for folder in folders:
-        if (folder / "pyproject.toml").is_file() and not _matches(folder, project.workspace_root, excluded):
-            name = (read_pyproject(folder / "pyproject.toml").get("project") or {}).get("name")
-            if isinstance(name, str):
-                out[canonical(name)] = folder
-    return out
-
-
-def check_sources(project: Project) -> None:
-    """What can be told without uv: a path source that does not exist, a workspace source naming no member."""
-    members: dict[str, Path] | None = None
-    for source in declared_sources(project):
-        if "path" in source.value:
-            target = Path(os.path.expanduser(str(source.value["path"])))
-            if not target.is_absolute():
-                target = source.file.parent / target
-            if not target.exists():
-                raise DependencyError("SOURCE_NOT_FOUND", source=f"{source.name} = {{ path = "
-                                      f"\"{source.value['path']}\" }} (looked for {os.path.normpath(target)})",
-                                      where=source.where)
-        if source.value.get("workspace") is True:
-            if members is None:
-                members = workspace_members(project)
-            if canonical(source.name) not in members:
-                raise DependencyError("SOURCE_FOR_UNKNOWN_PACKAGE", name=source.name, where=source.where,
-                                      root=str(project.workspace_root or project.root),
-                                      facts=[("members", ", ".join(sorted(members)) or "none")])
-
 
 def _where_declared(project: Project, text: str) -> str:
     """The file:line of a declared git/url source or index that uv's failure names."""
@@ -692,22 +575,18 @@ def _local_names(project: Project) -> set[str]:
 
 
 def check_direct(project: Project, host: dict[str, HostDist], python_version: tuple[int, ...],
-                 settings: Any) -> dependencies.InstallPlan:
+                 settings: Any) -> resolve.InstallPlan:
     """A direct requirement the host's version does not meet: DEPENDENCY_CONFLICT before anything is installed."""
-    from . import project_dependencies
-
-    reqs, _notes = project_dependencies.declared(project, settings)
+    reqs, _notes = declarations.declared(project, settings)
     own = _local_names(project)
-    reqs = [r for r in reqs if canonical(dependencies._name(r)) not in own]  # noqa: SLF001
-    return dependencies.plan(reqs, host, python_version, settings.allow_shadowing, root=_where(project),
+    reqs = [r for r in reqs if canonical(requirements.line_name(r)) not in own]
+    return resolve.plan(reqs, host, python_version, settings.allow_shadowing, root=_where(project),
                              extras=settings.extras, on_conflict=getattr(settings, "host_version_conflicts", "fail"))
 
 
 async def sync(project: Project, env: Any, host: dict[str, HostDist], host_python: Any, settings: Any, *, uv: str,
                cache_root: Path, log: Log) -> SyncResult:
     """Install the project into ``env`` as ``uv sync`` would, leaving the host's packages to the host."""
-    from . import host_packages, project_dependencies
-
     if project.tool_uv().get("managed") is False:
         return SyncResult(how="nothing: [tool.uv] managed = false (uv does not manage this project either)",
                           notes=[f"{project.root}/pyproject.toml sets managed = false under [tool.uv]: its "
@@ -721,13 +600,13 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     host = {k: d for k, d in host.items() if k not in own}
     result: SyncResult | None = None
     stale = False
-    host_sig = host_packages.signature(host_python.site_packages)
+    host_sig = protection.signature(host_python.site_packages)
     key = resolution_key(project, host_sig, settings)
     if project.has_lock:
         locked = read_lock(project.lock_path)  # type: ignore[arg-type]
         cached = kept(cache_root, "fit", key)  # versions that replace locked ones, from an earlier start
         fitted, dropped = read_fit(cached)
-        refitted = {canonical(dependencies._name(line)) for line in fitted} | dropped  # noqa: SLF001
+        refitted = {canonical(requirements.line_name(line)) for line in fitted} | dropped
         result = await sync_locked(project, env.python, env.path, host, settings, uv, log, locked, refitted,
                                    kept_export=kept(cache_root, "export", key))
         if result is None:
@@ -739,14 +618,14 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     if result is None:
         result = await sync_resolved(project, env.python, env.path, host, key, settings, uv, cache_root,
                                      log, stale_lock=stale, waived=waived)
-        if project_dependencies.is_package(project):
+        if declarations.is_package(project):
             # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
-            await dependencies.install_editable(project.root, uv=uv, env_python=str(env.python), host=host,
+            await install.install_editable(project.root, uv=uv, env_python=str(env.python), host=host,
                                                 allow_shadowing=settings.allow_shadowing,
                                                 timeout=settings.uv_timeout, log=log)
             result.installed.append(f"{project.root} (editable)")
     # torchvision and friends of the host torch's build (+cpu, +cu128 …), unless the project names their index
-    result.companions = await companion_builds.select(
+    result.companions = await companions.select(
         project.root, env.python, env.site_packages, host, settings, uv,
         declared={canonical(s.name) for s in declared_sources(project)},
         cached=kept(cache_root, "companions", key), log=log)

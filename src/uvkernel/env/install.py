@@ -1,0 +1,152 @@
+"""Installing into the env, and the files in it that keep every installer off the host's packages.
+
+``install`` plans, resolves against the host and installs what the host does not provide, ``--no-deps`` and
+with an ``--excludes`` file of every host name, so uv neither installs nor downloads the host's stack.
+
+The kernel's own installers read files uvkernel writes into the env; ``launch.kernel_environment`` points the
+kernel at them: ``UV_EXCLUDE`` (``!uv pip install``), ``PIP_CONSTRAINT`` (``%pip``/``!pip``), and a ``bin/pip``
+so ``!pip`` is the env's pip and never the host's further down PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from packaging.requirements import Requirement
+
+from ..errors import DependencyError
+from ..shared import Log, canonical
+from ..uvbin import run_uv
+from .installed import env_distributions, site_of
+from .protection import HostDist, provided, write_excludes
+from .requirements import exact_versions, normal_version, parse_requirement
+from .resolve import InstallPlan, plan, resolve, with_waived_pins
+
+# For installs from inside the kernel: `!uv pip install` reads UV_EXCLUDE, `%pip install` PIP_CONSTRAINT.
+HOST_EXCLUDES = ".uvkernel-host-provided.txt"
+HOST_CONSTRAINTS = ".uvkernel-host-pins.txt"
+
+
+def write_host_files(env_path: Path, host_dists: dict[str, HostDist], allow_shadowing: list[str]) -> None:
+    """Files the kernel's installers read so they leave host packages alone (see launch.kernel_environment).
+
+    HOST_EXCLUDES: every host name, for uv (``UV_EXCLUDE``): uv never installs or downloads them.
+    HOST_CONSTRAINTS: the host's exact versions, for pip (``PIP_CONSTRAINT``): pip sees the host's packages
+    and keeps them; a package that needs another version of one fails instead of shadowing it.
+    """
+    keep = provided(host_dists, allow_shadowing)
+    names = sorted(d.name for d in keep.values())
+    pins = sorted(p for p in (d.pin for d in keep.values()) if p)
+    for name, lines in ((HOST_EXCLUDES, names), (HOST_CONSTRAINTS, pins)):
+        tmp = env_path / (name + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, env_path / name)
+
+
+PIP_SHIM_MARK = "# uvkernel: pip for this env"
+_PIP_SHIM = f"""#!/bin/sh
+{PIP_SHIM_MARK} (uv venvs have no pip of their own). The env's python runs pip, so it installs here,
+# never into the host; the kernel's PIP_CONSTRAINT keeps the host's packages.
+exec "$(dirname -- "$0")/python" -m pip "$@"
+"""
+
+
+def write_pip_command(env_path: Path) -> None:
+    """``!pip install X`` in the kernel must reach this env's pip, not the host's ``pip`` further down PATH."""
+    for name in ("pip", "pip3"):
+        target = env_path / "bin" / name
+        if target.exists() or target.is_symlink():
+            continue  # the env has a pip of its own (uv venv --seed, or pip installed into it)
+        tmp = target.with_name(name + ".uvkernel-tmp")
+        tmp.write_text(_PIP_SHIM)
+        tmp.chmod(0o755)
+        os.replace(tmp, target)
+
+
+async def install(
+    requirements: list[str],
+    *,
+    uv: str,
+    env_python: str,
+    host: dict[str, HostDist],
+    python_version: tuple[int, ...],
+    env_site_packages: str | Path | None = None,
+    allow_shadowing: Iterable[str] = (),
+    locked: list[str] = (),
+    root: str = "",
+    cwd: Path | None = None,
+    timeout: float = 900,
+    log: Log = lambda _m: None,
+    what: str = "installed the project's dependencies",
+    on_conflict: str = "fail",
+) -> InstallPlan:
+    """Plan, resolve against the host, install what the host does not provide (uv never touches the host's)."""
+    the_plan = plan(requirements, host, python_version, allow_shadowing, root=root, on_conflict=on_conflict)
+    keep = provided(host, allow_shadowing)
+    if all(canonical(Requirement(r).name) in keep for r in the_plan.requirements):
+        return the_plan  # everything is the host's: no resolver, no network
+    try:
+        resolved = await resolve(the_plan.requirements, uv=uv, env_python=env_python, host=host,
+                                 python_version=python_version, allow_shadowing=allow_shadowing, locked=locked,
+                                 root=root, cwd=cwd, timeout=timeout)
+    except DependencyError as exc:
+        if not the_plan.unmet_pins:
+            raise
+        raise with_waived_pins(exc, the_plan) from None
+    pinned = []
+    for req, _via in resolved:
+        key = canonical(req.name)
+        if key in keep:
+            the_plan.from_host[keep[key].name] = keep[key].version
+        else:
+            pinned.append(str(req))
+    present = {k: d.version for k, d in (await env_distributions(env_site_packages or site_of(env_python))).items()}
+    pinned = [line for line in pinned if not _already(line, present)]
+    if not pinned:
+        return the_plan
+    await install_pinned(pinned, uv=uv, env_python=env_python, host=host, allow_shadowing=allow_shadowing, cwd=cwd,
+                         timeout=timeout, log=log, what=f"{what} ({', '.join(pinned)})",
+                         fix=f"read uv's message above; fix the requirement in {root or 'the project'} and start again")
+    the_plan.installed = pinned
+    return the_plan
+
+
+async def install_pinned(pinned: list[str], *, uv: str, env_python: str, host: dict[str, HostDist],
+                         allow_shadowing: Iterable[str] = (), cwd: Path | None = None, timeout: float = 900,
+                         log: Log = lambda _m: None, what: str = "installed packages",
+                         fix: str = "read uv's message above") -> None:
+    """Exactly these versions, without their dependencies, never a host package (``--excludes``)."""
+    keep = provided(host, allow_shadowing)
+    with tempfile.TemporaryDirectory(prefix="uvkernel-install-") as tmp:
+        excludes = write_excludes(Path(tmp), keep)
+        reqs = Path(tmp) / "requirements.txt"
+        reqs.write_text("\n".join(pinned) + "\n")
+        log("uv pip install " + " ".join(pinned))
+        argv = [uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
+                "-r", str(reqs)]
+        await run_uv(argv, step=what, timeout=timeout, cwd=cwd, fix=fix)
+
+
+def _already(line: str, present: dict[str, str]) -> bool:
+    req = parse_requirement(line)
+    if req is None or req.url:
+        return False
+    key = canonical(req.name)
+    return key in present and exact_versions([req]).get(key) == normal_version(present[key])
+
+
+async def install_editable(root: Path, *, uv: str, env_python: str, host: dict[str, HostDist],
+                           allow_shadowing: Iterable[str] = (), timeout: float = 900,
+                           log: Log = lambda _m: None) -> None:
+    """The project itself, editable and without its dependencies (they were resolved against the host)."""
+    keep = provided(host, allow_shadowing)
+    with tempfile.TemporaryDirectory(prefix="uvkernel-install-") as tmp:
+        excludes = write_excludes(Path(tmp), keep)
+        log(f"uv pip install --no-deps -e {root}")
+        await run_uv([uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
+                      "-e", str(root)], step=f"installed the project itself ({root}, editable)", timeout=timeout,
+                     cwd=root, fix=f"fix the build configuration in {root}/pyproject.toml, or, when the project is "
+                                   "not meant to be installed, set package = false under [tool.uv] there")
