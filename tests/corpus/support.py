@@ -81,6 +81,18 @@ def write_stubs(root: Path, stubs: list[str]) -> None:
         path.write_text('__version__ = "0.0.0"\n' if path.suffix == ".py" else "")
 
 
+def write_readmes(root: Path) -> None:
+    """The corpus keeps each project's build files, not its README; a checkout has one, and hatchling refuses to
+    build without the readme its metadata names (setuptools does not mind). An empty one stands in for it, for
+    the root project and every workspace member."""
+    for pyproject in root.rglob("pyproject.toml"):
+        readme = tomllib.loads(pyproject.read_text()).get("project", {}).get("readme")
+        name = readme.get("file") if isinstance(readme, dict) else readme
+        if isinstance(name, str) and not (pyproject.parent / name).exists():
+            (pyproject.parent / name).parent.mkdir(parents=True, exist_ok=True)
+            (pyproject.parent / name).write_text("")
+
+
 def git_tag(root: Path, tag: str) -> None:
     """hatch-vcs reads the version from the latest tag: a repository with one commit, tagged."""
     env = {**os.environ, "GIT_AUTHOR_NAME": "corpus", "GIT_AUTHOR_EMAIL": "corpus@example.invalid",

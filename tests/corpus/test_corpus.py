@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from corpus.support import (SETUP, Case, corpus_dir, git_tag, gpu_stack_in, host_python, load_cases,
-                            no_default_groups, tail, write_stubs)
+                            no_default_groups, tail, write_readmes, write_stubs)
 from helpers import REPO
 
 pytestmark = pytest.mark.corpus
@@ -75,6 +75,7 @@ def _prepare(case: Case, tmp: Path) -> Path:
     for path in [root, *root.rglob("*")]:  # the corpus is read-only; the copy must not be
         path.chmod(path.stat().st_mode | 0o200)
     write_stubs(root, case.entry.get("stubs", []))
+    write_readmes(root)
     if case.without_default_groups:
         no_default_groups(root / "pyproject.toml")
     if case.entry.get("git"):
