@@ -5,11 +5,19 @@
 #     own site-packages, the way a GPU workstation keeps its global stack. It is NOT the dev env;
 #   - the dev env .venv (no system site-packages): uvkernel itself, Jupyter, the test tools;
 #   - with --e2e: Debian's chromium + chromium-driver (browser tests), configurable-http-proxy from npm
-#     and acl's setfacl (JupyterHub), gcc for the fake NVML library.
+#     and acl's setfacl (JupyterHub), gcc for the fake NVML library;
+#   - with --corpus: the two hosts the real-project corpus tier (tests/corpus) starts kernels on: Debian's own
+#     /usr/bin/python3.11 with CPU torch 2.13.0 installed globally by pip, and a venv holding PyPI's CUDA torch
+#     2.14.1 + torchvision 0.29.1 + numpy at ${UVKERNEL_CUDA_HOST:-/opt/uvkernel-hosts/pypi-cuda}; plus Debian's
+#     FFmpeg 5 libraries, which torchcodec loads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 E2E=0
-for arg in "$@"; do [ "$arg" = "--e2e" ] && E2E=1; done
+CORPUS=0
+for arg in "$@"; do
+  [ "$arg" = "--e2e" ] && E2E=1
+  [ "$arg" = "--corpus" ] && CORPUS=1
+done
 
 HOST="${UVKERNEL_TEST_HOST:-$(command -v python3)}"
 HOST="$("$HOST" -c 'import sys; print(sys.executable)')"
@@ -53,6 +61,64 @@ if [ "$E2E" = 1 ]; then
     mkdir -p build/node
     npm install --silent --no-audit --no-fund --prefix build/node configurable-http-proxy@5 >/dev/null
   fi
+fi
+if [ "$CORPUS" = 1 ]; then
+  # apt first: the Debian host itself (python3.11 with apt's PyYAML, Pygments and pip, which is what makes it a
+  # "Debian host") and the FFmpeg 5 libraries. The index is only refreshed when something is missing.
+  need_apt=()
+  for pkg in python3.11 python3-pip python3-venv python3-yaml python3-pygments \
+             libavutil57 libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6 libswresample4; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+  done
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: apt-get install ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "setup: Debian python3.11 and FFmpeg 5 libraries already installed"
+  fi
+
+  # Debian host: torch goes into /usr/local's dist-packages, beside apt's packages, as `sudo pip install` would.
+  DEBIAN_HOST=/usr/bin/python3.11
+  if ! "$DEBIAN_HOST" -c 'import torch' >/dev/null 2>&1; then
+    echo "setup: pip install torch==2.13.0 into $DEBIAN_HOST"
+    "$DEBIAN_HOST" -m pip install -q --break-system-packages torch==2.13.0
+  else
+    echo "setup: $DEBIAN_HOST already has torch"
+  fi
+  "$DEBIAN_HOST" -c 'import torch; print("setup: Debian host torch", torch.__version__, "at", torch.__file__)' 2>/dev/null
+
+  # CUDA host: ~5.5 GB of wheels, so it is built beside its final place and renamed into it only when complete;
+  # an interrupted build is never mistaken for a finished one. pip, not uv: the wheels are in pip's find-links.
+  CUDA_HOST="${UVKERNEL_CUDA_HOST:-/opt/uvkernel-hosts/pypi-cuda}"
+  cuda_ok() {
+    "$1/bin/python" - >/dev/null 2>&1 <<'PY'
+import importlib.metadata as m, sys
+import torch, torchvision, numpy
+sys.exit(0 if (m.version("torch"), m.version("torchvision")) == ("2.14.1", "0.29.1") else 1)
+PY
+  }
+  if cuda_ok "$CUDA_HOST"; then
+    echo "setup: CUDA host $CUDA_HOST already has torch 2.14.1"
+  else
+    echo "setup: building the CUDA host $CUDA_HOST (pip install torch==2.14.1 torchvision==0.29.1 numpy)"
+    parent="$(dirname "$CUDA_HOST")"
+    mkdir -p "$parent"
+    partial="$parent/.$(basename "$CUDA_HOST").partial.$$"
+    rm -rf "$parent/.$(basename "$CUDA_HOST").partial."*  # left by an interrupted run
+    python3 -m venv "$partial"
+    "$partial/bin/python" -m pip install -q torch==2.14.1 torchvision==0.29.1 numpy
+    # the venv's scripts and activate files name the folder they were made in: point them at the final one
+    grep -rlI --null "$partial" "$partial/bin" | xargs -0 -r sed -i "s|$partial|$CUDA_HOST|g"
+    if [ -e "$CUDA_HOST" ]; then
+      mv "$CUDA_HOST" "$partial.old"
+    fi
+    mv "$partial" "$CUDA_HOST"
+    rm -rf "$partial.old"
+    cuda_ok "$CUDA_HOST" || { echo "setup: the CUDA host $CUDA_HOST does not import torch 2.14.1" >&2; exit 1; }
+  fi
+  "$CUDA_HOST/bin/python" -c 'import torch; print("setup: CUDA host torch", torch.__version__, "at", torch.__file__)'
 fi
 echo "$HOST" > .venv/uvkernel-test-host
 echo "setup: done (dev env .venv, host $HOST)"

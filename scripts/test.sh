@@ -2,7 +2,7 @@
 # The test command (README): set up everything on a fresh machine, then run the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --e2e
+bash scripts/setup.sh --e2e --corpus
 export UV_PYTHON_DOWNLOADS=never
 mkdir -p test-artifacts
 # loadgroup: tests marked xdist_group (each e2e module, sharing one server or browser) stay on one worker
