@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from .files import write_atomic
 from .host_packages import HostDist, provided
 
 # For installs from inside the kernel: `!uv pip install` reads UV_EXCLUDE, `%pip install` PIP_CONSTRAINT.
@@ -27,9 +27,7 @@ def write_host_files(env_path: Path, host_dists: dict[str, HostDist], allow_shad
     names = sorted(d.name for d in keep.values())
     pins = sorted(p for p in (d.pin for d in keep.values()) if p)
     for name, lines in ((HOST_EXCLUDES, names), (HOST_CONSTRAINTS, pins)):
-        tmp = env_path / (name + ".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, env_path / name)
+        write_atomic(env_path / name, "\n".join(lines) + "\n")
 
 
 PIP_SHIM_MARK = "# uvkernel: pip for this env"
@@ -46,7 +44,4 @@ def write_pip_command(env_path: Path) -> None:
         target = env_path / "bin" / name
         if target.exists() or target.is_symlink():
             continue  # the env has a pip of its own (uv venv --seed, or pip installed into it)
-        tmp = target.with_name(name + ".uvkernel-tmp")
-        tmp.write_text(_PIP_SHIM)
-        tmp.chmod(0o755)
-        os.replace(tmp, target)
+        write_atomic(target, _PIP_SHIM, mode=0o755)

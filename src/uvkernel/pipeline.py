@@ -19,7 +19,7 @@ from . import distribution, environment, host as host_mod, launch, preflight, pr
 from . import cache_envs, installers
 from . import settings as settings_mod
 from .errors import PreflightError, ProjectError, UvkernelError
-from .files import write_atomic
+from .files import CACHE_FOLDERS, check_private_dirs, off_loop, write_atomic
 from .host import HostPython
 from .project import Project
 from .settings import UvKernelSettings
@@ -86,7 +86,7 @@ def cache_root(settings: UvKernelSettings) -> Path:
         import platformdirs
 
         root = Path(platformdirs.user_cache_dir("uvkernel", appauthor=False))
-    environment.private_dir(root)
+    check_private_dirs(root, CACHE_FOLDERS)
     return root
 
 
@@ -141,7 +141,7 @@ async def prepare_env(
     root = cache_root(settings)
     host = await host_mod.inspect(path, reason, cache_dir=root)
     say(f"host interpreter: {host.executable} (Python {host.version_str}; {reason})")
-    project = project_mod.find_project(cwd, environ, cache_root=root, host_key=host.executable, base=base_cwd)
+    project = await off_loop("finding the project", project_mod.find_project, cwd, environ, cache_root=root, host_key=host.executable, base=base_cwd)
     say(f"project: {project.root or 'none'}; env: {project.env_path} ({project.env_reason})")
     check_requires_python(project, host)
     if liveness is not None and project.in_cache:
