@@ -147,6 +147,8 @@ def check_private_dirs(root: Path, names: tuple[str, ...]) -> None:
 def chmod_created(path: Path, mode: int = 0o700) -> None:
     """chmod a folder uvkernel itself just created (an env `uv venv` made): never through a link, never a folder
     of another user."""
+    if os.path.islink(path):
+        return  # a project .venv the user linked elsewhere: its folder is theirs, left as it is
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         if os.fstat(fd).st_uid == os.getuid():
