@@ -110,6 +110,7 @@ class Backup:
         self.saved: dict[str, bytes | None] = {}
         self.written: dict[str, list[str]] = {name: [] for name in PROJECT_FILES}
         self.notes: list[str] = []  # files left as the user changed them (EDIT_NOT_RESTORED)
+        self.phase = "uv"  # "uv" while uv may write, "prepare" once every uv call returned
         environment.private_dir(self.folder)
         for name in PROJECT_FILES:
             data = _current(root / name)
@@ -127,10 +128,13 @@ class Backup:
     def _journal(self) -> None:
         write_atomic(self.folder / JOURNAL, json.dumps({
             "root": str(self.root), "verb": self.verb, "pid": os.getpid(), "start": process_start(os.getpid()),
-            "before": {n: _digest(d) for n, d in self.saved.items()}, "uv_wrote": self.written}), private=True)
+            "before": {n: _digest(d) for n, d in self.saved.items()}, "uv_wrote": self.written, "phase": self.phase}),
+                     private=True)
 
-    def uv_wrote(self) -> None:
-        """What the files hold now is uv's (called right after each uv call, whatever its outcome)."""
+    def uv_wrote(self, last: bool = False) -> None:
+        """What the files hold now is uv's (called right after each uv call, whatever its outcome); ``last``: uv
+        is done, the env is prepared next."""
+        self.phase = "prepare" if last else "uv"
         for name in PROJECT_FILES:
             digest = _digest(_current(self.root / name))
             if digest != _digest(self.saved[name]) and digest not in self.written[name]:
@@ -325,12 +329,13 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
             log(text)
         backup = Backup(project.root, cache_root, change.verb)
         try:
-            for batch in ([pins] if pins else []) + [specs]:  # the pins first: uv.lock gets these versions
+            batches = ([pins] if pins else []) + [specs]  # the pins first: uv.lock gets these versions
+            for i, batch in enumerate(batches, 1):
                 log("uv " + change.verb + " " + " ".join(batch))
                 try:
                     await _uv_change(uv, change, batch, project, env_python, settings)
                 finally:
-                    backup.uv_wrote()
+                    backup.uv_wrote(last=i == len(batches))
             prepared = await pipeline.prepare(settings, cwd=folder, environ=environ, log=log)
         except BaseException as exc:  # uv's error, the env's, Ctrl-C (CancelledError): nothing of uv's stays
             whole = backup.restore()
