@@ -172,6 +172,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     liveness = cache_envs.Liveness()
     try:
         settings, environ = _settings_for(args.kernel, args.host_python, **overrides)
+        _recover_edits(settings, os.path.abspath(args.dir))
         prepared = asyncio.run(pipeline.prepare(settings, cwd=os.path.abspath(args.dir), environ=environ,
                                                 recheck=args.recheck, log=_stderr_log(args.json),
                                                 liveness=liveness))
@@ -326,6 +327,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings, environ = _settings_for(_kernel_name(args), args.host_python, **_group_overrides(args))
     progress = terminal.Progress()
     try:
+        _recover_edits(settings, folder)
         prepared = terminal.prepare(settings, folder, environ, progress)
     except UvkernelError as exc:
         print(str(exc), file=sys.stderr)
@@ -342,12 +344,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     folder = terminal.project_folder(args.project, "run")
     settings, environ = _settings_for(_kernel_name(args), args.host_python, **_group_overrides(args))
     try:
+        _recover_edits(settings, folder)
         prepared = terminal.prepare(settings, folder, environ, terminal.Progress())
     except UvkernelError as exc:
         print(str(exc), file=sys.stderr)  # the text a kernel start shows; the command is not run
         return 1
     terminal.exec_command(prepared, argv)
     return 0  # not reached
+
+
+def _recover_edits(settings: Any, folder: str) -> None:
+    """An earlier ``uvkernel add``/``remove`` of this project that was killed half-way is rolled back first."""
+    from . import project_edit
+
+    for text in project_edit.recover_for_folder(settings, folder):
+        print("uvkernel: " + text, file=sys.stderr)
 
 
 def cmd_change(args: argparse.Namespace) -> int:
@@ -365,8 +376,13 @@ def cmd_change(args: argparse.Namespace) -> int:
             lambda: project_edit.apply(change, settings, folder, environ, progress.log), progress, folder)
     except UvkernelError as exc:
         print(str(exc), file=sys.stderr)
-        print("uvkernel: " + (project_edit.RESTORED if getattr(exc, "restored", False)
-                              else "nothing was recorded: pyproject.toml and uv.lock are unchanged"), file=sys.stderr)
+        left = getattr(exc, "left", [])
+        for text in left:  # files the user changed while the command ran: left as they are now
+            print("uvkernel: " + text, file=sys.stderr)
+        if not left:
+            print("uvkernel: " + (project_edit.RESTORED if getattr(exc, "restored", False)
+                                  else "nothing was recorded: pyproject.toml and uv.lock are unchanged"),
+                  file=sys.stderr)
         return 1
     print(project_edit.summary(change, outcome, progress.elapsed))
     return 0
@@ -441,7 +457,11 @@ def _traceback_log(text: str) -> str:
         import platformdirs
 
         folder = os.path.join(platformdirs.user_cache_dir("uvkernel", appauthor=False), "logs")
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        from pathlib import Path
+
+        from .files import private_dir
+
+        private_dir(Path(folder))  # a log folder others could enter or swap for a link is not written into
         path = os.path.join(folder, time.strftime("error-%Y%m%d-%H%M%S") + f"-{os.getpid()}.log")
         with open(path, "w") as fh:
             fh.write(f"uvkernel {distribution.version()}, argv {sys.argv!r}\n{text}")

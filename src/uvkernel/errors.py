@@ -394,7 +394,53 @@ MESSAGES: dict[str, Message] = {
         "no uvkernel kernel spec has a missing host interpreter",
         "nothing to remove; `uvkernel list` shows the installed specs",
     ),
+    # --- what uvkernel writes, reads and removes stays where it belongs ---------------------------------
+    "CACHE_DIR_UNSAFE": Message(
+        "uvkernel's private folder {path} cannot be used: {problem}; another user could change what the kernel "
+        "runs, so nothing was started from it",
+        "make it a folder only you own and enter: `{fix_command}` (check what is inside first), or keep the cache "
+        "elsewhere: `uvkernel install --user --set cache_dir=/path/only/you/use`",
+    ),
+    "CACHE_ENV_LINK": Message(
+        "the cache env {env} is a symbolic link (to {target}); uvkernel uses only envs it created itself",
+        "remove the link (`rm {env}`, the folder it leads to is kept); the next start creates the env there",
+    ),
+    "ENV_LINK_OUTSIDE": Message(
+        "the env is a link to {target}, outside the project {root} ({env} leads there)",
+        "if you did not make that link, remove it (`rm {env}`) and start again; uvkernel then creates the env "
+        "inside the project",
+    ),
+    "PROJECT_FILE_NOT_REGULAR": Message(
+        "{path} is {kind}, not a regular file; uvkernel reads project files only when they are regular files",
+        "replace it with a regular file, or remove it (`rm {path}`), then start the kernel again",
+    ),
+    "PROJECT_FILE_TOO_LARGE": Message(
+        "{path} is too large for a project file ({size} bytes; uvkernel reads at most {limit})",
+        "check the file (`ls -l {path}`): a real pyproject.toml, uv.toml or uv.lock is far smaller; replace it, "
+        "then start the kernel again",
+    ),
+    "PROJECT_SCAN_TIMEOUT": Message(
+        "uvkernel did not finish {what} within {timeout} seconds; the start was stopped so the server keeps "
+        "answering",
+        "check the project folder's file system (`ls -la` in it; a hung network mount or a huge workspace glob "
+        "in [tool.uv.workspace] members), then start the kernel again",
+    ),
+    "EDIT_NOT_RESTORED": Message(
+        "{path} changed while uvkernel {verb} ran (not by uv): it was left as it is now, not put back",
+        "compare it with the copy from before the command, `diff {backup} {path}`, and keep what you want "
+        "(`cp {backup} {path}` puts the old one back)",
+    ),
+    "EDIT_RECOVERED": Message(
+        "an earlier `uvkernel {verb}` in {root} was interrupted; {outcome}",
+        "check the project's files (`git diff` in {root}); the copies from before that command are in {backup}",
+    ),
 }
+
+
+def note(code: str, **fields: Any) -> str:
+    """A catalogue message as one line of text, for notices that are not errors (reports, terminal output)."""
+    message = MESSAGES[code]
+    return f"{_fill(message.summary, fields)} [{code}]. {_fill(message.fix, fields)}"
 
 
 class UvkernelError(Exception):

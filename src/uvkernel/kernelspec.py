@@ -13,7 +13,8 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel, _is_valid_kernel_name
 
 from . import host as host_mod
-from .errors import SpecError
+from .errors import SpecError, UvkernelError
+from .files import read_input
 from .settings import validate_config
 
 DEFAULT_NAME = "uvkernel"
@@ -86,18 +87,29 @@ def install(
 
 def uninstall(name: str, *, user: bool = False, prefix: str | None = None) -> str:
     """Remove a spec; with a location flag only from that location."""
+    validate_name(name)  # the names install accepts: no "/", no "..", so nothing outside the kernels folder
     manager = KernelSpecManager()
     if user or prefix:
         base = Path(manager.user_kernel_dir) if user else Path(prefix) / "share" / "jupyter" / "kernels"  # type: ignore[arg-type]
         folder = base / name
-        if not (folder / "kernel.json").is_file():
+        if not _inside(folder, base) or not (folder / "kernel.json").is_file():
             raise SpecError("KERNEL_NOT_FOUND", name=name, where=f" in {base}")
         shutil.rmtree(folder)
         return str(folder)
     try:
+        found = manager.find_kernel_specs().get(name)
+        if found is None or not any(_inside(Path(found), Path(d)) for d in manager.kernel_dirs):
+            raise KeyError(name)
         return manager.remove_kernel_spec(name)
     except (NoSuchKernel, KeyError):
         raise SpecError("KERNEL_NOT_FOUND", name=name, where="") from None
+
+
+def _inside(folder: Path, base: Path) -> bool:
+    """Is ``folder`` a real folder directly inside ``base`` (no link leading elsewhere)?"""
+    if os.path.islink(folder):
+        return False
+    return os.path.realpath(folder.parent) == os.path.realpath(base) and folder.name not in ("", ".", "..")
 
 
 def find_specs() -> list[dict[str, Any]]:
@@ -149,6 +161,15 @@ def remove_stale(*, user: bool = False, prefix: str | None = None) -> list[dict[
 def load_config(name: str) -> tuple[dict[str, Any], dict[str, str], str]:
     """(provisioner config, env, kernel.json path) of a spec by name."""
     manager = KernelSpecManager()
+    folder = manager.find_kernel_specs().get(name)
+    if folder:
+        try:
+            read_input(Path(folder) / "kernel.json")  # a FIFO or a device would block or never end reading
+        except UvkernelError as exc:
+            raise SpecError("KERNEL_SPEC_INVALID", spec=os.path.join(folder, "kernel.json"), name=name,
+                            detail=exc.summary) from None
+        except OSError:
+            pass  # jupyter_client says what is wrong below
     try:
         spec = manager.get_kernel_spec(name)
     except NoSuchKernel:

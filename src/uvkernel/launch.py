@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .errors import UvkernelError
+from .files import private_dir, write_atomic
 from .kernelspec import LAUNCHER
 from .settings import SETTING_NAMES
 
@@ -104,12 +106,9 @@ def tools_dir(cache_root: Path) -> Path | None:
     text = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(LAUNCHER)} \"$@\"\n"
     try:
         if not script.is_file() or script.read_text() != text:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = script.with_name(f"uvkernel.{os.getpid()}.tmp")
-            tmp.write_text(text)
-            tmp.chmod(0o755)
-            os.replace(tmp, script)
-    except OSError:
+            private_dir(folder, readable=True)  # never a folder others may write into
+            write_atomic(script, text, mode=0o755)
+    except (OSError, UvkernelError):
         return None  # a read-only cache: the kernel works, only `!uvkernel` needs the full path
     return folder
 

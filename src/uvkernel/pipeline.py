@@ -21,7 +21,7 @@ from . import env as stage2
 from . import settings as settings_mod
 from .env import HOST_CONSTRAINTS, HOST_EXCLUDES, Env
 from .errors import PreflightError, ProjectError, UvkernelError
-from .files import write_atomic
+from .files import CACHE_FOLDERS, check_private_dirs, off_loop, write_atomic
 from .host import HostPython
 from .project import Project
 from .settings import UvKernelSettings
@@ -86,7 +86,7 @@ def cache_root(settings: UvKernelSettings) -> Path:
         root = Path(os.path.expanduser(settings.cache_dir))
     else:
         root = Path(platformdirs.user_cache_dir("uvkernel", appauthor=False))
-    stage2.private_dir(root)
+    check_private_dirs(root, CACHE_FOLDERS)
     return root
 
 
@@ -101,7 +101,9 @@ async def locate(settings: UvKernelSettings, folder: str | os.PathLike[str] | No
     host = await host_mod.inspect(path, reason, cache_dir=root)
     if log is not None:
         log(f"host interpreter: {host.executable} (Python {host.version_str}; {reason})")
-    project = project_mod.find_project(folder, environ, cache_root=root, host_key=host.executable, base=base)
+    # off the event loop, with a time limit: a project's files may be special files or its globs slow
+    project = await off_loop("finding the project", project_mod.find_project, folder, environ, cache_root=root,
+                             host_key=host.executable, base=base)
     return host, project, root
 
 

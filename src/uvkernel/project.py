@@ -17,6 +17,7 @@ nothing is written into a folder that is not a project.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
@@ -28,7 +29,8 @@ from typing import Any, Mapping
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .errors import ProjectError
+from .errors import EnvError, ProjectError, note
+from .files import read_input
 from .shared import canonical
 
 if sys.version_info >= (3, 11):
@@ -102,8 +104,7 @@ def notebook_folder(cwd: str | os.PathLike[str] | None, environ: Mapping[str, st
 
 def read_pyproject(path: Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        raw = read_input(path)  # a regular file of sane size only: a FIFO or /dev/zero would hang the server
     except OSError as exc:
         raise ProjectError("PYPROJECT_INVALID", path=str(path), detail=exc.strerror or str(exc)) from None
     try:
@@ -149,16 +150,51 @@ def workspace_globs(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
+def _pattern_parts(root: Path, pattern: str) -> list[str] | None:
+    """A workspace glob as path components relative to ``root``, as uv evaluates it (the pattern joined to the
+    root, so an absolute one stands alone; ``.`` and ``./`` name the root itself), or None when it reaches
+    outside the root: members are bounded to the workspace, so ``../../**`` never walks the disk."""
+    joined = os.path.normpath(os.path.join(str(root), pattern.strip()))
+    base = os.path.normpath(str(root))
+    if joined == base:
+        return []
+    if not joined.startswith(base.rstrip(os.sep) + os.sep):
+        return None
+    return [p for p in joined[len(base):].split(os.sep) if p]
+
+
+def _match_parts(parts: list[str], pattern: list[str]) -> bool:
+    """glob matching by components: ``*``, ``?`` and ``[...]`` within one component, ``**`` across any number."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_match_parts(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _match_parts(parts[1:], pattern[1:])
+
+
 def matches_workspace_glob(folder: Path, root: Path, patterns: list[str]) -> bool:
-    """Does ``folder`` match one of the workspace globs (relative to ``root``), as uv matches members?"""
+    """Does ``folder`` match one of the workspace globs (relative to ``root``), as uv matches members?
+
+    Matched on the path alone, never by listing the disk: a glob is answered at once whatever it names."""
+    try:
+        rel = Path(os.path.normpath(folder)).relative_to(os.path.normpath(root)).parts
+    except ValueError:
+        return False
     for pattern in patterns:
-        for candidate in root.glob(pattern.rstrip("/")) if pattern.strip("/. ") else [root]:
-            try:
-                if candidate.resolve() == folder.resolve():
-                    return True
-            except OSError:
-                continue
+        parts = _pattern_parts(root, pattern)
+        if parts is not None and _match_parts(list(rel), parts):
+            return True
     return False
+
+
+def member_folders(root: Path, pattern: str) -> list[Path]:
+    """The folders a workspace ``members`` glob names, inside ``root`` only (uv's evaluation, bounded)."""
+    parts = _pattern_parts(root, pattern)
+    if parts is None:
+        return []
+    if not parts:
+        return [root]
+    return [p for p in root.glob("/".join(parts)) if p.is_dir()]
 
 
 def find_workspace(project_root: Path, data: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
@@ -207,6 +243,7 @@ def find_project(
         validate_pyproject(data, root / "pyproject.toml")
     if root is None:
         env = cache_env_path(cache_root, notebook_dir, host_key)
+        refuse_linked_cache_env(env)
         return Project(notebook_dir, None, env, "per-user cache (the notebook's folder is not in a project)",
                        in_cache=True)
     found = find_workspace(root, data)
@@ -227,12 +264,33 @@ def find_project(
             env_path = top / env_path  # uv: relative to the workspace root
         return make(Path(os.path.normpath(env_path)), "UV_PROJECT_ENVIRONMENT")
     env_path = top / ".venv"
+    outside = link_outside(env_path, top)
+    if outside:
+        notices.append(note("ENV_LINK_OUTSIDE", target=outside, root=str(top), env=str(env_path)))
     if not os.path.lexists(env_path) and not _writable(top):
         # a read-only project folder (a mounted share, a read-only file system): the env goes to the cache
         env = cache_env_path(cache_root, top, host_key)
+        refuse_linked_cache_env(env)
         return make(env, f"per-user cache: notice, the project folder {top} is read-only, so the env lives in "
                          f"the cache instead of {env_path}", in_cache=True)
     return make(env_path, "the workspace's .venv (at its root)" if top != root else "the project's .venv")
+
+
+def refuse_linked_cache_env(env: Path) -> None:
+    """An env in uvkernel's cache is always a folder uvkernel made; a link there (planted by whoever could write
+    into the cache) would run someone else's .pth files as this user."""
+    if os.path.islink(env):
+        raise EnvError("CACHE_ENV_LINK", env=str(env), target=os.readlink(env))
+
+
+def link_outside(env: Path, root: Path) -> str:
+    """Where ``env`` leads when it is a link (or below one) to a folder outside ``root`` ('' otherwise): a cloned
+    repository may ship a .venv link to a folder of the user's."""
+    if not os.path.islink(env):
+        return ""
+    target = os.path.realpath(env)
+    base = os.path.realpath(root)
+    return "" if target == base or target.startswith(base.rstrip(os.sep) + os.sep) else target
 
 
 def _writable(folder: Path) -> bool:

@@ -19,19 +19,24 @@ stays an ordinary uv project, portable to machines without a host stack.  What u
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from . import pipeline
+from . import pipeline, project as project_mod
+from .cache_envs import process_start
 from .env import declarations, host_distributions, lock_for, private_dir, resolve
-from .errors import DependencyError, ProjectError, UvError, UvkernelError
+from .errors import DependencyError, ProjectError, UvError, UvkernelError, note
+from .files import read_input, write_atomic
 from .settings import UvKernelSettings
 from .shared import canonical
 from .terminal import summary as env_summary
@@ -66,36 +71,154 @@ class Outcome:
     pyproject: Path = field(default_factory=Path)
 
 
-class Backup:
-    """Byte copies of pyproject.toml and uv.lock, in memory and in uvkernel's cache, put back by :meth:`restore`."""
+JOURNAL = "journal.json"
 
-    def __init__(self, root: Path, cache_root: Path) -> None:
+
+def _digest(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _current(path: Path) -> bytes | None:
+    try:
+        return read_input(path)
+    except FileNotFoundError:
+        return None
+
+
+def _put_back(path: Path, data: bytes | None) -> None:
+    if data is None:
+        path.unlink(missing_ok=True)
+    else:
+        with open(path, "wb") as fh:  # in place: the file keeps its owner and mode
+            fh.write(data)
+
+
+def edits_folder(root: Path, cache_root: Path) -> Path:
+    return cache_root / "edits" / hashlib.sha256(str(root).encode()).hexdigest()[:24]
+
+
+class Backup:
+    """Byte copies of pyproject.toml and uv.lock in uvkernel's cache, and a journal beside them.
+
+    The journal holds the digests of the files before the command and of every version uv left; a file is put
+    back only while it still holds bytes uv wrote, so a save from the user's editor during the command is never
+    overwritten.  A command killed half-way (SIGKILL, power loss) leaves the journal: the next uvkernel command
+    for the project rolls it back (:func:`recover`)."""
+
+    def __init__(self, root: Path, cache_root: Path, verb: str = "add") -> None:
         self.root = root
-        digest = hashlib.sha256(str(root).encode()).hexdigest()[:24]
-        self.folder = cache_root / "edits" / digest
+        self.verb = verb
+        self.folder = edits_folder(root, cache_root)
         self.saved: dict[str, bytes | None] = {}
+        self.written: dict[str, list[str]] = {name: [] for name in PROJECT_FILES}
+        self.notes: list[str] = []  # files left as the user changed them (EDIT_NOT_RESTORED)
+        self.phase = "uv"  # "uv" while uv may write, "prepare" once every uv call returned
         private_dir(self.folder)
         for name in PROJECT_FILES:
-            path = root / name
-            data = path.read_bytes() if path.is_file() else None
+            data = _current(root / name)
             self.saved[name] = data
             copy = self.folder / name
             if data is None:
                 copy.unlink(missing_ok=True)
-                (self.folder / f"{name}.absent").write_text("")
+                write_atomic(self.folder / f"{name}.absent", "", private=True)
             else:
-                copy.write_bytes(data)
+                write_atomic(copy, data, private=True)
                 (self.folder / f"{name}.absent").unlink(missing_ok=True)
-        (self.folder / "project").write_text(str(root) + "\n")
+        write_atomic(self.folder / "project", str(root) + "\n", private=True)
+        self._journal()
 
-    def restore(self) -> None:
-        for name, data in self.saved.items():
-            path = self.root / name
-            if data is None:
-                path.unlink(missing_ok=True)
-            elif not path.is_file() or path.read_bytes() != data:
-                with open(path, "wb") as fh:  # in place: the file keeps its owner and mode
-                    fh.write(data)
+    def _journal(self) -> None:
+        write_atomic(self.folder / JOURNAL, json.dumps({
+            "root": str(self.root), "verb": self.verb, "pid": os.getpid(), "start": process_start(os.getpid()),
+            "before": {n: _digest(d) for n, d in self.saved.items()}, "uv_wrote": self.written, "phase": self.phase}),
+                     private=True)
+
+    def uv_wrote(self, last: bool = False) -> None:
+        """What the files hold now is uv's (called right after each uv call, whatever its outcome); ``last``: uv
+        is done, the env is prepared next."""
+        self.phase = "prepare" if last else "uv"
+        for name in PROJECT_FILES:
+            digest = _digest(_current(self.root / name))
+            if digest != _digest(self.saved[name]) and digest not in self.written[name]:
+                self.written[name].append(digest)  # type: ignore[arg-type]
+        self._journal()
+
+    def restore(self) -> bool:
+        """Put back what uv changed; True when every file is as before.  Files changed since uv wrote them are
+        left, their pre-command copy kept under another name and named in :attr:`notes`."""
+        self.notes = _roll_back(self.root, self.folder, self.verb, self.saved, self.written)
+        self.finish()
+        return not self.notes
+
+    def finish(self) -> None:
+        (self.folder / JOURNAL).unlink(missing_ok=True)
+
+
+def _roll_back(root: Path, folder: Path, verb: str, before: dict[str, Any], written: dict[str, list[str]]) -> list[str]:
+    """Put each file back when it holds what uv wrote; ``before`` maps names to bytes (a live command) or to
+    digests (a journal), the bytes then coming from the copies in ``folder``."""
+    notes = []
+    for name in PROJECT_FILES:
+        path = root / name
+        try:
+            now = _digest(_current(path))
+        except (OSError, UvkernelError):
+            now = "unreadable"
+        old = before.get(name)
+        old_digest = old if isinstance(old, str) or old is None else _digest(old)
+        if now == old_digest:
+            continue
+        if now in written.get(name, []):
+            data = old if isinstance(old, bytes) or old is None else (folder / name).read_bytes()
+            _put_back(path, data)
+            continue
+        kept = folder / f"{name}.before-{verb}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if old is not None and (folder / name).exists():
+            os.replace(folder / name, kept)
+        else:
+            write_atomic(kept, "", private=True)  # the file did not exist before: an empty copy says so
+        notes.append(note("EDIT_NOT_RESTORED", path=str(path), verb=verb, backup=str(kept)))
+    return notes
+
+
+def recover(root: Path, cache_root: Path) -> list[str]:
+    """Finish what an interrupted ``uvkernel add``/``remove`` of ``root`` left: roll back the files that still
+    hold what uv wrote, leave (and name) the ones changed since.  Returns the notices ([] when nothing was left).
+    A journal whose command still runs is left alone."""
+    folder = edits_folder(root, cache_root)
+    try:
+        data = json.loads(read_input(folder / JOURNAL))
+    except (OSError, ValueError, UvkernelError):
+        return []
+    if not isinstance(data, dict) or data.get("root") != str(root):
+        return []
+    pid = data.get("pid")
+    if isinstance(pid, int) and pid != os.getpid() and data.get("start") and process_start(pid) == data.get("start"):
+        return []  # that command is still running
+    verb = str(data.get("verb") or "add")
+    before = data.get("before") if isinstance(data.get("before"), dict) else {}
+    written = data.get("uv_wrote") if isinstance(data.get("uv_wrote"), dict) else {}
+    notes = _roll_back(root, folder, verb, before, written)
+    (folder / JOURNAL).unlink(missing_ok=True)
+    outcome = ("its changes were rolled back (pyproject.toml and uv.lock are as before it)" if not notes else
+               "what uv wrote was rolled back where the file still held it")
+    return [note("EDIT_RECOVERED", verb=verb, root=str(root), outcome=outcome, backup=str(folder)), *notes]
+
+
+def recover_for_folder(settings: UvKernelSettings, folder: str) -> list[str]:
+    """:func:`recover` for the project holding ``folder`` (the CLI calls it before check, sync and run)."""
+    root, _data = project_mod.find_root(project_mod.notebook_folder(folder, {}))
+    if root is None:
+        return []
+    cache_root = pipeline.cache_root(settings)
+    if not (edits_folder(root, cache_root) / JOURNAL).exists():
+        return []
+    lock = FileLock(str(edits_folder(root, cache_root) / "journal.lock"), thread_local=False)
+    try:
+        with lock.acquire(timeout=0):
+            return recover(root, cache_root)
+    except Timeout:
+        return []  # an add or remove of this project runs now
 
 
 async def _locate(settings: UvKernelSettings, folder: str, environ: Mapping[str, str], verb: str):
@@ -198,20 +321,28 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
     assert project.root is not None
     edit_lock = FileLock(str(lock_for(project.env_path, cache_root).lock_file) + ".edit",
                          thread_local=False)
-    with edit_lock.acquire(timeout=settings.lock_timeout):
-        backup = Backup(project.root, cache_root)
+    private_dir(edits_folder(project.root, cache_root))
+    journal_lock = FileLock(str(edits_folder(project.root, cache_root) / "journal.lock"), thread_local=False)
+    with edit_lock.acquire(timeout=settings.lock_timeout), journal_lock.acquire(timeout=settings.lock_timeout):
+        for text in recover(project.root, cache_root):  # an earlier add/remove that was killed half-way
+            log(text)
+        backup = Backup(project.root, cache_root, change.verb)
         try:
-            if pins:
-                log("uv " + change.verb + " " + " ".join(pins))
-                await _uv_change(uv, change, pins, project, env_python, settings)  # uv.lock gets these versions
-            log("uv " + change.verb + " " + " ".join(specs))
-            await _uv_change(uv, change, specs, project, env_python, settings)
+            batches = ([pins] if pins else []) + [specs]  # the pins first: uv.lock gets these versions
+            for i, batch in enumerate(batches, 1):
+                log("uv " + change.verb + " " + " ".join(batch))
+                try:
+                    await _uv_change(uv, change, batch, project, env_python, settings)
+                finally:
+                    backup.uv_wrote(last=i == len(batches))
             prepared = await pipeline.prepare(settings, cwd=folder, environ=environ, log=log)
-        except BaseException as exc:  # uv's error, the env's, Ctrl-C (CancelledError): nothing stays recorded
-            backup.restore()
+        except BaseException as exc:  # uv's error, the env's, Ctrl-C (CancelledError): nothing of uv's stays
+            whole = backup.restore()
             if isinstance(exc, UvkernelError):
-                exc.restored = True  # type: ignore[attr-defined]
+                exc.restored = whole  # type: ignore[attr-defined]
+                exc.left = backup.notes  # type: ignore[attr-defined]
             raise
+        backup.finish()
     return Outcome(prepared, specs, project.root / "pyproject.toml")
 
 

@@ -18,6 +18,7 @@ from typing import Iterable
 from packaging.requirements import Requirement
 
 from ..errors import DependencyError
+from ..files import write_atomic
 from ..shared import Log, canonical
 from ..uvbin import run_uv
 from .installed import env_distributions, site_of
@@ -41,9 +42,7 @@ def write_host_files(env_path: Path, host_dists: dict[str, HostDist], allow_shad
     names = sorted(d.name for d in keep.values())
     pins = sorted(p for p in (d.pin for d in keep.values()) if p)
     for name, lines in ((HOST_EXCLUDES, names), (HOST_CONSTRAINTS, pins)):
-        tmp = env_path / (name + ".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, env_path / name)
+        write_atomic(env_path / name, "\n".join(lines) + "\n")
 
 
 PIP_SHIM_MARK = "# uvkernel: pip for this env"
@@ -60,10 +59,7 @@ def write_pip_command(env_path: Path) -> None:
         target = env_path / "bin" / name
         if target.exists() or target.is_symlink():
             continue  # the env has a pip of its own (uv venv --seed, or pip installed into it)
-        tmp = target.with_name(name + ".uvkernel-tmp")
-        tmp.write_text(_PIP_SHIM)
-        tmp.chmod(0o755)
-        os.replace(tmp, target)
+        write_atomic(target, _PIP_SHIM, mode=0o755)
 
 
 async def install(

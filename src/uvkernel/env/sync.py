@@ -40,8 +40,8 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from ..errors import DependencyError, ProjectError, UvError
-from ..files import write_atomic
-from ..project import Project
+from ..files import read_input, write_atomic
+from ..project import Project, member_folders
 from ..shared import Log, canonical
 from ..uvbin import run_uv
 from . import companions, declarations, install, installed, protection, requirements, resolve
@@ -105,7 +105,7 @@ def read_lock(path: Path) -> dict[str, Locked]:
     and sources are read with one pattern: a full TOML parse of a 100-dependency lock takes a second here.
     """
     try:
-        text = path.read_text()
+        text = read_input(path).decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError("LOCK_INVALID", path=str(path), detail=str(exc)[:500]) from None
     found: dict[str, Locked] = {}
@@ -373,7 +373,7 @@ def resolution_key(project: Project, host_sig: str, settings: Any) -> str:
     h = hashlib.sha256()
     for path in sorted(project_files(project)):
         try:
-            h.update(str(path).encode() + b"\0" + path.read_bytes())
+            h.update(str(path).encode() + b"\0" + read_input(path))
         except OSError:
             h.update(str(path).encode() + b"\0-")
     h.update(host_sig.encode())
@@ -401,7 +401,7 @@ def project_files(project: Project) -> list[Path]:
         members = table.get("members") if isinstance(table, dict) else None
         for pattern in members if isinstance(members, list) else []:
             if isinstance(pattern, str):
-                for member in project.workspace_root.glob(pattern.rstrip("/")):
+                for member in member_folders(project.workspace_root, pattern):
                     files.add(member / "pyproject.toml")
     return sorted(files)
 

@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import json
 import os
-import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ from filelock import FileLock, Timeout
 
 from .. import __version__
 from ..errors import EnvError, UvError
-from ..files import write_atomic
+from ..files import chmod_created, off_loop, read_input, write_atomic
+from ..files import private_dir as _private_dir
 from ..host import HostPython
 from ..project import Project
 from ..settings import UvKernelSettings
@@ -74,11 +74,7 @@ def site_packages_of(env: Path, version: tuple[int, ...]) -> Path:
 
 def private_dir(path: Path) -> None:
     """Create a folder only its owner can read (envs and caches of other users stay out of reach)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        os.chmod(path, stat.S_IRWXU)
-    except OSError:
-        pass
+    _private_dir(path)  # refused, never chmod-ed, when it is not one (files.private_dir)
 
 
 def check_path(env: Path, interrupted: bool = False) -> None:
@@ -197,7 +193,7 @@ def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) 
         # every file uv reads to decide what the project is (workspace members too) and uv's own variables
         for path in sync.project_files(project):
             try:
-                h.update(str(path).encode() + path.read_bytes())
+                h.update(str(path).encode() + read_input(path))
             except OSError:
                 h.update(str(path).encode() + b"-absent")
         h.update(json.dumps(sync.uv_variables()).encode())
@@ -338,7 +334,7 @@ async def prepare(
     check_project_env(project, interrupted=marker.exists())
     site = site_packages_of(env_path, host.version)
     env = Env(env_path, env_path / "bin" / "python", site, layer=layer_dirs(host))
-    wanted = fingerprint(project, host, settings)
+    wanted = await off_loop("reading the project's files", fingerprint, project, host, settings)
 
     # Fast path without the lock: a finished env whose inputs did not change and whose state (interpreter,
     # system-site flag, host layer) is still right.  Files only: no uv, no interpreter.
@@ -444,9 +440,7 @@ async def _repair(env: Env, host: HostPython, settings: UvKernelSettings, uv: st
         line = layer_line(host)
         if not pth.exists() or pth.read_text() != line:
             env.site_packages.mkdir(parents=True, exist_ok=True)
-            tmp = pth.with_name(pth.name + ".tmp")
-            tmp.write_text(line)
-            os.replace(tmp, pth)
+            write_atomic(pth, line)
             env.actions.append(f"layered the host venv {host.prefix} below the env")
     elif pth.exists():
         pth.unlink()  # uvkernel's own file, from a host that was a venv
@@ -499,7 +493,7 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
         await _uv([uv, "venv", "--allow-existing", *(["--system-site-packages"] if expected_system_site(host) else []),
                    "--no-project", "--python", host.interpreter_for_env, "--no-python-downloads", str(env_path)],
                   "created the env", settings)
-        private_dir(env_path)
+        chmod_created(env_path)
         marker.unlink()
         env.actions.append("finished a creation interrupted by an earlier start")
     elif interrupted:
@@ -529,7 +523,7 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
                    "--python", host.interpreter_for_env, "--no-python-downloads",
                    "--prompt", (project.root or project.notebook_dir).name or "uvkernel", str(env_path)],
                   "created the env", settings)
-        private_dir(env_path)  # envs uvkernel creates are readable by their owner only
+        chmod_created(env_path)  # envs uvkernel creates are readable by their owner only
         marker.unlink()
         env.actions.append("created")
     await _repair(env, host, settings, uv, log)
