@@ -440,7 +440,7 @@ MESSAGES: dict[str, Message] = {
 def note(code: str, **fields: Any) -> str:
     """A catalogue message as one line of text, for notices that are not errors (reports, terminal output)."""
     message = MESSAGES[code]
-    return f"{_fill(message.summary, fields)} [{code}]. {_fill(message.fix, fields)}"
+    return f"{fill(message.summary, fields)} [{code}]. {fill(message.fix, fields)}"
 
 
 class UvkernelError(Exception):

@@ -195,6 +195,11 @@ def _rows(report):
         for layer in env.get("host_layer") or []:
             rows.append(("env", "host layer", layer, ""))
         for item in env.get("shadowing") or []:
+            if item.get("protected") is False:
+                # a host package outside the stack at a version the project does not accept: the env's own copy
+                rows.append(("env", "own copy", "%s %s in the env over the host's %s" % (
+                    item.get("name"), item.get("env_version"), item.get("host_version")), _NOTE))
+                continue
             # an env copy that hides the host's: wanted (allow_shadowing) or to be removed (uvkernel unshadow)
             rows.append(("env", "hides host", "%s %s in the env hides the host's %s%s" % (
                 item.get("name"), item.get("env_version"), item.get("host_version"),

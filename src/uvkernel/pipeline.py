@@ -25,7 +25,7 @@ from .files import CACHE_FOLDERS, check_private_dirs, off_loop, write_atomic
 from .host import HostPython
 from .project import Project
 from .settings import UvKernelSettings
-from .shared import Log
+from .shared import Log, canonical
 from .uvbin import find_uv
 
 REPORT_FILE = ".uvkernel-report.json"
@@ -186,9 +186,16 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
     env, project = prepared.env, prepared.project
     if settings.preflight:
         say("preflight: checking the host stack from the env")
-        result = await preflight.run(python=env.python, env=prepared.kernel_env, cwd=project.notebook_dir,
-                                     settings=settings, host=prepared.host, env_path=env.path,
-                                     project_root=project.root, cache_root=prepared.cache_root, recheck=recheck)
+        result = await _preflight(prepared, settings, recheck)
+        failed = _failed_companions(result)
+        if failed and project.root is not None:
+            # a locked companion built against another torch (pyannote's lock pins a torchcodec whose c10 symbols
+            # the host lacks): the newest release the project admits may well load; try it before refusing
+            refits = await stage2.refit_companions(project, env, prepared.host, settings, uv=prepared.uv,
+                                                   cache_root=prepared.cache_root, failed=failed, log=say)
+            if refits:
+                env.plan.setdefault("companion_refits", []).extend(refits)
+                result = await _preflight(prepared, settings, True)
     else:
         result = preflight.PreflightResult(skipped=True, notices=["preflight disabled (preflight = false)"])
     result.notices[0:0] = unmet_pin_notices(env.plan)
@@ -196,7 +203,12 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
     prepared.timings["preflight"] = time.monotonic() - t0
     prepared.timings["total"] = sum(v for k, v in prepared.timings.items() if k != "total")
     report = prepared.report()
-    error = result.error()
+    error: UvkernelError | None = result.error()
+    if error is not None:
+        # companions whose builds for the host's variant could not be had, and whose installed build does not
+        # load: the fix is that index, so the refusal names it
+        error = stage2.companions.unavailable_error(env.plan.get("companion_builds") or [],
+                                                    _failed_companions(result)) or error
     if error is not None:
         report.update(ok=False, error=error.to_json(), message=str(error))
         error.report = report  # type: ignore[attr-defined]  # the CLI prints every fact of a failed check
@@ -206,6 +218,18 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
     for notice in result.notices:
         say(f"preflight: {notice}")
     return result
+
+
+async def _preflight(prepared: Prepared, settings: UvKernelSettings, recheck: bool) -> preflight.PreflightResult:
+    env, project = prepared.env, prepared.project
+    return await preflight.run(python=env.python, env=prepared.kernel_env, cwd=project.notebook_dir,
+                               settings=settings, host=prepared.host, env_path=env.path, project_root=project.root,
+                               cache_root=prepared.cache_root, recheck=recheck)
+
+
+def _failed_companions(result: preflight.PreflightResult) -> set[str]:
+    return {canonical(str(f.fields.get("package", ""))) for f in result.failures
+            if f.code == "COMPANION_BUILD_MISMATCH" and f.fields.get("package")}
 
 
 def unmet_pin_notices(plan: Mapping[str, Any]) -> list[str]:

@@ -3,8 +3,9 @@
 A copy in the env wins over the host's on sys.path (the env's site-packages comes before the inherited ones): a torch installed by a plain
 ``uv sync`` or ``uv pip install`` hides the host's CUDA build.  This command removes exactly the env's
 distributions whose names the host also provides, with ``uv pip uninstall --python <env>``, and nothing
-else: not the rest of the env, not the host, not pyproject.toml or uv.lock.  Packages listed in
-``allow_shadowing`` are kept (they shadow the host on purpose).  It runs under the env's lock, so it never
+else: not the rest of the env, not the host, not pyproject.toml or uv.lock.  Only copies of the host's protected
+packages (its GPU stack) are removed: the env's own copy of a package outside the stack is what the project
+needs, and packages listed in ``allow_shadowing`` are kept (they shadow the host on purpose).  It runs under the env's lock, so it never
 races a kernel start preparing the same env.
 """
 
@@ -34,7 +35,8 @@ async def shadows(settings: UvKernelSettings, folder: str, environ: Mapping[str,
     """(host, project, host distributions, env distributions, [shadowing copies]) for the project holding ``folder``."""
     host, project, _root = await pipeline.locate(settings, folder, environ)
     site = stage2.site_packages_of(project.env_path, host.version)
-    host_dists = await stage2.list_host_distributions(host.executable, host.site_packages)
+    host_dists = stage2.protection.mark(await stage2.list_host_distributions(host.executable, host.site_packages),
+                                        settings)
     env_dists = await stage2.env_distributions(site)
     return host, project, host_dists, env_dists, stage2.shadowing(env_dists, host_dists, settings.allow_shadowing)
 

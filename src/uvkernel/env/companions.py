@@ -21,37 +21,20 @@ cache, so later cold starts of the same inputs install it without asking the ind
 from __future__ import annotations
 
 import asyncio
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from ..errors import DependencyError
+from ..files import write_atomic
 from ..shared import Log, canonical
 from ..uvbin import run_uv
 from . import installed, requirements
-from .protection import HostDist, allowed, find_links_env, provided, write_excludes, write_placeholders
-PYTORCH_INDEX = "https://download.pytorch.org/whl/"
-OFF = "none"
-
-
-def variant(version: str) -> str:
-    """The local part of a version: 'cpu' for 2.13.0+cpu, '' for a PyPI build."""
-    try:
-        return Version(version).local or ""
-    except InvalidVersion:
-        return ""
-
-
-def index_for(setting: str, torch_version: str) -> str:
-    """The index for companions of this torch: the setting, else the PyTorch index of its variant, else ''."""
-    if setting:
-        return "" if setting.strip().lower() == OFF else setting
-    local = variant(torch_version)
-    return PYTORCH_INDEX + local if re.fullmatch(r"cpu|cu\d+|rocm[\d.]+|xpu", local) else ""
+from ..torch_builds import index_for, variant
+from .protection import HostDist, allowed, provided, resolution_files, write_excludes
 
 
 def _requires_torch(requires: list[str]) -> bool:
@@ -69,15 +52,16 @@ def _requires_torch(requires: list[str]) -> bool:
 
 def mismatched(env_dists: dict[str, installed.EnvDist], host: dict[str, HostDist],
                declared: set[str]) -> list[installed.EnvDist]:
-    """Env distributions that require torch and ship compiled code (a pure-Python torchmetrics runs on any torch
-    build), are not of the host torch's variant, and have no declared source."""
+    """Env distributions built against torch (a shared object of theirs links libtorch/libc10: requiring torch is
+    not enough, bitsandbytes requires it and links nothing of it), not of the host torch's variant, and without a
+    declared source."""
     torch = host.get("torch")
     if torch is None or not variant(torch.version):
         return []
     want = variant(torch.version)
     return [d for k, d in sorted(env_dists.items())
-            if k not in host and k not in declared and not d.editable and d.compiled and _requires_torch(d.requires)
-            and variant(d.version) != want]
+            if k not in host and k not in declared and not d.editable and d.compiled and variant(d.version) != want
+            and installed.links_torch(d)]
 
 
 async def select(project_root: Path | None, env_python: Path, site_packages: Path, host: dict[str, HostDist],
@@ -103,10 +87,12 @@ async def select(project_root: Path | None, env_python: Path, site_packages: Pat
     if kept and {canonical(p.split("==")[0]) for p in kept} == {canonical(d.name) for d in wrong}:
         pins = kept
     else:
-        pins = await _resolve(pins, wrong, env_python, host, settings, uv, index, project_root, log, torch)
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            cached.write_text("\n".join(pins) + "\n")
+            pins = await _resolve(pins, wrong, env_python, host, settings, uv, index, project_root, log, torch)
+        except DependencyError as exc:
+            return _deferred(wrong, index, torch, exc, log)
+        try:
+            write_atomic(cached, "\n".join(pins) + "\n", make_parent=True)
         except OSError:
             pass
     keep = provided(host, settings.allow_shadowing)
@@ -117,7 +103,7 @@ async def select(project_root: Path | None, env_python: Path, site_packages: Pat
                              str(excludes), "--index", index, *pins], step="installed companions of the host's build",
                             timeout=settings.uv_timeout, cwd=project_root, check=False)
     if done.returncode != 0:
-        raise _refusal(wrong, index, torch, done.output)
+        return _deferred(wrong, index, torch, refusal(wrong, index, torch.version, done.output), log)
     versions = {canonical(p.split("==")[0]): p.split("==")[1] for p in pins}
     return [{"name": d.name, "from": d.version, "to": versions.get(canonical(d.name), "?"), "index": index}
             for d in wrong]
@@ -129,30 +115,49 @@ async def _resolve(pins: list[str], wrong: list[installed.EnvDist], env_python: 
     keep = provided(host, settings.allow_shadowing)
     with tempfile.TemporaryDirectory(prefix="uvkernel-companions-") as tmp_name:
         tmp = Path(tmp_name)
-        placeholders = tmp / "host"
-        host_pins, _unversioned = await asyncio.to_thread(write_placeholders, keep, placeholders)
-        (tmp / "host-versions.txt").write_text("\n".join(host_pins) + "\n")
+        host_args, host_env, output = await asyncio.to_thread(resolution_files, host, keep, tmp)
         (tmp / "companions.txt").write_text("\n".join(pins) + "\n")
         log(f"looking for {', '.join(pins)} at {index}")
         done = await run_uv([uv, "pip", "compile", "--python", str(env_python), "--no-header", "--no-annotate",
-                             "--quiet", str(tmp / "companions.txt"), "--constraints",
-                             str(tmp / "host-versions.txt"), "--index", index],
+                             "--quiet", str(tmp / "companions.txt"), *host_args, "--index", index],
                             step="resolved companions of the host's build", timeout=settings.uv_timeout, cwd=cwd,
-                            check=False, extra_env=find_links_env(placeholders))
+                            check=False, extra_env=host_env)
+        text = output.read_text() if done.returncode == 0 else ""
     if done.returncode != 0:
-        raise _refusal(wrong, index, torch, done.output)
+        raise refusal(wrong, index, torch.version, done.output)
     names = {canonical(d.name) for d in wrong}
-    out = [line.strip() for line in done.stdout.splitlines()
+    out = [line.strip() for line in text.splitlines()
            if (req := requirements.parse_requirement(line)) is not None and canonical(req.name) in names]
     return out or pins
 
 
-def _refusal(wrong: list[installed.EnvDist], index: str, torch: HostDist, output: str) -> DependencyError:
+def _deferred(wrong: list[installed.EnvDist], index: str, torch: HostDist, exc: DependencyError,
+              log: Log) -> list[dict[str, str]]:
+    """The variant's builds could not be had: whether the builds uv installed work is the preflight's to say (it
+    loads them on the host's torch); a refusal then names the index and these builds."""
+    log(f"notice: builds of {', '.join(d.name for d in wrong)} for the host's torch {torch.version} could not be "
+        f"had from {index}; the preflight checks whether the installed ones load on the host's torch")
+    return [{"name": d.name, "from": d.version, "to": "", "index": index, "unavailable": "true",
+             "torch": torch.version, "detail": exc.detail[-2000:]} for d in wrong]
+
+
+def unavailable_error(records: list[dict[str, str]], failed: set[str]) -> DependencyError | None:
+    """COMPANION_BUILD_UNAVAILABLE for the deferred companions the preflight found not to load (``failed``: their
+    canonical names), None when none of them failed."""
+    chosen = [r for r in records if r.get("unavailable") and canonical(r["name"]) in failed]
+    if not chosen:
+        return None
+    return refusal([installed.EnvDist(r["name"], r["from"], "", []) for r in chosen], chosen[0]["index"],
+                   chosen[0]["torch"], chosen[0].get("detail", ""))
+
+
+def refusal(wrong: list[installed.EnvDist], index: str, torch_version: str, output: str) -> DependencyError:
     names = ", ".join(f"{d.name} {d.version}" for d in wrong)
-    want = variant(torch.version)
+    want = variant(torch_version)
     return DependencyError(
-        "COMPANION_BUILD_UNAVAILABLE", names=names, index=index, variant=want, torch=torch.version,
+        "COMPANION_BUILD_UNAVAILABLE", names=names, index=index, variant=want, torch=torch_version,
         first=wrong[0].name, pins=" ".join(f"'{d.name}=={Version(d.version).public}+{want}'" for d in wrong),
-        facts=[("the host's torch", f"{torch.version} (build +{want})"),
-               ("companions of another build", names), ("index asked", index)],
+        facts=[("the host's torch", f"{torch_version} (build +{want})"),
+               ("companions of another build", names), ("index asked", index),
+               ("why", "they do not load on the host's torch, and the builds made for it could not be had")],
         detail=requirements.tail(output))

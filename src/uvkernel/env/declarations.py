@@ -25,9 +25,10 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import DependencyError, ProjectError
-from ..project import Project, matches_workspace_glob, read_pyproject, workspace_globs
+from ..project import Project, matches_workspace_glob, member_folders, read_pyproject, workspace_globs
 from ..shared import Log, canonical
 from ..uvbin import run_uv
+from .requirements import requirement_name
 
 
 @dataclass
@@ -107,13 +108,15 @@ def declared(project: Project, settings: Any) -> tuple[list[str], list[str]]:
     legacy_dev = _strings(tool_uv.get("dev-dependencies"), "[tool.uv].dev-dependencies", project)
     if legacy_dev:
         groups["dev"] = list(groups.get("dev", [])) + list(legacy_dev)
-    defaults = tool_uv.get("default-groups", ["dev"])
+    defaults = [] if getattr(settings, "no_default_groups", False) else tool_uv.get("default-groups", ["dev"])
     wanted = list(groups) if defaults == "all" else [canonical(g) for g in defaults if canonical(g) in groups]
     for name in settings.dependency_groups:
         if canonical(name) not in groups:
             raise _missing("dependency group", name, list(data.get("dependency-groups") or {}), project.root)
         if canonical(name) not in wanted:
             wanted.append(canonical(name))
+    left_out = {canonical(g) for g in getattr(settings, "no_groups", []) or []}
+    wanted = [g for g in wanted if g not in left_out]
     seen: set[str] = set()
     for name in wanted:
         reqs.extend(_group(groups, name, seen))
@@ -233,28 +236,74 @@ def declared_indexes(project: Project) -> list[Declared]:
 
 
 def workspace_members(project: Project) -> dict[str, Path]:
-    """canonical project name -> folder, for every member of the project's workspace."""
+    """canonical project name -> folder, for every member of the project's workspace.  As uv has it, the root
+    project is always a member of its own workspace (``members = ["."]`` says so again), and a lone project is
+    the one member of its own."""
     out: dict[str, Path] = {}
-    if project.workspace_root is None:
+    top = project.top
+    if top is None:
         return out
-    table = project.tool_uv(top=True).get("workspace") or {}
-    table = table if isinstance(table, dict) else {}
-    excluded = workspace_globs(table.get("exclude"))
-    folders = [project.workspace_root]
-    for pattern in workspace_globs(table.get("members")):
-        folders += [f for f in project.workspace_root.glob(pattern.rstrip("/")) if f.is_dir()]
+    folders = [top]
+    if project.workspace_root is not None:
+        table = project.tool_uv(top=True).get("workspace") or {}
+        table = table if isinstance(table, dict) else {}
+        excluded = workspace_globs(table.get("exclude"))
+        for pattern in workspace_globs(table.get("members")):
+            folders += [f for f in member_folders(top, pattern)
+                        if not matches_workspace_glob(f, top, excluded)]
     for folder in folders:
-        if (folder / "pyproject.toml").is_file() and not matches_workspace_glob(folder, project.workspace_root, excluded):
+        if (folder / "pyproject.toml").is_file():
             name = (read_pyproject(folder / "pyproject.toml").get("project") or {}).get("name")
             if isinstance(name, str):
-                out[canonical(name)] = folder
+                out.setdefault(canonical(name), folder)
     return out
+
+
+def declared_in(project: Project, name: str) -> list[tuple[str, str]]:
+    """Where a requirement on ``name`` is declared: ("dependencies", ""), ("group", G) or ("extra", E)."""
+    key = canonical(name)
+    out: list[tuple[str, str]] = []
+    for _path, data in _pyprojects(project):
+        table = data.get("project") if isinstance(data.get("project"), dict) else {}
+        places: list[tuple[str, str, Any]] = [("dependencies", "", table.get("dependencies"))]
+        optional = table.get("optional-dependencies")
+        places += [("extra", k, v) for k, v in optional.items()] if isinstance(optional, dict) else []
+        groups = data.get("dependency-groups")
+        places += [("group", k, v) for k, v in groups.items()] if isinstance(groups, dict) else []
+        for kind, where, value in places:
+            if any(isinstance(i, str) and requirement_name(i) == key for i in (value if isinstance(value, list) else [])) \
+                    and (kind, where) not in out:
+                out.append((kind, where))
+    return out
+
+
+def used_names(project: Project) -> set[str]:
+    """Every name a requirement of the project (or its workspace root) uses: dependencies, every extra, every
+    group.  A ``[tool.uv.sources]`` entry for any other name is ignored, as uv ignores it."""
+    names: set[str] = set()
+    for _path, data in _pyprojects(project):
+        table = data.get("project") if isinstance(data.get("project"), dict) else {}
+        lists: list[Any] = [table.get("dependencies")]
+        optional = table.get("optional-dependencies")
+        lists += list(optional.values()) if isinstance(optional, dict) else []
+        groups = data.get("dependency-groups")
+        lists += list(groups.values()) if isinstance(groups, dict) else []
+        tool_uv = (data.get("tool") or {}).get("uv") if isinstance(data.get("tool"), dict) else None
+        lists.append((tool_uv or {}).get("dev-dependencies") if isinstance(tool_uv, dict) else None)
+        for value in lists:
+            for item in value if isinstance(value, list) else []:
+                if isinstance(item, str) and requirement_name(item):
+                    names.add(requirement_name(item))
+    return names
 
 
 def check_sources(project: Project) -> None:
     """What can be told without uv: a path source that does not exist, a workspace source naming no member."""
     members: dict[str, Path] | None = None
+    used = used_names(project)
     for source in declared_sources(project):
+        if canonical(source.name) not in used:
+            continue  # uv ignores a source no requirement uses
         if "path" in source.value:
             target = Path(os.path.expanduser(str(source.value["path"])))
             if not target.is_absolute():

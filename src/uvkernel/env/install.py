@@ -10,7 +10,6 @@ so ``!pip`` is the env's pip and never the host's further down PATH.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -23,7 +22,7 @@ from ..shared import Log, canonical
 from ..uvbin import run_uv
 from .installed import env_distributions, site_of
 from .protection import HostDist, provided, write_excludes
-from .requirements import exact_versions, normal_version, parse_requirement
+from .requirements import exact_versions, normal_version, parse_requirement, satisfied
 from .resolve import InstallPlan, plan, resolve, with_waived_pins
 
 # For installs from inside the kernel: `!uv pip install` reads UV_EXCLUDE, `%pip install` PIP_CONSTRAINT.
@@ -82,7 +81,8 @@ async def install(
     """Plan, resolve against the host, install what the host does not provide (uv never touches the host's)."""
     the_plan = plan(requirements, host, python_version, allow_shadowing, root=root, on_conflict=on_conflict)
     keep = provided(host, allow_shadowing)
-    if all(canonical(Requirement(r).name) in keep for r in the_plan.requirements):
+    if all(canonical(Requirement(r).name) in keep or host_satisfies(Requirement(r), host)
+           for r in the_plan.requirements):
         return the_plan  # everything is the host's: no resolver, no network
     try:
         resolved = await resolve(the_plan.requirements, uv=uv, env_python=env_python, host=host,
@@ -97,6 +97,8 @@ async def install(
         key = canonical(req.name)
         if key in keep:
             the_plan.from_host[keep[key].name] = keep[key].version
+        elif key in host and exact_versions([req]).get(key) == normal_version(host[key].version):
+            the_plan.from_host[host[key].name] = host[key].version  # a preference that fits: the host's copy
         else:
             pinned.append(str(req))
     present = {k: d.version for k, d in (await env_distributions(env_site_packages or site_of(env_python))).items()}
@@ -124,6 +126,12 @@ async def install_pinned(pinned: list[str], *, uv: str, env_python: str, host: d
         argv = [uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
                 "-r", str(reqs)]
         await run_uv(argv, step=what, timeout=timeout, cwd=cwd, fix=fix)
+
+
+def host_satisfies(req: Requirement, host: dict[str, HostDist]) -> bool:
+    """Does the host's copy meet ``req`` as it is (no url, a version the specifier accepts)?"""
+    dist = host.get(canonical(req.name))
+    return dist is not None and not req.url and satisfied(req.specifier, dist.version)
 
 
 def _already(line: str, present: dict[str, str]) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from ..preflight.probe import elf_needed
 from ..shared import canonical
 from .protection import HostDist, allowed
 from .requirements import marker_environment, requirement_name, satisfied
@@ -26,6 +27,7 @@ class EnvDist:
     requires: list[str]
     editable: bool = False  # installed from a local folder (direct_url.json says so)
     compiled: bool = False  # ships shared objects (RECORD lists a .so): built against something, maybe torch
+    dist_info: str = ""  # its dist-info folder
 
 
 def _read_env_distributions(site_packages: str) -> dict[str, EnvDist]:
@@ -51,7 +53,8 @@ def _read_env_distributions(site_packages: str) -> dict[str, EnvDist]:
         out[canonical(name)] = EnvDist(name, fields.get("version", [""])[0], site_packages,
                                        fields.get("requires-dist", []),
                                        editable='"editable": true' in direct or '"file://' in direct,
-                                       compiled=_lists_shared_objects(os.path.join(entry.path, "RECORD")))
+                                       compiled=_lists_shared_objects(os.path.join(entry.path, "RECORD")),
+                                       dist_info=entry.path)
     return out
 
 
@@ -61,6 +64,31 @@ def _lists_shared_objects(record: str) -> bool:
             return any(".so," in line or ".so." in line.split(",", 1)[0] for line in fh)
     except OSError:
         return False
+
+
+TORCH_LIBRARIES = ("libtorch", "libc10")  # what code built against torch's C++ API links
+
+
+def links_torch(dist: EnvDist) -> bool:
+    """Does one of the distribution's shared objects link libtorch/libc10 (ELF ``DT_NEEDED``)?  Only such code
+    can mismatch the host torch's build; the headers alone are read, a few microseconds a file."""
+    if not dist.compiled or not dist.dist_info:
+        return False
+    try:
+        with open(os.path.join(dist.dist_info, "RECORD"), encoding="utf-8", errors="replace") as fh:
+            paths = [line.rsplit(",", 2)[0] for line in fh]
+    except OSError:
+        return False
+    for path in paths:
+        name = os.path.basename(path)
+        if not (name.endswith(".so") or ".so." in name) or path.startswith(".."):
+            continue
+        try:
+            if any(n.startswith(TORCH_LIBRARIES) for n in elf_needed(os.path.join(dist.location, path))):
+                return True
+        except (OSError, ValueError, IndexError, UnicodeDecodeError):
+            continue
+    return False
 
 
 def _metadata_headers(path: str) -> dict[str, list[str]]:
@@ -97,7 +125,10 @@ def shadowing(env_dists: dict[str, EnvDist], host: dict[str, HostDist],
             continue
         out.append({"name": theirs.name, "env_version": mine.version, "host_version": theirs.version,
                     "env_location": mine.location, "host_location": theirs.location,
-                    "on_purpose": allowed(theirs.name, patterns)})
+                    # a copy of a host package outside the stack is what the project asked for (the host's
+                    # version did not fit it), as much on purpose as one allow_shadowing names
+                    "on_purpose": allowed(theirs.name, patterns) or not theirs.protected,
+                    "protected": theirs.protected})
     return out
 
 

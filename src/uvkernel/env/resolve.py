@@ -42,7 +42,7 @@ from .. import process
 from ..errors import DependencyError
 from ..shared import canonical
 from ..uvbin import run_uv
-from .protection import HostDist, allowed, find_links_env, provided, write_placeholders
+from .protection import HostDist, allowed, provided, resolution_files
 from .requirements import exact_versions, line_name, marker_environment, normal_version, parse_requirement, satisfied, tail
 
 
@@ -76,13 +76,17 @@ def plan(
     extras: Iterable[str] = (),
     on_conflict: str = "fail",
 ) -> InstallPlan:
-    """Decide, per requirement, host or resolver; raise on a conflict with the host (nothing installed yet).
+    """Decide, per requirement, host or resolver; raise on conflicts with the host's protected packages, every
+    one of them in one refusal (nothing installed yet).
 
-    ``on_conflict="warn"`` (host_version_conflicts): a conflict keeps the host's copy and is recorded in
-    ``unmet_pins`` instead; the bare name goes to the resolver, so the rest resolves against the host."""
+    A host package that is not protected is only a preference: a requirement it does not meet goes to the resolver,
+    which gives the env its own copy.  ``on_conflict="warn"`` (host_version_conflicts): a conflict keeps the host's
+    copy and is recorded in ``unmet_pins`` instead; the bare name goes to the resolver, so the rest resolves
+    against the host."""
     patterns = list(allow_shadowing)
     marker_env = marker_environment(python_version)
     result = InstallPlan()
+    conflicts: list[tuple[Requirement, HostDist]] = []
     for text in requirements:
         try:
             req = Requirement(text)
@@ -104,19 +108,43 @@ def plan(
         elif allowed(dist.name, patterns):
             result.shadowed_on_purpose[dist.name] = dist.version
             result.requirements.append(text)
+        elif not dist.protected:
+            result.requirements.append(text)  # the env gets its own copy, as uv sync would give it
         elif on_conflict == "warn":
             result.from_host[dist.name] = dist.version
             result.unmet_pins.append({"requirement": str(req), "name": dist.name, "host_version": dist.version})
             result.requirements.append(req.name + (f"[{','.join(sorted(req.extras))}]" if req.extras else ""))
         else:
-            needed = str(req.url) if req.url else (str(req.specifier) or "any version")
-            raise DependencyError(
-                "DEPENDENCY_CONFLICT", requirement=str(req), name=dist.name, host_version=dist.version,
-                root=root or ".", allow=_allow_option(dist.name),
-                facts=[("the project requires", f"{req.name} {needed}"),
-                       ("the host provides", f"{dist.name} {dist.version} (at {dist.location})"),
-                       ("installed", "nothing")])
+            conflicts.append((req, dist))
+    if conflicts:
+        raise conflict_error(conflicts, root)
     return result
+
+
+def conflict_error(conflicts: list[tuple[Requirement, HostDist]], root: str) -> DependencyError:
+    """DEPENDENCY_CONFLICT naming every requirement the host's protected packages do not meet."""
+    facts: list[tuple[str, str]] = []
+    for req, dist in conflicts:
+        needed = str(req.url) if req.url else (str(req.specifier) or "any version")
+        facts += [("the project requires", f"{req.name} {needed}"),
+                  ("the host provides", f"{dist.name} {dist.version} (at {dist.location})")]
+    facts.append(("installed", "nothing"))
+    first_req, first = conflicts[0]
+    return DependencyError(
+        "DEPENDENCY_CONFLICT", requirement=" and ".join(str(r) for r, _ in conflicts),
+        provides=" and ".join(f"{d.name} {d.version}" for _, d in conflicts), name=first.name,
+        host_version=first.version, root=root or ".", allow=_allow_option(first.name), facts=facts)
+
+
+def build_failure(text: str) -> DependencyError | None:
+    """BUILD_FAILED when uv's output says a source build failed (a setup.py error, a missing compiler): that is
+    what the user must read, not a version conflict."""
+    found = re.search(r"Failed to (?:download and )?build `([^`]+)`", text)
+    if found is None:
+        return None
+    package = found.group(1)
+    return DependencyError("BUILD_FAILED", package=package, detail=tail(text),
+                           facts=[("package", package), ("installed", "nothing")])
 
 
 def _parse_compiled(text: str) -> list[tuple[Requirement, str]]:
@@ -158,18 +186,25 @@ class _Compile:
         path.write_text("\n".join(lines) + "\n")
         return str(path)
 
-    async def __call__(self, requirements: list[str], *, pins: list[str] = (), locked: list[str] = (),
-                       placeholders: Path | None = None, excludes: list[str] = ()) -> process.Completed:
+    async def __call__(self, requirements: list[str], *, host: dict[str, HostDist] | None = None,
+                       keep: dict[str, HostDist] | None = None, locked: list[str] = ()) -> tuple[process.Completed, str]:
+        """(uv's run, the pinned output); without ``host`` the resolution ignores the host altogether."""
         argv = [self.uv, "pip", "compile", "--python", self.env_python, "--no-header", "--annotation-style", "line",
                 self._file("requirements", requirements)]
-        if pins:
-            argv += ["--constraints", self._file("host-versions", pins)]
         if locked:
             argv += ["--constraints", self._file("locked-versions", locked)]
-        if excludes:
-            argv += ["--excludes", self._file("excludes", excludes)]
-        return await run_uv(argv, step="resolved the project's dependencies", timeout=self.timeout, cwd=self.cwd,
-                            check=False, extra_env=find_links_env(placeholders) if placeholders else None)
+        extra_env = None
+        output = None
+        if host is not None:
+            self.count += 1
+            folder = self.tmp / f"{self.count}-host"
+            folder.mkdir()
+            # a few hundred small files: off the event loop (the Jupyter server keeps answering)
+            args, extra_env, output = await asyncio.to_thread(resolution_files, host, keep or {}, folder)
+            argv += args
+        done = await run_uv(argv, step="resolved the project's dependencies", timeout=self.timeout, cwd=self.cwd,
+                            check=False, extra_env=extra_env)
+        return done, (output.read_text() if output is not None and done.returncode == 0 else done.stdout)
 
 
 async def resolve(
@@ -185,26 +220,26 @@ async def resolve(
     cwd: Path | None = None,
     timeout: float = 900,
 ) -> list[tuple[Requirement, str]]:
-    """Pinned versions for ``requirements`` that work with the host's packages (step 2 of the module doc)."""
+    """Pinned versions for ``requirements`` that work with the host's packages (step 2 of the module doc): the
+    protected ones at the host's versions, the others preferred where they fit."""
     keep = provided(host, allow_shadowing)
     locked_rest = [line for line in locked if canonical(line_name(line)) not in keep]
     with tempfile.TemporaryDirectory(prefix="uvkernel-resolve-") as tmp_name:
         tmp = Path(tmp_name)
         compile_ = _Compile(uv, env_python, tmp, cwd, timeout)
-        placeholders = tmp / "host"
-        # a few hundred small files: off the event loop (the Jupyter server keeps answering)
-        pins, unversioned = await asyncio.to_thread(write_placeholders, keep, placeholders)
-        done = await compile_(requirements, pins=pins, locked=locked_rest, placeholders=placeholders,
-                              excludes=unversioned)
+        done, output = await compile_(requirements, host=host, keep=keep, locked=locked_rest)
         if done.returncode == 0:
-            return _parse_compiled(done.stdout)
+            return _parse_compiled(output)
         explanation = tail(done.output)
+        built = build_failure(done.output)
+        if built is not None:
+            raise built
         marker_env = marker_environment(python_version)
         # Diagnose: is it the lock, the host, or are the requirements unresolvable anyway?
         if locked_rest:
-            without_lock = await compile_(requirements, pins=pins, placeholders=placeholders, excludes=unversioned)
+            without_lock, fitting = await compile_(requirements, host=host, keep=keep)
             if without_lock.returncode == 0:
-                fits = exact_versions(r for r, _ in _parse_compiled(without_lock.stdout))
+                fits = exact_versions(r for r, _ in _parse_compiled(fitting))
                 facts = []
                 for line in locked_rest:
                     req = parse_requirement(line)
@@ -217,10 +252,10 @@ async def resolve(
                 raise DependencyError("LOCK_CONFLICTS_WITH_HOST", root=root or ".",
                                       constraints=_constraint_list(keep, explanation),
                                       facts=facts[:10] + [("installed", "nothing")], detail=explanation)
-        free = await compile_(requirements)
+        free, free_output = await compile_(requirements)
         if free.returncode != 0:
             raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=root or ".", detail=explanation)
-        raise transitive_conflict(keep, explanation, free.stdout, root)
+        raise transitive_conflict(keep, explanation, free_output, root)
 
 
 def transitive_conflict(keep: dict[str, HostDist], explanation: str, free_output: str, root: str) -> DependencyError:

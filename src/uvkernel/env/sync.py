@@ -46,7 +46,7 @@ from ..shared import Log, canonical
 from ..uvbin import run_uv
 from . import companions, declarations, install, installed, protection, requirements, resolve
 from .declarations import check_sources, declared_indexes, declared_sources
-from .protection import HostDist, find_links_env, provided, write_excludes, write_placeholders
+from .protection import HostDist, provided, write_excludes
 from .requirements import tail
 
 if sys.version_info >= (3, 11):
@@ -70,12 +70,16 @@ class SyncResult:
     unmet_pins: list[dict[str, str]] = field(default_factory=list)  # host_version_conflicts = warn
     companions: list[dict[str, str]] = field(default_factory=list)  # replaced by builds of the host's variant
     notes: list[str] = field(default_factory=list)
+    # host packages outside the stack that the project needs at another version: name -> {env, host}
+    host_replaced: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"how": self.how, "from_host": self.from_host, "skipped_for_host": self.skipped,
                 "own_code_shadows_host": self.own_code_shadows, "lock_deviations": self.deviations,
                 "installed": self.installed, "shadowed_on_purpose": self.shadowed_on_purpose,
-                "unmet_pins": self.unmet_pins, "companion_builds": self.companions, "notes": self.notes}
+                "unmet_pins": self.unmet_pins, "companion_builds": self.companions, "host_replaced": self.host_replaced,
+                "notes": self.notes + [f"{name} {v['env']} in the env over the host's {v['host']}"
+                                       for name, v in sorted(self.host_replaced.items())]}
 
 
 def selection(project: Project, settings: Any) -> list[str]:
@@ -85,6 +89,10 @@ def selection(project: Project, settings: Any) -> list[str]:
         args += ["--extra", extra]
     for group in settings.dependency_groups:
         args += ["--group", group]
+    if getattr(settings, "no_default_groups", False):
+        args.append("--no-default-groups")
+    for group in getattr(settings, "no_groups", []) or []:
+        args += ["--no-group", group]
     return args
 
 
@@ -186,6 +194,21 @@ async def sync_locked(project: Project, env_python: Path, env_path: Path, host: 
     # for the report: what only the host's packages pull in (the host's own names are listed as from_host)
     result.skipped = [n for n in skip if n not in keep and not is_local(locked[n])]
     result.from_host = {keep[n].name: keep[n].version for n in prune}
+    # the host's other packages are preferences: the lock's version wins, and the host's copy serves when it is
+    # that version; any other version is the env's own copy, as `uv sync` installs it
+    same = []
+    for key, entry in sorted(locked.items()):
+        dist = host.get(key)
+        if dist is None or key in keep or is_local(entry) or key not in wanted:
+            continue
+        if requirements.normal_version(entry.version) == requirements.normal_version(dist.version):
+            same.append(key)
+            result.from_host[dist.name] = dist.version
+        else:
+            result.host_replaced[dist.name] = {"env": entry.version, "host": dist.version}
+    skip = sorted(set(skip) | set(same))
+    _check_stack_accepts(keep, {canonical(n): v["env"] for n, v in result.host_replaced.items()},
+                         _python_version(env_python, installed.site_of(str(env_python))), project)
     argv = [uv, "sync", "--locked", "--inexact", "--no-python-downloads", "--python", str(env_python),
             "--project", str(project.root), *selection(project, settings)]
     for name in sorted(set(skip) | set(refitted)):
@@ -200,6 +223,36 @@ async def sync_locked(project: Project, env_python: Path, env_path: Path, host: 
         raise _uv_failure(project, done.output, done.returncode, "uv sync")
     result.installed = _installed_lines(done.output)
     return result
+
+
+def _check_stack_accepts(keep: dict[str, HostDist], copies: dict[str, str], python_version: tuple[int, ...],
+                         project: Project) -> None:
+    """Every protected host package must accept the env's own copies of what it depends on (a lock's numpy 1.x
+    under a host torchvision that needs numpy 2 would break the host's stack): DEPENDENCY_CONFLICT otherwise,
+    before anything is installed."""
+    if not copies:
+        return
+    marker_env = requirements.marker_environment(python_version)
+    conflicts = []
+    for dist in keep.values():
+        for text in dist.requires:
+            req = requirements.parse_requirement(text)
+            if req is None or canonical(req.name) not in copies:
+                continue
+            if req.marker is not None and not req.marker.evaluate({**marker_env, "extra": ""}):
+                continue
+            version = copies[canonical(req.name)]
+            if not requirements.satisfied(req.specifier, version):
+                conflicts.append((f"{req.name}=={version} (from {project.lock_path})", f"{dist.name} {dist.version}, "
+                                  f"which requires {req}"))
+    if conflicts:
+        facts = [fact for needed, provides in conflicts
+                 for fact in (("the project's lock installs", needed), ("the host's stack has", provides))]
+        first = next(iter(keep.values()))
+        raise DependencyError("DEPENDENCY_CONFLICT", requirement=" and ".join(c[0] for c in conflicts),
+                              provides=" and ".join(c[1] for c in conflicts), name=first.name,
+                              host_version=first.version, root=_where(project), allow="'[\"...\"]'",
+                              facts=[*facts, ("installed", "nothing")])
 
 
 def _read_names(path: Path) -> set[str] | None:
@@ -229,10 +282,14 @@ def _uv_failure(project: Project, output: str, returncode: int, what: str) -> Uv
     if "Distribution not found at" in text:
         return DependencyError("SOURCE_NOT_FOUND", source=where or "a path or url the project names",
                                where=where or f"{project.root}/pyproject.toml", detail=tail(text))
+    built = resolve.build_failure(text)
+    if built is not None:
+        return built
     if where or any(s in text for s in ("Failed to fetch", "Failed to download", "Git operation failed",
                                          "failed to clone", "Failed to clone")):
+        facts, how = _declaring_selection(project, where)
         return DependencyError("SOURCE_UNREACHABLE", source_text=f": {where}" if where else "",
-                               where_text=f" ({where})" if where else "", detail=tail(text))
+                               where_text=(f" ({where})" if where else "") + how, facts=facts, detail=tail(text))
     return UvError("UV_FAILED", step=f"{what} installed {project.root}", returncode=returncode, detail=tail(text),
                    fix=f"read uv's message above; `uv sync` in {project.root} shows the same (it would also "
                        "install the host's packages: do not keep what it installs)")
@@ -287,10 +344,10 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
             others = [f"{d.name}=={d.version}" for k, d in sorted(env_dists.items())
                       if k not in names and k not in keep and _plain_version(d.version) and not d.editable]
             try:
-                pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, constraints=others,
+                pinned = await _compile(project, env_python, host, settings, uv, tmp, log, constraints=others,
                                         diagnose=False, waived=waived)
             except DependencyError:
-                pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, waived=waived)
+                pinned = await _compile(project, env_python, host, settings, uv, tmp, log, waived=waived)
             # every resolved version the env does not hold yet: the broken ones and whatever their new versions need
             new = []
             for line in pinned.splitlines():
@@ -298,6 +355,10 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
                 key = canonical(req.name) if req is not None else ""
                 if not key or key in keep or req.url:
                     continue
+                dist = host.get(key)
+                if dist is not None and requirements.exact_versions([req]).get(key) == \
+                        requirements.normal_version(dist.version):
+                    continue  # a preference that fits: the host's copy serves
                 have = env_dists.get(key)
                 if have is None or requirements.exact_versions([req]).get(key) != requirements.normal_version(have.version):
                     new.append(line)
@@ -351,13 +412,14 @@ def default_groups(project: Project, settings: Any) -> list[str]:
     tool_uv = project.tool_uv()
     groups = project.pyproject.get("dependency-groups")
     declared = [canonical(g) for g in groups] if isinstance(groups, dict) else []
-    defaults = tool_uv.get("default-groups", ["dev"])
+    defaults = [] if getattr(settings, "no_default_groups", False) else tool_uv.get("default-groups", ["dev"])
     wanted = declared if defaults == "all" else [canonical(g) for g in defaults if isinstance(g, str)]
     out = [g for g in wanted if g in declared]
     for group in settings.dependency_groups:
         if canonical(group) not in out:
             out.append(canonical(group))
-    return out
+    left_out = {canonical(g) for g in getattr(settings, "no_groups", []) or []}
+    return [g for g in out if g not in left_out]
 
 
 def _compile_args(project: Project, settings: Any) -> list[str]:
@@ -377,6 +439,8 @@ def resolution_key(project: Project, host_sig: str, settings: Any) -> str:
         except OSError:
             h.update(str(path).encode() + b"\0-")
     h.update(host_sig.encode())
+    h.update(json.dumps([2, settings.host_packages, sorted(settings.protected_packages), settings.no_default_groups,
+                         sorted(settings.no_groups), sorted(settings.required_packages)]).encode())
     h.update(json.dumps([sorted(settings.extras), sorted(settings.dependency_groups), sorted(settings.allow_shadowing),
                          getattr(settings, "host_version_conflicts", "fail"), uv_variables()]).encode())
     return h.hexdigest()[:32]
@@ -424,8 +488,8 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
             pinned = cached.read_text()
             log(f"resolution of these inputs kept from an earlier start ({cached})")
         except OSError:
-            preferences = await _locked_preferences(project, settings, uv, tmp) if stale_lock else None
-            pinned = await _compile(project, env_python, keep, settings, uv, tmp, log, preferences=preferences,
+            preferences = await _locked_preferences(project, settings, uv) if stale_lock else []
+            pinned = await _compile(project, env_python, host, settings, uv, tmp, log, preferences=preferences,
                                     waived=waived)
             _keep(cached, pinned)
         lines = []
@@ -435,6 +499,13 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
             if name in keep:
                 result.from_host[keep[name].name] = keep[name].version
                 continue
+            dist = host.get(name)
+            if dist is not None and req is not None and not req.url:
+                version = requirements.exact_versions([req]).get(name)
+                if version == requirements.normal_version(dist.version):
+                    result.from_host[dist.name] = dist.version  # a preference that fits: the host's copy serves
+                    continue
+                result.host_replaced[dist.name] = {"env": version or str(req.specifier), "host": dist.version}
             lines.append(line)
         result.installed = await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
                                                    what=f"installed {project.root}'s dependencies")
@@ -449,18 +520,15 @@ def _keep(path: Path, text: str) -> None:
         pass
 
 
-async def _locked_preferences(project: Project, settings: Any, uv: str, tmp: Path) -> Path | None:
-    """A stale lock's versions, as an output file ``uv pip compile`` prefers (as ``uv lock`` keeps them)."""
+async def _locked_preferences(project: Project, settings: Any, uv: str) -> list[str]:
+    """A stale lock's versions, which ``uv pip compile`` prefers (as ``uv lock`` keeps them)."""
     done = await run_uv([uv, "export", "--frozen", "--format", "requirements.txt", "--no-hashes", "--no-header",
                          "--no-annotate", "--no-emit-workspace", "--all-groups", "--all-extras", "--project",
                          str(project.root)], step="read uv.lock", timeout=settings.uv_timeout, cwd=project.root,
                         check=False)
     if done.returncode != 0:
-        return None
-    path = tmp / "preferences.txt"
-    path.write_text("\n".join(line for line in done.stdout.splitlines() if line and not line.startswith(("-", "#")))
-                    + "\n")
-    return path
+        return []
+    return [line for line in done.stdout.splitlines() if line and not line.startswith(("-", "#"))]
 
 
 async def _install_resolved(project: Project, env_python: Path, keep: dict[str, HostDist], lines: list[str],
@@ -500,41 +568,38 @@ async def _check_waiver(output: str, env_python: Path, keep: dict[str, HostDist]
         raise resolve.with_waived_pins(exc, waived) from None
 
 
-async def _compile(project: Project, env_python: Path, keep: dict[str, HostDist], settings: Any, uv: str,
-                   tmp: Path, log: Log, *, constraints: list[str] = (), preferences: Path | None = None,
+async def _compile(project: Project, env_python: Path, host: dict[str, HostDist], settings: Any, uv: str,
+                   tmp: Path, log: Log, *, constraints: list[str] = (), preferences: list[str] = (),
                    diagnose: bool = True, waived: resolve.InstallPlan | None = None) -> str:
-    placeholders = tmp / "host"
-    pins, unversioned = await asyncio.to_thread(write_placeholders, keep, placeholders)
-    pins_file = tmp / "host-versions.txt"
-    pins_file.write_text("\n".join([*pins, *constraints]) + "\n")
+    """``uv pip compile`` of the project against the host: its protected packages fixed, the rest preferred."""
+    keep = provided(host, settings.allow_shadowing)
+    folder = tmp / f"compile-{len(list(tmp.glob('compile-*')))}"
+    folder.mkdir()
+    host_args, host_env, output = await asyncio.to_thread(protection.resolution_files, host, keep, folder,
+                                                          preferences)
+    argv = [uv, "pip", "compile", "--python", str(env_python), "--no-header", "--no-annotate", "--quiet",
+            *_compile_args(project, settings), *host_args]
+    if constraints:
+        (folder / "constraints.txt").write_text("\n".join(constraints) + "\n")
+        argv += ["--constraints", str(folder / "constraints.txt")]
     overrides = [keep[canonical(u["name"])].pin for u in (waived.unmet_pins if waived else [])
                  if canonical(u["name"]) in keep]
     if overrides:
         # host_version_conflicts = warn: the project's pin on a host package gives way to the host's version
-        (tmp / "waived-pins.txt").write_text("\n".join(o for o in overrides if o) + "\n")
-        argv_overrides = ["--overrides", str(tmp / "waived-pins.txt")]
-    else:
-        argv_overrides = []
-    argv = [uv, "pip", "compile", "--python", str(env_python), "--no-header", "--no-annotate", "--quiet",
-            *_compile_args(project, settings), "--constraints", str(pins_file), *argv_overrides]
-    if preferences is not None:
-        argv += ["--output-file", str(preferences)]  # uv prefers the versions an existing output file holds
-    if unversioned:
-        (tmp / "unversioned.txt").write_text("\n".join(unversioned) + "\n")
-        argv += ["--excludes", str(tmp / "unversioned.txt")]
+        (folder / "waived-pins.txt").write_text("\n".join(o for o in overrides if o) + "\n")
+        argv += ["--overrides", str(folder / "waived-pins.txt")]
     for name in _sourced_host_names(project, keep):
         # the project names an index for a package the host provides (torch = { index = "pytorch-cu128" }): the
         # host satisfies it, so that index is not contacted for it
         argv += ["--no-sources-package", name]
     log(f"uv pip compile {project.root}/pyproject.toml against the host's packages")
     done = await run_uv(argv, step=f"resolved {project.root}'s dependencies against the host",
-                        timeout=settings.uv_timeout, cwd=project.root, check=False,
-                        extra_env=find_links_env(placeholders))
+                        timeout=settings.uv_timeout, cwd=project.root, check=False, extra_env=host_env)
     if done.returncode == 0:
-        output = preferences.read_text() if preferences is not None else done.stdout
+        text = output.read_text()
         if overrides:
-            await _check_waiver(output, env_python, keep, settings, uv, project, waived)
-        return output
+            await _check_waiver(text, env_python, keep, settings, uv, project, waived)
+        return text
     text = done.output
     failure = _uv_failure(project, text, done.returncode, "uv pip compile")
     if not isinstance(failure, UvError):
@@ -565,13 +630,36 @@ def _where_declared(project: Project, text: str) -> str:
     return ""
 
 
+def _declaring_selection(project: Project, where: str) -> tuple[list[tuple[str, str]], str]:
+    """Which group or extra asks for the source uv could not reach, and how to leave it out, as ``uv sync
+    --no-group`` does: (facts, a sentence for the fix)."""
+    name = where.split(" at ", 1)[0] if where and not where.startswith("index ") else ""
+    if not name:
+        return [], ""
+    facts: list[tuple[str, str]] = []
+    ways: list[str] = []
+    for kind, selection_name in declarations.declared_in(project, name):
+        if kind == "group":
+            facts.append(("declared in", f"dependency group {selection_name}"))
+            ways.append(f"leave the group {selection_name} out: `uvkernel sync --no-group {selection_name}`, or set "
+                        f"no_groups = [\"{selection_name}\"] (or no_default_groups = true) under [tool.uvkernel] "
+                        "or in the kernel spec")
+        elif kind == "extra":
+            facts.append(("declared in", f"extra {selection_name}"))
+            ways.append(f"leave the extra {selection_name} out of the extras setting")
+        else:
+            facts.append(("declared in", "the project's dependencies"))
+    return facts, ("; or " + "; or ".join(ways)) if ways else ""
+
+
 def _sourced_host_names(project: Project, keep: dict[str, HostDist]) -> list[str]:
     return sorted({keep[canonical(s.name)].name for s in declared_sources(project) if canonical(s.name) in keep})
 
 
 def _local_names(project: Project) -> set[str]:
+    used = declarations.used_names(project)
     return {canonical(s.name) for s in declared_sources(project)
-            if any(k in s.value for k in ("path", "git", "url", "workspace"))}
+            if any(k in s.value for k in ("path", "git", "url", "workspace")) and canonical(s.name) in used}
 
 
 def check_direct(project: Project, host: dict[str, HostDist], python_version: tuple[int, ...],
@@ -635,3 +723,49 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     for name, version in result.own_code_shadows.items():
         log(f"notice: the project's own {name} (a local source) hides the host's {name} {version}")
     return result
+
+
+async def refit_companions(project: Project, env: Any, host_python: Any, settings: Any, *, uv: str,
+                           cache_root: Path, failed: set[str], log: Log) -> list[dict[str, str]]:
+    """Companions the preflight found not to load on the host's torch (``failed``: canonical names), replaced by
+    the newest release the project admits, resolved against the host; one record per replacement ([] when none
+    could be found, and the preflight's refusal stands)."""
+    host = protection.mark(await protection.host_distributions(host_python, cache_root), settings)
+    keep = provided(host, settings.allow_shadowing)
+    env_dists = await installed.env_distributions(env.site_packages)
+    targets = [env_dists[n] for n in sorted(failed) if n in env_dists and not env_dists[n].editable]
+    if not targets:
+        return []
+    declared_reqs, _notes = declarations.declared(project, settings)
+    reqs: list[str] = []
+    for dist in targets:
+        own = [r for r in declared_reqs if canonical(requirements.line_name(r)) == canonical(dist.name)]
+        reqs += own or [dist.name]
+        reqs.append(f"{dist.name}!={dist.version}")
+    others = [f"{d.name}=={d.version}" for k, d in sorted(env_dists.items())
+              if k not in failed and k not in keep and not d.editable and _plain_version(d.version)]
+    names = ", ".join(f"{d.name} {d.version}" for d in targets)
+    log(f"{names} did not load on the host's torch: looking for the newest release the project admits")
+    resolved = None
+    for constraints in (others, []):
+        try:
+            resolved = await resolve.resolve(reqs, uv=uv, env_python=str(env.python), host=host,
+                                             python_version=host_python.version, allow_shadowing=settings.allow_shadowing,
+                                             locked=constraints, root=_where(project), cwd=project.root,
+                                             timeout=settings.uv_timeout)
+            break
+        except DependencyError:
+            continue
+    if resolved is None:
+        return []
+    wanted = {canonical(d.name) for d in targets}
+    pins = [str(req) for req, _via in resolved if canonical(req.name) in wanted]
+    if not pins:
+        return []
+    await install.install_pinned(pins, uv=uv, env_python=str(env.python), host=host,
+                                 allow_shadowing=settings.allow_shadowing, cwd=project.root,
+                                 timeout=settings.uv_timeout, log=log,
+                                 what=f"replaced {names}, which did not load on the host's torch")
+    versions = {canonical(requirements.line_name(p)): p.split("==", 1)[-1] for p in pins}
+    return [{"name": d.name, "from": d.version, "to": versions.get(canonical(d.name), "?"),
+             "why": "did not load on the host's torch"} for d in targets if canonical(d.name) in versions]

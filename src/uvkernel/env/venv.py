@@ -180,15 +180,20 @@ def layer_dirs(host: HostPython) -> list[str]:
     return dirs
 
 
+_ENV_FORMAT = 2  # 2: the host's packages in two tiers (what an env holds changed)
+
+
 def fingerprint(project: Project, host: HostPython, settings: UvKernelSettings) -> str:
     """Everything that decides the env's contents; a match means the env needs no uv call at all."""
     h = hashlib.sha256()
     h.update(f"{__version__}\0{host.executable}\0{host.version_str}\0{host.has_ipykernel}\0".encode())
     # a package added, removed or upgraded in the host changes what the env must leave to it
     h.update(protection.signature(host.site_packages).encode())
-    h.update(json.dumps([settings.install_ipykernel, settings.project_dependencies, sorted(settings.extras),
-                         sorted(settings.dependency_groups), sorted(settings.allow_shadowing),
-                         settings.host_version_conflicts]).encode())
+    h.update(json.dumps([_ENV_FORMAT, settings.install_ipykernel, settings.project_dependencies,
+                         sorted(settings.extras), sorted(settings.dependency_groups), sorted(settings.allow_shadowing),
+                         settings.host_version_conflicts, settings.host_packages, sorted(settings.protected_packages),
+                         settings.no_default_groups, sorted(settings.no_groups),
+                         sorted(settings.required_packages)]).encode())
     if project.root is not None:
         # every file uv reads to decide what the project is (workspace members too) and uv's own variables
         for path in sync.project_files(project):
@@ -370,8 +375,9 @@ def _state_host_dists(state: dict[str, Any]) -> dict[str, HostDist]:
     listing = state.get("host_dists")
     if not isinstance(listing, dict):
         return {}
-    return {k: HostDist(*v, requires=[]) for k, v in listing.items()
-            if isinstance(v, list) and len(v) == 3 and all(isinstance(x, str) for x in v)}
+    return {k: HostDist(*v[:3], requires=[], protected=bool(v[3]) if len(v) == 4 else True)
+            for k, v in listing.items()
+            if isinstance(v, list) and len(v) in (3, 4) and all(isinstance(x, str) for x in v[:3])}
 
 
 SHADOWING_FILE = ".uvkernel-shadowing.json"
@@ -528,7 +534,8 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
         env.actions.append("created")
     await _repair(env, host, settings, uv, log)
 
-    host_dists: dict[str, HostDist] = await listing
+    # the host's distributions in two tiers: the protected stack, and preferences (protection's doc)
+    host_dists: dict[str, HostDist] = protection.mark(await listing, settings)
     install.write_host_files(env_path, host_dists, settings.allow_shadowing)
     extra: list[str] = []  # what the kernel needs and the host lacks
     if not host.has_ipykernel:
@@ -564,7 +571,8 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
         raise
     write_state(env_path, {"fingerprint": wanted, "uvkernel": __version__, "host": host.executable,
                            "ipykernel_from": env.ipykernel_from, "plan": env.plan,
-                           "host_dists": {k: [d.name, d.version, d.location] for k, d in host_dists.items()},
+                           "host_dists": {k: [d.name, d.version, d.location, d.protected]
+                                          for k, d in host_dists.items()},
                            "python": sys.version.split()[0]})
 
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from ..env import index_for, variant
+from ..torch_builds import index_for, variant
 from ..shared import canonical
 from .result import Failure
 

@@ -1,0 +1,250 @@
+"""The host's packages in two tiers, and the project shapes real projects have (issue "Real projects start").
+
+Each test stands for one cause found with published projects, made small: the whole host treated as
+untouchable (a distro's PyYAML, torch's pure-Python dependencies), placeholders that reached isolated builds, a
+companion refused for a missing system library, workspace shapes uv accepts, one conflict named at a time, a
+default group that could not be left out.  Real uv, the real CPU-torch host, PyPI for ordinary packages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import tarfile
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+from deps_support import assert_no_stack, cli, dists, host_dists, uv
+from helpers import make_project
+from index_support import make_wheel, tiny_shared_object
+
+from uvkernel import pipeline
+from uvkernel.errors import DependencyError, EnvError, ProjectError
+from uvkernel.settings import UvKernelSettings
+
+
+def prepare(host_python: str, project: Path, **config) -> pipeline.Prepared:
+    settings = UvKernelSettings(host_python=host_python, **config)
+    return asyncio.run(pipeline.prepare(settings, cwd=str(project), environ=dict(os.environ)))
+
+
+def failure(host_python: str, project: Path, **config):
+    with pytest.raises((DependencyError, ProjectError, EnvError)) as info:
+        prepare(host_python, project, **config)
+    return info.value
+
+
+def _older(version: str) -> str:
+    """A bound the host's version does not meet: below its major release."""
+    return version.split(".")[0]
+
+
+# --- protect the stack, prefer the rest --------------------------------------------------------------------------
+
+def test_a_host_package_outside_the_stack_gets_an_env_copy_when_the_project_needs_another(tmp_path, host_python):
+    # fsspec is one of torch's pure-Python dependencies (torch needs fsspec>=0.8.5): not part of the stack
+    host = host_dists(host_python)
+    project = make_project(tmp_path / "proj", [f"fsspec<{_older(host['fsspec'])}"])
+    prepared = prepare(host_python, project)
+    env = project / ".venv"
+    mine = dists(env)["fsspec"]
+    assert mine != host["fsspec"] and int(mine.split(".")[0]) < int(_older(host["fsspec"]))
+    copies = prepared.env.plan["host_replaced"]
+    assert copies["fsspec"] == {"env": mine, "host": host["fsspec"]}
+    assert f"fsspec {mine} in the env over the host's {host['fsspec']}" in json.dumps(prepared.report())
+    assert "torch" in prepared.env.plan["from_host"]
+    assert_no_stack(env)
+
+
+def test_a_host_package_whose_version_fits_stays_the_hosts(tmp_path, host_python):
+    host = host_dists(host_python)
+    project = make_project(tmp_path / "proj", ["jinja2", "sympy"])
+    prepared = prepare(host_python, project)
+    assert "jinja2" not in dists(project / ".venv") and "sympy" not in dists(project / ".venv")
+    assert prepared.env.plan["from_host"]["Jinja2" if "Jinja2" in prepared.env.plan["from_host"] else "jinja2"] \
+        == host["jinja2"]
+
+
+def test_the_old_rule_and_protected_packages_refuse_instead(tmp_path, host_python):
+    host = host_dists(host_python)
+    project = make_project(tmp_path / "proj", [f"fsspec<{_older(host['fsspec'])}"])
+    for config in ({"host_packages": "all"}, {"protected_packages": ["fsspec"]}):
+        error = failure(host_python, project, **config)
+        assert error.code == "DEPENDENCY_CONFLICT", str(error)
+        assert host["fsspec"] in str(error)
+    # allow_shadowing wins over both
+    prepared = prepare(host_python, project, protected_packages=["fsspec"], allow_shadowing=["fsspec"])
+    assert prepared.env.plan["shadowed_on_purpose"] == {"fsspec": host["fsspec"]}
+
+
+def test_one_refusal_names_every_unmet_requirement_on_protected_packages(tmp_path, host_python):
+    host = host_dists(host_python)
+    project = make_project(tmp_path / "proj", ["torch==2.7.1", f"jinja2<{_older(host['jinja2'])}", "tomli-w"])
+    error = failure(host_python, project, protected_packages=["jinja2"])
+    assert error.code == "DEPENDENCY_CONFLICT"
+    text = str(error)
+    assert "torch==2.7.1" in text and host["torch"] in text
+    assert f"jinja2<{_older(host['jinja2'])}" in text and host["jinja2"] in text
+    assert dists(project / ".venv") == {}  # nothing installed, tomli-w neither
+
+
+def test_markupsafe_in_torchs_closure_is_not_protected(host_python):
+    from uvkernel.env import protection
+
+    listing = asyncio.run(protection.list_host_distributions(host_python, _purelib(host_python)))
+    split = protection.split(listing, UvKernelSettings())
+    assert "torch" in split.protected
+    # reachable from torch (jinja2 -> markupsafe) and it ships a compiled speed-up, but it is no GPU stack
+    assert "markupsafe" in split.preferred and "jinja2" in split.preferred and "fsspec" in split.preferred
+    assert listing["markupsafe"].compiled
+
+
+def _purelib(python: str) -> list[str]:
+    return [subprocess.run([python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()]
+
+
+# --- what stands for the host during resolution never reaches a build ------------------------------------------
+
+def _sdist(folder: Path, name: str, setup_py: str) -> Path:
+    """An sdist with only a setup.py (no pyproject.toml): uv builds it with setuptools' legacy backend in an
+    isolated environment, as it builds rouge-score or transformers-stream-generator."""
+    version = f"0.1.{uuid.uuid4().int % 10**9}"  # a version uv has never built: no cached wheel to reuse
+    root = folder / f"{name}-{version}"
+    (root / name).mkdir(parents=True)
+    (root / name / "__init__.py").write_text(f"VERSION = {version!r}\n")
+    (root / "setup.py").write_text(setup_py.format(name=name, version=version))
+    (root / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    path = folder / f"{name}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(root, arcname=root.name)
+    return path
+
+
+SETUP = "from setuptools import setup\nsetup(name={name!r}, version={version!r}, packages=[{name!r}])\n"
+
+
+def test_an_sdist_that_needs_setuptools_builds_as_uv_pip_install_builds_it(tmp_path, host_python):
+    # the host has setuptools: what stands for it in the resolution must not become the build's setuptools
+    assert "setuptools" in host_dists(host_python)
+    sdist = _sdist(tmp_path / "dist", "legacybuild", SETUP)
+    project = make_project(tmp_path / "proj", [f"legacybuild @ {sdist.as_uri()}"])
+    prepare(host_python, project)
+    assert "legacybuild" in dists(project / ".venv")
+
+
+def test_a_failing_build_is_a_build_failure_not_a_conflict(tmp_path, host_python):
+    sdist = _sdist(tmp_path / "dist", "brokenbuild", "raise SystemExit('this package cannot be built here')\n")
+    project = make_project(tmp_path / "proj", [f"brokenbuild @ {sdist.as_uri()}"])
+    error = failure(host_python, project)
+    assert error.code == "BUILD_FAILED", str(error)
+    assert "brokenbuild" in error.summary and "cannot be built here" in str(error)
+
+
+# --- project shapes uv accepts ----------------------------------------------------------------------------------
+
+def test_workspace_of_itself_with_an_unused_source_and_a_duration_for_exclude_newer(tmp_path, host_python):
+    # reasoning-from-scratch's shape: members = ["."], a workspace source that no requirement uses
+    project = make_project(tmp_path / "proj", ["tomli-w"], name="selfws", extra=textwrap.dedent("""\
+        [tool.uv]
+        exclude-newer = "7 days"
+        [tool.uv.sources]
+        unused = { workspace = true }
+        selfws = { workspace = true }
+        [tool.uv.workspace]
+        members = ["."]
+        """))
+    prepare(host_python, project)
+    assert "tomli-w" in dists(project / ".venv")
+
+
+@pytest.mark.parametrize("where", ["group", "extra"])
+def test_the_root_project_named_by_its_own_workspace_source(where, tmp_path, host_python):
+    # LLMs-from-scratch's shape: a group that depends on the project itself through { workspace = true }
+    table = ('[dependency-groups]\ndev = ["selfref", "tomli-w"]\n' if where == "group" else
+             '[project.optional-dependencies]\nall = ["selfref[x]"]\nx = ["tomli-w"]\n')
+    project = make_project(tmp_path / "proj", [], name="selfref", extra=table + textwrap.dedent("""\
+        [build-system]
+        requires = ["hatchling"]
+        build-backend = "hatchling.build"
+        [tool.uv.sources]
+        selfref = { workspace = true }
+        """))
+    (project / "selfref").mkdir()
+    (project / "selfref" / "__init__.py").write_text("")
+    prepare(host_python, project, **({"extras": ["all"]} if where == "extra" else {}))
+    assert "tomli-w" in dists(project / ".venv") and "selfref" in dists(project / ".venv")
+
+
+def test_a_default_group_with_an_unreachable_source_can_be_left_out(tmp_path, host_python):
+    project = make_project(tmp_path / "proj", ["tomli-w"], extra=textwrap.dedent("""\
+        [dependency-groups]
+        dev = ["nowhere-pkg"]
+        [tool.uv.sources]
+        nowhere-pkg = { git = "file:///nonexistent/uvkernel-test-repo" }
+        """))
+    error = failure(host_python, project)
+    assert error.code == "SOURCE_UNREACHABLE", str(error)
+    text = str(error)
+    assert "nowhere-pkg" in text and "group dev" in text and "no_default_groups" in text
+    prepare(host_python, project, no_default_groups=True)
+    assert "tomli-w" in dists(project / ".venv")
+    # and through the terminal commands' flags, as `uv sync --no-group dev` takes it
+    done = cli("check", str(project), "--host-python", host_python, "--json", "--no-group", "dev")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+# --- companions: what links libtorch/libc10, refused only for a real mismatch -----------------------------------
+
+def _linked_object(folder: Path, host_python: str, needs: str = "") -> bytes:
+    """A real shared object whose DT_NEEDED names the host torch's libc10 (and ``needs``, a system library)."""
+    torch_lib = Path(subprocess.run([host_python, "-I", "-c", "import os, torch; print(os.path.dirname("
+                                     "torch.__file__))"], capture_output=True, text=True, check=True).stdout.strip())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "c.c").write_text("int uvkernel_companion_double(void) { return 7; }\n")
+    out = folder / "linked.so"
+    argv = ["gcc", "-shared", "-fPIC", "-o", str(out), str(folder / "c.c"), f"-L{torch_lib / 'lib'}",
+            "-Wl,--no-as-needed", "-lc10"]
+    if needs:
+        (folder / "stub.c").write_text("int uvkernel_missing_lib(void) { return 1; }\n")
+        subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname," + needs, "-o", str(folder / needs),
+                        str(folder / "stub.c")], check=True)
+        argv += [str(folder / needs)]
+    subprocess.run(argv, check=True)
+    return out.read_bytes()
+
+
+def test_a_companion_with_an_optional_loader_whose_system_library_is_missing_starts_with_a_note(tmp_path,
+                                                                                                host_python):
+    wheels = tmp_path / "wheels"
+    good = _linked_object(tmp_path / "good", host_python)
+    optional = _linked_object(tmp_path / "opt", host_python, needs="libuvkernel_absent_codec.so.5")
+    wheel = make_wheel(wheels, "torchcodecish", "1.0", extra={"torchcodecish/core_a.so": good,
+                                                              "torchcodecish/core_b.so": optional})
+    project = make_project(tmp_path / "proj", [])
+    prepare(host_python, project)
+    uv("pip", "install", "-q", "--python", str(project / ".venv" / "bin" / "python"), "--no-deps", str(wheel))
+    done = cli("check", str(project), "--host-python", host_python, "--json", "--recheck")
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, report["message"]
+    assert any(c["name"] == "torchcodecish" for c in report["preflight"]["facts"]["companions"])
+    notices = " ".join(report["preflight"]["notices"])
+    assert "libuvkernel_absent_codec.so.5" in notices and "torchcodecish" in notices
+
+
+def test_a_package_that_requires_torch_but_links_nothing_is_not_a_companion(tmp_path, host_python):
+    # bitsandbytes' shape: it requires torch and ships a shared object that does not link libtorch/libc10
+    wheels = tmp_path / "wheels"
+    wheel = make_wheel(wheels, "bnbish", "1.0", requires=["torch"],
+                       extra={"bnbish/native.so": tiny_shared_object(tmp_path / "so")})
+    project = make_project(tmp_path / "proj", [])
+    prepare(host_python, project)
+    uv("pip", "install", "-q", "--python", str(project / ".venv" / "bin" / "python"), "--no-deps", str(wheel))
+    done = cli("check", str(project), "--host-python", host_python, "--json", "--recheck")
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, report["message"]
+    assert not [c for c in report["preflight"]["facts"]["companions"] if c["name"] == "bnbish"]
