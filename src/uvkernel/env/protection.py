@@ -86,11 +86,9 @@ for d in metadata.distributions(path=sys.argv[1:]):
     except Exception:
         loc = ""
     reqs = d.requires or []
-    compiled = False
-    if key.startswith("torch") or any(r.split(";")[0].strip().lower().startswith("torch") for r in reqs):
-        # what may be built against torch: does its RECORD list a shared object?
-        record = d.read_text("RECORD") or ""
-        compiled = any(".so," in line or ".so." in line.split(",", 1)[0] for line in record.splitlines())
+    # does its RECORD list a shared object? (what is built against torch is among those that do)
+    record = d.read_text("RECORD") or ""
+    compiled = any(".so," in line or ".so." in line.split(",", 1)[0] for line in record.splitlines())
     out[key] = {"name": name, "version": d.version, "location": loc, "requires": reqs, "compiled": compiled}
 print(json.dumps(out))
 """
@@ -219,7 +217,7 @@ class HostDist:
     version: str
     location: str
     requires: list[str]
-    compiled: bool = False  # ships shared objects (read only for what may be built against torch)
+    compiled: bool = False  # ships shared objects (its RECORD lists one)
     protected: bool = True  # part of the host's stack (see mark()); uv never installs a protected one
 
     @property
@@ -343,7 +341,7 @@ def resolution_files(host: dict[str, HostDist], keep: dict[str, HostDist], folde
     given += [d.pin for k, d in sorted(host.items()) if k not in keep and k not in named and d.pin]
     output = folder / "resolved.txt"
     output.write_text("\n".join(given) + "\n")
-    args = ["-r", str(folder / "host-stack.txt"), "--constraints", str(folder / "host-stack.txt"),
+    args = [str(folder / "host-stack.txt"), "--constraints", str(folder / "host-stack.txt"),
             "--build-constraints", str(folder / "no-placeholder-builds.txt"), "--output-file", str(output)]
     if unversioned:
         (folder / "unversioned.txt").write_text("\n".join(unversioned) + "\n")
@@ -367,7 +365,7 @@ def find_links_env(folder: Path) -> dict[str, str]:
     return {"UV_FIND_LINKS": f"{user},{folder}" if user else str(folder)}
 
 
-_LISTING_FORMAT = 2  # 2: with the compiled flag
+_LISTING_FORMAT = 3  # 3: with the compiled flag of every distribution
 
 
 async def host_distributions(host: HostPython, cache_root: Path) -> dict[str, HostDist]:

@@ -136,12 +136,15 @@ def conflict_error(conflicts: list[tuple[Requirement, HostDist]], root: str) -> 
         host_version=first.version, root=root or ".", allow=_allow_option(first.name), facts=facts)
 
 
+UNREACHABLE = ("Failed to fetch", "Git operation failed", "failed to clone", "Failed to clone", "failed to fetch")
+
+
 def build_failure(text: str) -> DependencyError | None:
     """BUILD_FAILED when uv's output says a source build failed (a setup.py error, a missing compiler): that is
     what the user must read, not a version conflict."""
     found = re.search(r"Failed to (?:download and )?build `([^`]+)`", text)
-    if found is None:
-        return None
+    if found is None or any(s in text for s in UNREACHABLE):
+        return None  # the source itself could not be fetched: not a build that failed
     package = found.group(1)
     return DependencyError("BUILD_FAILED", package=package, detail=tail(text),
                            facts=[("package", package), ("installed", "nothing")])

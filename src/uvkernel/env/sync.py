@@ -333,7 +333,7 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
         if lines:
             log(f"installing the versions that fit the host, kept from an earlier start ({cached})")
             await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
-                                    what="installed versions that fit the host in place of locked ones")
+                                    what="installed versions that fit the host in place of locked ones", host=host)
         env_dists = await installed.env_distributions(site_packages)
         broken = installed.broken_requirements(env_dists, keep, _python_version(env_python, site_packages))
         if broken:
@@ -364,7 +364,7 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
                     new.append(line)
                     names.add(key)
             await _install_resolved(project, env_python, keep, new, settings, uv, tmp, log,
-                                    what="replaced locked versions that do not fit the host")
+                                    what="replaced locked versions that do not fit the host", host=host)
             lines = [line for line in lines if canonical(requirements.line_name(line)) not in names] + new
             # a broken locked package the host's versions do not need at all (pulled in only by a newer version
             # of something else): not kept; removed when this start installed it
@@ -508,7 +508,7 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
                 result.host_replaced[dist.name] = {"env": version or str(req.specifier), "host": dist.version}
             lines.append(line)
         result.installed = await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
-                                                   what=f"installed {project.root}'s dependencies")
+                                                   what=f"installed {project.root}'s dependencies", host=host)
     return result
 
 
@@ -532,10 +532,14 @@ async def _locked_preferences(project: Project, settings: Any, uv: str) -> list[
 
 
 async def _install_resolved(project: Project, env_python: Path, keep: dict[str, HostDist], lines: list[str],
-                            settings: Any, uv: str, tmp: Path, log: Log, what: str) -> list[str]:
+                            settings: Any, uv: str, tmp: Path, log: Log, what: str,
+                            host: dict[str, HostDist] | None = None) -> list[str]:
     """Exactly the resolved versions (``--no-deps``), with the project's pyproject.toml beside them so its
     ``[tool.uv.sources]`` say where each direct dependency comes from; never a host package (``--excludes``)."""
-    excludes = write_excludes(tmp, keep)
+    # the protected packages, and the host's others that serve as they are: the project's pyproject.toml, given
+    # for its sources, names them again, and uv (which cannot see the host's copies) would install them
+    wanted = {canonical(requirements.line_name(line)) for line in lines}
+    excludes = write_excludes(tmp, {**{k: d for k, d in (host or {}).items() if k not in wanted}, **keep})
     reqs = tmp / "resolved.txt"
     reqs.write_text("\n".join(lines) + "\n")
     argv = [uv, "pip", "install", "--python", str(env_python), "--no-deps", "--excludes", str(excludes),
