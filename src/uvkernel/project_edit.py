@@ -34,7 +34,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import pipeline, project as project_mod
 from .cache_envs import process_start
-from .env import declarations, host_distributions, lock_for, private_dir, resolve
+from .env import declarations, host_distributions, lock_for, private_dir, protection, resolve
 from .errors import DependencyError, ProjectError, UvError, UvkernelError, note
 from .files import read_input, write_atomic
 from .settings import UvKernelSettings
@@ -240,11 +240,14 @@ _NOT_FOUND = re.compile(r"\b([A-Za-z0-9][A-Za-z0-9._-]*) was not found in the pa
 
 async def bounds(change: Change, *, settings: UvKernelSettings, host: Any, project: Any, cache_root: Path,
                  uv: str, env_python: Path) -> tuple[list[str], list[str]]:
-    """(bounded requirements, exact pins) for ``uv add``: each new requirement without a version gets
-    ``>=V`` / ``==V``, V being the newest version that works with the host's packages and the project's."""
+    """(requirements, exact pins) for ``uv add``, recording what ``uv add`` would record, bounded only where the
+    host must stay admissible: a protected host package, or a package that needs one (a companion of the host's
+    torch), without a version gets ``>=V`` and is locked at ``==V``, V being the newest version that works with
+    the host's packages.  Anything else is left to uv as written: uv records its own bound and locks it for every
+    Python that requires-python admits (pandas 2.3.3 for 3.10, 3.1.1 for 3.11 and later)."""
     root = project.root
     reqs = [_requirement(text, root) for text in change.packages]
-    host_dists = await host_distributions(host, cache_root)
+    host_dists = protection.mark(await host_distributions(host, cache_root), settings)
     # a requirement the host's version misses: refused as a kernel start refuses it, before anything is written
     resolve.plan(change.packages, host_dists, host.version, settings.allow_shadowing, root=str(root))
     open_ended = [r for r in reqs if not r.specifier and not r.url]
@@ -266,13 +269,17 @@ async def bounds(change: Change, *, settings: UvKernelSettings, host: Any, proje
                                   detail=exc.detail) from None
         raise
     versions: dict[str, str] = {}
-    for req, _via in resolved:
+    keep = protection.provided(host_dists, settings.allow_shadowing)
+    held = set(keep)  # the names the host holds fixed, and those that need one of them
+    for req, via in resolved:
         for spec in req.specifier:
             if spec.operator == "==":
                 versions[canonical(req.name)] = spec.version
+        if canonical(req.name) in keep:
+            held |= {canonical(v.strip()) for v in via.split(",") if v.strip() and not v.strip().startswith("-")}
     bounded, pins = [], []
     for text, req in zip(change.packages, reqs):
-        version = versions.get(canonical(req.name)) if req in open_ended else None
+        version = versions.get(canonical(req.name)) if req in open_ended and canonical(req.name) in held else None
         if version is None:
             bounded.append(text)
             continue
