@@ -44,11 +44,14 @@ def debian_python() -> str:
     if not os.path.exists(DEBIAN_PYTHON):
         pytest.fail(f"{DEBIAN_PYTHON} is missing: the fake GPU host is built on an interpreter without torch",
                     pytrace=False)
-    done = subprocess.run([DEBIAN_PYTHON, "-I", "-c", "import importlib.util as u; print(u.find_spec('torch'))"],
+    # The fake hosts are venvs without system site-packages made from it: they see its standard library only,
+    # never its dist-packages (where the real-project tier installs a real torch with pip), so what must hold is
+    # that its standard library itself carries no torch.
+    done = subprocess.run([DEBIAN_PYTHON, "-I", "-S", "-c", "import importlib.util as u; print(u.find_spec('torch'))"],
                           capture_output=True, text=True)
     if done.returncode != 0 or done.stdout.strip() != "None":
-        pytest.fail(f"{DEBIAN_PYTHON} must not have torch (found: {done.stdout.strip()} {done.stderr.strip()})",
-                    pytrace=False)
+        pytest.fail(f"{DEBIAN_PYTHON}'s standard library must not hold torch (found: {done.stdout.strip()} "
+                    f"{done.stderr.strip()})", pytrace=False)
     return DEBIAN_PYTHON
 
 

@@ -62,7 +62,7 @@ class InstallPlan:
                 "unmet_pins": self.unmet_pins}
 
 
-def _allow_option(name: str) -> str:
+def allow_option(name: str) -> str:
     return "'[\"" + name + "\"]'"
 
 
@@ -133,7 +133,7 @@ def conflict_error(conflicts: list[tuple[Requirement, HostDist]], root: str) -> 
     return DependencyError(
         "DEPENDENCY_CONFLICT", requirement=" and ".join(str(r) for r, _ in conflicts),
         provides=" and ".join(f"{d.name} {d.version}" for _, d in conflicts), name=first.name,
-        host_version=first.version, root=root or ".", allow=_allow_option(first.name), facts=facts)
+        host_version=first.version, root=root or ".", allow=allow_option(first.name), facts=facts)
 
 
 UNREACHABLE = ("Failed to fetch", "Git operation failed", "failed to clone", "Failed to clone", "failed to fetch")
@@ -280,7 +280,7 @@ def transitive_conflict(keep: dict[str, HostDist], explanation: str, free_output
     names = ", ".join(d.name for d in culprits[:8]) or "host packages"
     first = culprits[0].name if culprits else "torch"
     return DependencyError("DEPENDENCY_CONFLICT_TRANSITIVE", root=root or ".", names=names,
-                           allow=_allow_option(first), facts=facts, detail=explanation)
+                           allow=allow_option(first), facts=facts, detail=explanation)
 
 
 def _constraint_list(keep: dict[str, HostDist], explanation: str) -> str:

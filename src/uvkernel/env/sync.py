@@ -72,6 +72,7 @@ class SyncResult:
     notes: list[str] = field(default_factory=list)
     # host packages outside the stack that the project needs at another version: name -> {env, host}
     host_replaced: dict[str, dict[str, str]] = field(default_factory=dict)
+    substituted: set[str] = field(default_factory=set)  # locked copies the stack rejects: the host's serve instead
 
     def to_json(self) -> dict[str, Any]:
         return {"how": self.how, "from_host": self.from_host, "skipped_for_host": self.skipped,
@@ -206,9 +207,22 @@ async def sync_locked(project: Project, env_python: Path, env_path: Path, host: 
             result.from_host[dist.name] = dist.version
         else:
             result.host_replaced[dist.name] = {"env": entry.version, "host": dist.version}
+    # a locked copy a protected host package does not accept (smol-course's lock has setuptools 75.6.0, the host's
+    # torch needs setuptools>=77.0.3) cannot be honoured: the host's own copy, which the stack accepts, serves
+    rejected = _rejected_by_stack(keep, {canonical(n): v["env"] for n, v in result.host_replaced.items()},
+                                  _python_version(env_python, installed.site_of(str(env_python))))
+    for key, why in sorted(rejected.items()):
+        dist = host[key]
+        if any(not requirements.satisfied(req.specifier, dist.version) for req in why):
+            raise _stack_conflict(project, dist, locked[key].version, why)
+        same.append(key)
+        result.host_replaced.pop(dist.name, None)
+        result.from_host[dist.name] = dist.version
+        result.substituted.add(key)
+        result.deviations.append({"name": dist.name, "locked": locked[key].version,
+                                  "installed": f"{dist.version} (the host's)",
+                                  "why": "; ".join(f"the host's {owner} requires {req}" for req, owner in why.items())})
     skip = sorted(set(skip) | set(same))
-    _check_stack_accepts(keep, {canonical(n): v["env"] for n, v in result.host_replaced.items()},
-                         _python_version(env_python, installed.site_of(str(env_python))), project)
     argv = [uv, "sync", "--locked", "--inexact", "--no-python-downloads", "--python", str(env_python),
             "--project", str(project.root), *selection(project, settings)]
     for name in sorted(set(skip) | set(refitted)):
@@ -225,15 +239,14 @@ async def sync_locked(project: Project, env_python: Path, env_path: Path, host: 
     return result
 
 
-def _check_stack_accepts(keep: dict[str, HostDist], copies: dict[str, str], python_version: tuple[int, ...],
-                         project: Project) -> None:
-    """Every protected host package must accept the env's own copies of what it depends on (a lock's numpy 1.x
-    under a host torchvision that needs numpy 2 would break the host's stack): DEPENDENCY_CONFLICT otherwise,
-    before anything is installed."""
+def _rejected_by_stack(keep: dict[str, HostDist], copies: dict[str, str], python_version: tuple[int, ...]
+                      ) -> dict[str, dict[Any, str]]:
+    """The env copies (canonical name -> version) a protected host package does not accept: name -> {the
+    requirement: the host package requiring it}."""
+    out: dict[str, dict[Any, str]] = {}
     if not copies:
-        return
+        return out
     marker_env = requirements.marker_environment(python_version)
-    conflicts = []
     for dist in keep.values():
         for text in dist.requires:
             req = requirements.parse_requirement(text)
@@ -241,18 +254,19 @@ def _check_stack_accepts(keep: dict[str, HostDist], copies: dict[str, str], pyth
                 continue
             if req.marker is not None and not req.marker.evaluate({**marker_env, "extra": ""}):
                 continue
-            version = copies[canonical(req.name)]
-            if not requirements.satisfied(req.specifier, version):
-                conflicts.append((f"{req.name}=={version} (from {project.lock_path})", f"{dist.name} {dist.version}, "
-                                  f"which requires {req}"))
-    if conflicts:
-        facts = [fact for needed, provides in conflicts
-                 for fact in (("the project's lock installs", needed), ("the host's stack has", provides))]
-        first = next(iter(keep.values()))
-        raise DependencyError("DEPENDENCY_CONFLICT", requirement=" and ".join(c[0] for c in conflicts),
-                              provides=" and ".join(c[1] for c in conflicts), name=first.name,
-                              host_version=first.version, root=_where(project), allow="'[\"...\"]'",
-                              facts=[*facts, ("installed", "nothing")])
+            if not requirements.satisfied(req.specifier, copies[canonical(req.name)]):
+                out.setdefault(canonical(req.name), {})[req] = f"{dist.name} {dist.version}"
+    return out
+
+
+def _stack_conflict(project: Project, dist: HostDist, locked: str, why: dict[Any, str]) -> DependencyError:
+    """DEPENDENCY_CONFLICT: neither the lock's version nor the host's own copy fits the host's stack."""
+    needs = " and ".join(f"{owner}, which requires {req}" for req, owner in why.items())
+    return DependencyError("DEPENDENCY_CONFLICT", requirement=f"{dist.name}=={locked} (from {project.lock_path})",
+                           provides=needs, name=dist.name, host_version=dist.version, root=_where(project),
+                           allow=resolve.allow_option(dist.name),
+                           facts=[("the project's lock installs", f"{dist.name}=={locked}"),
+                                  ("the host's stack has", needs), ("installed", "nothing")])
 
 
 def _read_names(path: Path) -> set[str] | None:
@@ -287,8 +301,9 @@ def _uv_failure(project: Project, output: str, returncode: int, what: str) -> Uv
         return built
     if where or any(s in text for s in ("Failed to fetch", "Failed to download", "Git operation failed",
                                          "failed to clone", "Failed to clone")):
-        facts, how = _declaring_selection(project, where)
-        return DependencyError("SOURCE_UNREACHABLE", source_text=f": {where}" if where else "",
+        facts, how = _declaring_selection(project, where, text)
+        named = where or next((value for label, value in facts if label == "package"), "")
+        return DependencyError("SOURCE_UNREACHABLE", source_text=f": {named}" if named else "",
                                where_text=(f" ({where})" if where else "") + how, facts=facts, detail=tail(text))
     return UvError("UV_FAILED", step=f"{what} installed {project.root}", returncode=returncode, detail=tail(text),
                    fix=f"read uv's message above; `uv sync` in {project.root} shows the same (it would also "
@@ -335,7 +350,9 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
             await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
                                     what="installed versions that fit the host in place of locked ones", host=host)
         env_dists = await installed.env_distributions(site_packages)
-        broken = installed.broken_requirements(env_dists, keep, _python_version(env_python, site_packages))
+        # what the env's packages need of the host: its stack, and the host's copies standing in for locked ones
+        held = {**keep, **{k: host[k] for k in result.substituted if k in host}}
+        broken = installed.broken_requirements(env_dists, held, _python_version(env_python, site_packages))
         if broken:
             names = {canonical(name) for name, _req, _v in broken}
             why.update({canonical(n): f"requires {req}; the host has {v}" for n, req, v in broken})
@@ -634,13 +651,17 @@ def _where_declared(project: Project, text: str) -> str:
     return ""
 
 
-def _declaring_selection(project: Project, where: str) -> tuple[list[tuple[str, str]], str]:
+def _declaring_selection(project: Project, where: str, text: str) -> tuple[list[tuple[str, str]], str]:
     """Which group or extra asks for the source uv could not reach, and how to leave it out, as ``uv sync
-    --no-group`` does: (facts, a sentence for the fix)."""
+    --no-group`` does: (facts, a sentence for the fix).  The name is the declared source's, else the one uv failed
+    to fetch (a direct ``name @ git+…`` requirement)."""
     name = where.split(" at ", 1)[0] if where and not where.startswith("index ") else ""
     if not name:
+        found = re.search(r"Failed to (?:download and )?build `([A-Za-z0-9][A-Za-z0-9._-]*)", text)
+        name = found.group(1) if found else ""
+    if not name:
         return [], ""
-    facts: list[tuple[str, str]] = []
+    facts: list[tuple[str, str]] = [] if where else [("package", name)]
     ways: list[str] = []
     for kind, selection_name in declarations.declared_in(project, name):
         if kind == "group":

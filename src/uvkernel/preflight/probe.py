@@ -895,9 +895,12 @@ def load_companions(wanted, out):
 
 # libraries that belong to torch's build or to CUDA: a companion that needs one the host lacks was built for
 # another build of torch (a CUDA torchvision on a +cpu host needs libtorch_cuda.so)
-_BUILD_LIBRARIES = ("libtorch", "libc10", "libcuda", "libcudart", "libcudnn", "libcublas", "libcufft", "libcurand",
-                    "libcusolver", "libcusparse", "libnvrtc", "libnvjitlink", "libnccl", "libnvToolsExt",
-                    "libamdhip", "libhip", "librocm", "libMIOpen", "libshm", "libgomp", "libiomp")
+# (torch's own: libtorch.so, libtorch_cpu.so, libtorch_cuda.so, libc10.so, libc10_cuda.so …; not a package's own
+# library that merely starts with the same letters, such as torchcodec's libtorchcodec_core4.so)
+_BUILD_LIBRARY = re.compile(r"^(libtorch(_[a-z]+(_[a-z]+)?)?|libc10(_[a-z]+)?|libshm|libcuda|libcudart|libcudnn[a-z_]*|"
+                            r"libcublas(Lt)?|libcufft|libcurand|libcusolver|libcusparse(Lt)?|libnvrtc[a-z-]*|"
+                            r"libnvJitLink|libnvjitlink|libnccl|libnvToolsExt|libcupti|libamdhip64|libhip[a-z]*|"
+                            r"librocm[a-z_]*|libMIOpen|libgomp|libiomp5)\.so")
 _MISSING_LIBRARY = re.compile(r"([A-Za-z0-9_.+-]+\.so(?:\.[0-9]+)*): cannot open shared object file")
 
 
@@ -909,8 +912,9 @@ def failure_kind(error):
         return "abi", ""
     found = _MISSING_LIBRARY.findall(error)
     if found:
-        if any(lib.startswith(_BUILD_LIBRARIES) for lib in found):
-            return "abi", next(lib for lib in found if lib.startswith(_BUILD_LIBRARIES))
+        build = [lib for lib in found if _BUILD_LIBRARY.match(lib)]
+        if build:
+            return "abi", build[0]
         return "system", found[0]
     return "error", ""
 
