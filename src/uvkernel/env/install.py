@@ -10,6 +10,8 @@ so ``!pip`` is the env's pip and never the host's further down PATH.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -20,6 +22,7 @@ from ..errors import DependencyError
 from ..files import write_atomic
 from ..shared import Log, canonical
 from ..uvbin import run_uv
+from . import editables
 from .installed import env_distributions, site_of
 from .protection import HostDist, provided, write_excludes
 from .requirements import exact_versions, normal_version, parse_requirement, satisfied
@@ -144,13 +147,48 @@ def _already(line: str, present: dict[str, str]) -> bool:
 
 async def install_editable(root: Path, *, uv: str, env_python: str, host: dict[str, HostDist],
                            allow_shadowing: Iterable[str] = (), timeout: float = 900,
-                           log: Log = lambda _m: None) -> None:
-    """The project itself, editable and without its dependencies (they were resolved against the host)."""
+                           log: Log = lambda _m: None, cache_root: Path | None = None) -> None:
+    """The project itself, editable and without its dependencies (they were resolved against the host).
+
+    With ``cache_root``, a build of the same unchanged source tree (uv's cache keys) is reused as ``uv sync``
+    reuses its own, instead of building the editable again for every new env (editables.py)."""
     keep = provided(host, allow_shadowing)
+    site = site_of(env_python)
+    key = await asyncio.to_thread(editables.cache_key, root, site) if cache_root is not None else None
+    folder = cache_root / "editables" / key if cache_root is not None and key else None
+    wheel = editables.kept_wheel(folder) if folder is not None else None
     with tempfile.TemporaryDirectory(prefix="uvkernel-install-") as tmp:
         excludes = write_excludes(Path(tmp), keep)
+        step = f"installed the project itself ({root}, editable)"
+        fix = (f"fix the build configuration in {root}/pyproject.toml, or, when the project is not meant to be "
+               "installed, set package = false under [tool.uv] there")
+        argv = [uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes)]
+        if wheel is not None:
+            log(f"uv pip install --no-deps -e {root} (its build kept from an earlier env: the tree is unchanged)")
+            done = await run_uv([*argv, str(wheel)], step=step, timeout=timeout, cwd=root, fix=fix, check=False)
+            dist_info = _dist_info_of(site, wheel) if done.returncode == 0 else None
+            if dist_info is not None:
+                await asyncio.to_thread(editables.mark_editable, dist_info, root)
+                return
         log(f"uv pip install --no-deps -e {root}")
-        await run_uv([uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
-                      "-e", str(root)], step=f"installed the project itself ({root}, editable)", timeout=timeout,
-                     cwd=root, fix=f"fix the build configuration in {root}/pyproject.toml, or, when the project is "
-                                   "not meant to be installed, set package = false under [tool.uv] there")
+        await run_uv([*argv, "-e", str(root)], step=step, timeout=timeout, cwd=root, fix=fix)
+    if folder is not None:
+        dist_info = next((Path(d.dist_info) for d in (await env_distributions(site)).values()
+                          if d.editable and _direct_url_is(Path(d.dist_info), root)), None)
+        if dist_info is not None:
+            await asyncio.to_thread(editables.keep, site, dist_info, folder)
+
+
+def _dist_info_of(site: Path, wheel: Path) -> Path | None:
+    name, version = wheel.name.split("-")[:2]
+    found = site / f"{name}-{version}.dist-info"
+    return found if found.is_dir() else None
+
+
+def _direct_url_is(dist_info: Path, root: Path) -> bool:
+    try:
+        data = json.loads((dist_info / "direct_url.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("url") == root.resolve().as_uri() and \
+        bool((data.get("dir_info") or {}).get("editable"))

@@ -714,7 +714,7 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
             # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
             await install.install_editable(project.root, uv=uv, env_python=str(env.python), host=host,
                                                 allow_shadowing=settings.allow_shadowing,
-                                                timeout=settings.uv_timeout, log=log)
+                                                timeout=settings.uv_timeout, log=log, cache_root=cache_root)
             result.installed.append(f"{project.root} (editable)")
     # torchvision and friends of the host torch's build (+cpu, +cu128 …), unless the project names their index
     result.companions = await companions.select(
