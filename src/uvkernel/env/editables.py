@@ -56,17 +56,20 @@ def cache_key(root: Path, site_packages: Path) -> str | None:
         digest.update(part.encode() + b"\0")
     for entry in keys:
         value = _key_value(root, entry)
-        if value is None:
+        if value is _UNKNOWN:
             return None
         digest.update(json.dumps([entry, value], sort_keys=True, default=str).encode() + b"\0")
     return digest.hexdigest()[:32]
+
+
+_UNKNOWN = object()
 
 
 def _key_value(root: Path, entry: Any) -> Any:
     if isinstance(entry, str):
         entry = {"file": entry}
     if not isinstance(entry, dict) or len(entry) != 1:
-        return None
+        return _UNKNOWN
     (kind, spec), = entry.items()
     if kind == "file" and isinstance(spec, str):
         return [(str(p.relative_to(root)), _file_digest(p)) for p in sorted(root.glob(spec)) if p.is_file()]
@@ -81,10 +84,10 @@ def _key_value(root: Path, entry: Any) -> Any:
         commit = spec is True or isinstance(spec, dict) and spec.get("commit", False)
         tags = isinstance(spec, dict) and spec.get("tags", False)
         if not isinstance(spec, (bool, dict)):
-            return None
+            return _UNKNOWN
         return [_git(root, "rev-parse", "HEAD") if commit else "",
                 _git(root, "tag", "--points-at", "HEAD") if tags else ""]
-    return None  # a kind this version does not know: never reuse a build it cannot key
+    return _UNKNOWN  # a kind this version does not know: never reuse a build it cannot key
 
 
 def _file_digest(path: Path) -> str:
