@@ -136,3 +136,31 @@ def test_a_companion_verdict_belongs_to_its_wheel_not_its_env():
     assert key("/a/.venv", "w1", 1) != key("/a/.venv", "w2", 1)  # another build of it
     assert key("/a/.venv", None, 1) != key("/a/.venv", None, 2)  # no hashes in RECORD: its files' stats
 
+
+
+def test_a_workspace_members_editable_is_kept_too(tmp_path):
+    # the resolution names the member as `-e file://…`: a kept build replaces that line, a new one is kept
+    from uvkernel.env import install
+
+    member = _project(tmp_path / "ws" / "packages" / "edpkg")
+    cache_root = tmp_path / "cache"
+    env = _env(tmp_path, "one")
+    python = str(env / "bin" / "python")
+    line = f"-e {member.resolve().as_uri()}"
+    rest, hits, misses = run_async(install.kept_editables([line, "six==1.17.0"], python, cache_root))
+    assert rest == [line, "six==1.17.0"] and not hits and misses == [member.resolve()]
+    subprocess.run([find_uv(), "pip", "install", "-q", "--python", python, "--no-deps", "-e", str(member)],
+                   check=True)
+    run_async(install.keep_editables(misses, python, cache_root))
+
+    second = _env(tmp_path, "two")
+    python = str(second / "bin" / "python")
+    rest, hits, misses = run_async(install.kept_editables([line, "six==1.17.0"], python, cache_root))
+    assert rest == ["six==1.17.0"] and set(hits) == {"edpkg"} and not misses
+    excludes = tmp_path / "none.txt"
+    excludes.write_text("\n")
+    run_async(install.install_kept_editables(hits, uv=find_uv(), env_python=python, excludes=excludes,
+                                             cwd=tmp_path, timeout=120, log=lambda _m: None))
+    done = subprocess.run([python, "-c", "import edpkg; print(edpkg.__file__)"], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == str(member.resolve() / "src" / "edpkg" / "__init__.py")

@@ -144,8 +144,10 @@ def keep(site_packages: Path, dist_info: Path, folder: Path) -> Path | None:
         except OSError:
             return None
     name, _, version = dist_info.name[:-len(".dist-info")].partition("-")
-    tag = next((line.split(":", 1)[1].strip() for line in wheel_meta.splitlines() if line.startswith("Tag:")),
-               "py3-none-any")
+    tags = [line.split(":", 1)[1].strip().split("-") for line in wheel_meta.splitlines() if line.startswith("Tag:")]
+    # the file name's compressed tag set (py2.py3-none-any): a name with one of them only would not install
+    tag = "-".join(".".join(dict.fromkeys(t[i] for t in tags if len(t) == 3)) for i in range(3)) \
+        if tags and all(len(t) == 3 for t in tags) else "py3-none-any"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as wheel:
         record = io.StringIO()

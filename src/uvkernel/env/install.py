@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Iterable
 
@@ -192,3 +193,68 @@ def _direct_url_is(dist_info: Path, root: Path) -> bool:
         return False
     return isinstance(data, dict) and data.get("url") == root.resolve().as_uri() and \
         bool((data.get("dir_info") or {}).get("editable"))
+
+
+# --- the editables a resolution names (workspace members, editable path sources) ------------------------------
+
+def _editable_root(line: str) -> Path | None:
+    text = line.strip()
+    if not text.startswith("-e file://"):
+        return None
+    from_url = urllib.parse.urlparse(text[len("-e "):].strip())
+    return Path(urllib.parse.unquote(from_url.path))
+
+
+async def kept_editables(lines: list[str], env_python: str, cache_root: Path | None
+                         ) -> tuple[list[str], dict[str, tuple[Path, Path]], list[Path]]:
+    """``lines`` of a resolution without the editables whose build of the unchanged tree is kept; those as
+    {name: (source folder, kept wheel)}; and the source folders of the editables to build (kept afterwards)."""
+    rest: list[str] = []
+    hits: dict[str, tuple[Path, Path]] = {}
+    misses: list[Path] = []
+    site = site_of(env_python)
+    for line in lines:
+        root = _editable_root(line) if cache_root is not None else None
+        if root is None:
+            rest.append(line)
+            continue
+        key = await asyncio.to_thread(editables.cache_key, root, site)
+        wheel = editables.kept_wheel(cache_root / "editables" / key) if key else None  # type: ignore[operator]
+        if wheel is None:
+            rest.append(line)
+            if key:
+                misses.append(root)
+        else:
+            hits[canonical(wheel.name.split("-", 1)[0])] = (root, wheel)
+    return rest, hits, misses
+
+
+async def install_kept_editables(hits: dict[str, tuple[Path, Path]], *, uv: str, env_python: str, excludes: Path,
+                                 cwd: Path, timeout: float, log: Log) -> None:
+    """The kept builds, installed as wheels (no build), each then marked as the editable of its folder."""
+    if not hits:
+        return
+    log("uv pip install --no-deps (the project's own editables, their builds kept from an earlier env: "
+        + ", ".join(sorted(hits)) + ")")
+    await run_uv([uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
+                  *[str(wheel) for _root, wheel in hits.values()]],
+                 step="installed the project's own editables", timeout=timeout, cwd=cwd)
+    site = site_of(env_python)
+    for root, wheel in hits.values():
+        dist_info = _dist_info_of(site, wheel)
+        if dist_info is not None:
+            await asyncio.to_thread(editables.mark_editable, dist_info, root)
+
+
+async def keep_editables(roots: list[Path], env_python: str, cache_root: Path | None) -> None:
+    """Keep the builds of the editables just installed from ``roots`` for the next env."""
+    if not roots or cache_root is None:
+        return
+    site = site_of(env_python)
+    dists = await env_distributions(site)
+    for root in roots:
+        key = await asyncio.to_thread(editables.cache_key, root, site)
+        dist_info = next((Path(d.dist_info) for d in dists.values()
+                          if d.editable and _direct_url_is(Path(d.dist_info), root)), None)
+        if key and dist_info is not None:
+            await asyncio.to_thread(editables.keep, site, dist_info, cache_root / "editables" / key)
