@@ -8,6 +8,9 @@ Shapes (each a project made in a temporary folder; the corpus ones copied from s
   package, no lock         the project is a package ([build-system], src/<pkg>/) requiring torch and the same
                            ~100 dependencies, no uv.lock
   package, locked          the same with a uv.lock
+  virtual, locked, first start   the same, uvkernel keeping nothing of the project (its first start on a host:
+                           what does not fit the host is resolved again), by hand relocking in every round
+                           (``uv lock && uv sync`` of the same change)
   workspace member         a virtual workspace root, two package members (app depends on core, which requires
                            torch), the notebook in the app member, a uv.lock
   smol-course, transformerlens   the real projects of the corpus on the PyPI CUDA torch host (stubs and READMEs
@@ -123,6 +126,7 @@ class Shape:
     relock: bool = False  # by hand: put the original lock back and relock in each round (corpus projects)
     sync_in: str = "."  # by hand: where uv sync runs (the member's folder for the workspace)
     env_at: str = "."  # where the by-hand env is made (the workspace root)
+    first: bool = False  # uvkernel's first start of this project on the host: nothing of it kept (only the host's)
     samples: dict[str, list[float]] = field(default_factory=lambda: {"by_hand": [], "uvkernel": []})
 
 
@@ -177,6 +181,7 @@ def make_corpus(project: str) -> Callable[[Path], Path]:
 
 def shapes(host: str) -> list[Shape]:
     return [Shape("virtual, locked", host, make_virtual),
+            Shape("virtual, locked, first start", host, make_virtual, relock=True, first=True),
             Shape("package, no lock", host, make_package, lock=False),
             Shape("package, locked", host, make_package),
             Shape("workspace member", host, make_workspace, sync_in="packages/app"),
@@ -220,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             run([uv, "lock", "-q", "--python", shape.host], hand_root)
         original_lock = (hand_root / "uv.lock").read_bytes() if (hand_root / "uv.lock").exists() else None
         needs_ipykernel = not has_ipykernel(shape.host)
-        settings = UvKernelSettings(host_python=shape.host, cache_dir=str(cache))
+        # a first start clears the project's kept results: in a cache of its own, so the other shapes keep theirs
+        shape_cache = cache / ("first" if shape.first else "shared")
+        settings = UvKernelSettings(host_python=shape.host, cache_dir=str(shape_cache))
 
         def by_hand(shape=shape, hand_root=hand_root, original_lock=original_lock, needs=needs_ipykernel) -> float:
             env = hand_root / shape.env_at / ".venv"
@@ -236,12 +243,14 @@ def main(argv: list[str] | None = None) -> int:
                 run([uv, "pip", "install", "-q", "--python", str(env / "bin" / "python"), "ipykernel"], hand_root)
             return time.perf_counter() - t0
 
-        def uvkernel(mine_root=mine_root, notebook=notebook, settings=settings) -> float:
+        def uvkernel(mine_root=mine_root, notebook=notebook, settings=settings, first=shape.first,
+                     cache=shape_cache) -> float:
             for env in [mine_root / ".venv", *mine_root.glob("packages/*/.venv")]:
                 shutil.rmtree(env, ignore_errors=True)
             for entry in cache.glob("*"):
                 # per-host facts, deep results, kept resolutions and editable builds stay (a machine used before)
-                if entry.name not in ("hosts", "preflight", "resolutions", "editables"):
+                if entry.name not in (("hosts", "preflight") if first else
+                                      ("hosts", "preflight", "resolutions", "editables")):
                     shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
             t0 = time.perf_counter()
             asyncio.run(pipeline.prepare(settings, cwd=str(notebook), environ=dict(os.environ), log=lambda _m: None))
