@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [s for s in shapes(args.host) if not args.shapes or any(w.strip() and w.strip() in s.name
                                                                       for w in args.shapes.split(","))]
     runners = []
+    failed: list[dict[str, str]] = []
     for index, shape in enumerate(chosen):
         if not Path(shape.host).exists():
             print(f"skipped {shape.name}: no host {shape.host}")
@@ -256,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(pipeline.prepare(settings, cwd=str(notebook), environ=dict(os.environ), log=lambda _m: None))
             return time.perf_counter() - t0
 
-        by_hand(), uvkernel()  # fills uv's cache, the per-host facts and the kept results; not recorded
+        try:
+            by_hand(), uvkernel()  # fills uv's cache, the per-host facts and the kept results; not recorded
+        except (Exception, SystemExit) as exc:  # a shape that cannot start is reported, the others still run
+            failed.append({"shape": shape.name, "host": shape.host, "error": str(exc).splitlines()[0][:400]})
+            print(f"{shape.name}: {failed[-1]['error']}", file=sys.stderr)
+            continue
         runners.append((shape, by_hand, uvkernel, mine_root, hand_root))
 
     for i in range(args.runs):
@@ -276,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
                      "dists": {"by_hand": own_dists(hand_root / shape.env_at / ".venv"),
                                "uvkernel": sum(own_dists(e) for e in [mine_root / ".venv",
                                                                       *mine_root.glob("packages/*/.venv")])}})
-    result = {"runs": args.runs, "target": TARGET, "rows": rows, "dependencies": DEPENDENCIES, "dev": DEV}
+    result = {"runs": args.runs, "target": TARGET, "rows": rows, "failed": failed, "dependencies": DEPENDENCIES,
+              "dev": DEV}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "env_build.json").write_text(json.dumps(result, indent=1))
@@ -293,10 +300,11 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['dists']['by_hand']} / {r['dists']['uvkernel']} |")
     table = "\n".join(lines) + (f"\n\nMedian of {args.runs} interleaved rounds per shape (target <= {TARGET}x); "
                                  "uv's cache warm, uvkernel's per-host results kept, preflight included.\n")
+    table += "".join(f"\n{f['shape']}: uvkernel could not start it: {f['error']}\n" for f in failed)
     (out / "env_build.md").write_text("# Cold envs by project shape\n\n" + table)
     print(table)
     shutil.rmtree(root, ignore_errors=True)
-    return 0 if all(r["ratio"] <= TARGET for r in rows) else 1
+    return 0 if all(r["ratio"] <= TARGET for r in rows) and not failed else 1
 
 
 if __name__ == "__main__":
