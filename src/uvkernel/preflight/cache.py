@@ -9,7 +9,10 @@ plus what the deep layer was asked to do and the probe's own source.  Anything t
 The env's own path is replaced by a placeholder in the key, and entries live in one file per user (not per
 env): a new env on the same host, with the same packages resolving to the same host copies, reuses a deep
 result instead of importing torch again (the cold start of a new project).  Anything the env changes that the
-deep layer depends on (a shadowing copy, nvidia-* wheels, a .pth, pyvenv.cfg) is still in the key.
+deep layer depends on (a shadowing copy, nvidia-* wheels, a .pth, pyvenv.cfg) is still in the key.  The
+project's own folder (its editable's source folder on sys.path) is a placeholder too, and a torch companion is
+keyed on its wheel (name, version, tags and RECORD's hashes of its shared objects) rather than on its files' stats
+in one env: a second env with the same companion wheel on the same host reuses the verdict.
 
 Entries expire after ``preflight_cache_ttl`` seconds; ``--recheck`` ignores them; failed results are never
 stored.  The file is under the per-user cache folder (private: 0700).
