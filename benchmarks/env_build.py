@@ -1,21 +1,36 @@
-"""A real project's cold env: uvkernel against the by-hand uv recipe, in one run.
+"""Cold envs of the project shapes people have: uvkernel against the by-hand uv recipe, shape by shape, in one run.
 
-    .venv/bin/python benchmarks/env_build.py [--runs 9] [--out benchmarks/results]
+    .venv/bin/python benchmarks/env_build.py [--runs 9] [--shapes a,b] [--out benchmarks/results]
 
-The project is nanochat-shaped: about 100 dependencies from PyPI besides torch, a dev group, a uv.lock
-resolved against PyPI (so it lists torch and its CUDA closure).  uv's download cache is warm (a first,
-unrecorded round fills it).  Rounds interleave the two variants:
+Shapes (each a project made in a temporary folder; the corpus ones copied from shared/realworld):
 
-  by hand    what a careful user types: a copy of the project with ``[tool.uv] exclude-dependencies =
-             ["torch"]`` added and relocked, then ``uv venv --system-site-packages --python HOST .venv`` and
-             ``uv sync --inexact``.  It keeps the host's torch but installs the host's other packages (numpy …)
-             again: it does more than uvkernel.
-  uvkernel   the project as it is (its own pyproject.toml and uv.lock, nothing edited): no env, then the
-             preparation and preflight ``uvkernel check`` runs (``pipeline.prepare`` in this process, as the
-             provisioner runs it), with the per-host facts and deep preflight results kept (a machine that has
-             run uvkernel before; a new project's first start).
+  virtual, locked          nanochat-shaped: ~100 dependencies besides torch, a dev group, a uv.lock, no build
+  package, no lock         the project is a package ([build-system], src/<pkg>/) requiring torch and the same
+                           ~100 dependencies, no uv.lock
+  package, locked          the same with a uv.lock
+  virtual, locked, first start   the same, uvkernel keeping nothing of the project (its first start on a host:
+                           what does not fit the host is resolved again), by hand relocking in every round
+                           (``uv lock && uv sync`` of the same change)
+  workspace member         a virtual workspace root, two package members (app depends on core, which requires
+                           torch), the notebook in the app member, a uv.lock
+  smol-course, transformerlens   the real projects of the corpus on the PyPI CUDA torch host (stubs and READMEs
+                           as tests/corpus prepares them); that host has no ipykernel
 
-Writes env_build.json (every sample) and env_build.md; the target is a median ratio <= 2.
+and two variants per shape, interleaved round by round (the order alternates):
+
+  by hand    a copy with ``[tool.uv] exclude-dependencies`` naming the host's stack (torch, triton, nvidia-*,
+             cuda-*), then ``uv venv --system-site-packages --python HOST .venv`` and ``uv sync --inexact`` (in
+             the member's folder for the workspace); a corpus project's lock, written for the full stack, is put
+             back before each round and relocked (``uv lock``) in the timed part, and ipykernel is installed
+             (``uv pip install ipykernel``) where the host lacks it.  A project without a lock keeps the uv.lock
+             its first ``uv sync`` wrote, as uvkernel keeps its resolution.
+  uvkernel   the project as it is: no env, then what ``uvkernel check`` runs (``pipeline.prepare`` in this
+             process: the env and the preflight), with uvkernel's per-host facts, deep preflight results, kept
+             resolutions and kept editable builds left from the unrecorded first round (a machine that has run
+             uvkernel before: a new project's first start).
+
+uv's own cache is the user's (warm: the first round is not recorded); uvkernel's cache is a fresh folder.  Writes
+env_build.json (every sample) and env_build.md; the target is a median ratio <= 2 for every shape.
 """
 
 from __future__ import annotations
@@ -24,13 +39,16 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -41,6 +59,9 @@ DEPENDENCIES = ["fastapi>=0.117", "psutil>=7.1", "regex>=2025.9", "setuptools>=8
                 "rich>=14", "pandas>=2.2", "scikit-learn>=1.5", "aiohttp>=3.10", "sqlalchemy>=2.0",
                 "pyarrow>=17", "einops>=0.8", "sentencepiece>=0.2", "safetensors>=0.4", "openai>=1.50"]
 DEV = ["maturin>=1.9", "pytest>=8.0"]
+STACK = re.compile(r"^(torch|triton|nvidia[-_].*|cuda[-_].*)$", re.I)
+CUDA_HOST = os.path.join(os.environ.get("UVKERNEL_CUDA_HOST") or "/opt/uvkernel-hosts/pypi-cuda", "bin", "python")
+BUILD = '\n[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
 
 
 def default_host() -> str:
@@ -50,11 +71,18 @@ def default_host() -> str:
     return marker.read_text().strip() if marker.exists() else (shutil.which("python3") or sys.executable)
 
 
-def pyproject(extra: str = "") -> str:
-    deps = ",\n    ".join(json.dumps(d) for d in DEPENDENCIES)
+def corpus_dir() -> Path:
+    beside = REPO.parent / "shared" / "realworld"
+    if (beside / "corpus.json").is_file():
+        return beside
+    return Path(os.environ.get("UVKERNEL_CORPUS") or "/work/shared/realworld")
+
+
+def pyproject(name: str = "nanochat-like", deps: list[str] = DEPENDENCIES, extra: str = "") -> str:
+    listed = ",\n    ".join(json.dumps(d) for d in deps)
     dev = ", ".join(json.dumps(d) for d in DEV)
-    return (f'[project]\nname = "nanochat-like"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
-            f'dependencies = [\n    {deps},\n]\n\n[dependency-groups]\ndev = [{dev}]\n{extra}')
+    return (f'[project]\nname = "{name}"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
+            f'dependencies = [\n    {listed},\n]\n\n[dependency-groups]\ndev = [{dev}]\n{extra}')
 
 
 def run(argv: list[str], cwd: Path) -> None:
@@ -67,74 +95,216 @@ def own_dists(env: Path) -> int:
     return len(list(env.glob("lib/python3*/site-packages/*.dist-info")))
 
 
+def host_stack(uv: str, host: str) -> list[str]:
+    done = subprocess.run([uv, "pip", "list", "--python", host, "--format", "json"], capture_output=True, text=True,
+                          check=True)
+    return sorted(d["name"] for d in json.loads(done.stdout) if STACK.match(d["name"]))
+
+
+def has_ipykernel(host: str) -> bool:
+    return subprocess.run([host, "-c", "import ipykernel"], capture_output=True).returncode == 0
+
+
+def exclude_stack(pyproject_path: Path, names: list[str]) -> None:
+    """``exclude-dependencies`` under the file's [tool.uv] (a second [tool.uv] header would be invalid TOML)."""
+    line = "exclude-dependencies = [" + ", ".join(json.dumps(n) for n in names) + "]\n"
+    text = pyproject_path.read_text()
+    match = re.search(r"^\s*\[tool\.uv\]\s*$", text, flags=re.M)
+    if match:
+        text = text[:match.end()] + "\n" + line + text[match.end() + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n[tool.uv]\n" + line
+    pyproject_path.write_text(text)
+
+
+@dataclass
+class Shape:
+    name: str
+    host: str
+    make: Callable[[Path], Path]  # writes the project into a folder; returns the notebook's folder in it
+    lock: bool = True  # write a uv.lock (for the project and its by-hand copy) before the rounds
+    relock: bool = False  # by hand: put the original lock back and relock in each round (corpus projects)
+    sync_in: str = "."  # by hand: where uv sync runs (the member's folder for the workspace)
+    env_at: str = "."  # where the by-hand env is made (the workspace root)
+    first: bool = False  # uvkernel's first start of this project on the host: nothing of it kept (only the host's)
+    samples: dict[str, list[float]] = field(default_factory=lambda: {"by_hand": [], "uvkernel": []})
+
+
+def _package(folder: Path, name: str, deps: list[str], extra: str = "") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(pyproject(name, deps, extra + BUILD))
+    module = folder / "src" / name.replace("-", "_")
+    module.mkdir(parents=True, exist_ok=True)
+    (module / "__init__.py").write_text('__version__ = "0.1.0"\n')
+
+
+def make_virtual(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(pyproject())
+    return folder
+
+
+def make_package(folder: Path) -> Path:
+    _package(folder, "pkgshape", DEPENDENCIES)
+    (folder / "notebooks").mkdir(exist_ok=True)
+    return folder / "notebooks"
+
+
+def make_workspace(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["packages/*"]\n')
+    _package(folder / "packages" / "core", "wscore", DEPENDENCIES[:10])
+    _package(folder / "packages" / "app", "wsapp", ["wscore"] + DEPENDENCIES[10:],
+             '\n[tool.uv.sources]\nwscore = { workspace = true }\n')
+    (folder / "packages" / "app" / "notebooks").mkdir()
+    return folder / "packages" / "app" / "notebooks"
+
+
+def make_corpus(project: str) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        entry = json.loads((corpus_dir() / "corpus.json").read_text())["projects"][project]
+        shutil.copytree(corpus_dir() / project, folder)
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        sys.path.insert(0, str(REPO / "tests"))
+        from corpus.support import git_tag, write_readmes, write_stubs
+
+        write_stubs(folder, entry.get("stubs", []))
+        write_readmes(folder)
+        if entry.get("git"):
+            git_tag(folder, entry["git"])
+        notebooks = folder / entry["notebooks"]
+        notebooks.mkdir(parents=True, exist_ok=True)
+        return notebooks
+    return make
+
+
+def shapes(host: str) -> list[Shape]:
+    return [Shape("virtual, locked", host, make_virtual),
+            Shape("virtual, locked, first start", host, make_virtual, relock=True, first=True),
+            Shape("package, no lock", host, make_package, lock=False),
+            Shape("package, locked", host, make_package),
+            Shape("workspace member", host, make_workspace, sync_in="packages/app"),
+            Shape("smol-course (PyPI CUDA host)", CUDA_HOST, make_corpus("smol-course"), lock=False, relock=True),
+            Shape("transformerlens (PyPI CUDA host)", CUDA_HOST, make_corpus("transformerlens"), lock=False,
+                  relock=True)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=9, help="measured rounds (default 9)")
     parser.add_argument("--host", default=default_host(), help="host interpreter (default: the test host)")
+    parser.add_argument("--shapes", default="", help="comma-separated names (default: every shape)")
     parser.add_argument("--out", default=str(HERE / "results"), help="output folder")
     args = parser.parse_args(argv)
     import uv as uv_package
 
     uv = uv_package.find_uv_bin()
     root = Path(tempfile.mkdtemp(prefix="uvkernel-envbench-"))
-    os.environ.update(UV_PYTHON_DOWNLOADS="never", XDG_CACHE_HOME=str(root / "cache"))
+    os.environ.update(UV_PYTHON_DOWNLOADS="never")
     for var in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "UV_PYTHON", "UVKERNEL_HOST_PYTHON"):
         os.environ.pop(var, None)
     sys.path.insert(0, str(REPO / "src"))
     from uvkernel import pipeline
     from uvkernel.settings import UvKernelSettings
 
-    mine, byhand = root / "project", root / "by-hand"
-    for folder, extra in ((mine, ""), (byhand, '\n[tool.uv]\nexclude-dependencies = ["torch"]\n')):
-        folder.mkdir(parents=True)
-        (folder / "pyproject.toml").write_text(pyproject(extra))
-        run([uv, "lock", "-q", "--python", args.host], folder)
-    settings = UvKernelSettings(host_python=args.host)
+    cache = root / "uvkernel-cache"
+    chosen = [s for s in shapes(args.host) if not args.shapes or any(w.strip() and w.strip() in s.name
+                                                                      for w in args.shapes.split(","))]
+    runners = []
+    failed: list[dict[str, str]] = []
+    for index, shape in enumerate(chosen):
+        if not Path(shape.host).exists():
+            print(f"skipped {shape.name}: no host {shape.host}")
+            continue
+        mine_root, hand_root = root / f"s{index}" / "project", root / f"s{index}" / "by-hand"
+        notebook = shape.make(mine_root)
+        shape.make(hand_root)
+        exclude_stack(hand_root / "pyproject.toml", host_stack(uv, shape.host))
+        if shape.lock:
+            run([uv, "lock", "-q", "--python", shape.host], mine_root)
+            run([uv, "lock", "-q", "--python", shape.host], hand_root)
+        original_lock = (hand_root / "uv.lock").read_bytes() if (hand_root / "uv.lock").exists() else None
+        needs_ipykernel = not has_ipykernel(shape.host)
+        # a first start clears the project's kept results: in a cache of its own, so the other shapes keep theirs
+        shape_cache = cache / ("first" if shape.first else "shared")
+        settings = UvKernelSettings(host_python=shape.host, cache_dir=str(shape_cache))
 
-    def by_hand() -> float:
-        shutil.rmtree(byhand / ".venv", ignore_errors=True)
-        t0 = time.perf_counter()
-        run([uv, "venv", "-q", "--system-site-packages", "--python", args.host, ".venv"], byhand)
-        run([uv, "sync", "-q", "--inexact"], byhand)
-        return time.perf_counter() - t0
+        def by_hand(shape=shape, hand_root=hand_root, original_lock=original_lock, needs=needs_ipykernel) -> float:
+            env = hand_root / shape.env_at / ".venv"
+            shutil.rmtree(env, ignore_errors=True)
+            if shape.relock and original_lock is not None:
+                (hand_root / "uv.lock").write_bytes(original_lock)
+            t0 = time.perf_counter()
+            run([uv, "venv", "-q", "--system-site-packages", "--python", shape.host, str(env)], hand_root)
+            if shape.relock:
+                run([uv, "lock", "-q", "--python", shape.host], hand_root)
+            run([uv, "sync", "-q", "--inexact"], hand_root / shape.sync_in)
+            if needs:
+                run([uv, "pip", "install", "-q", "--python", str(env / "bin" / "python"), "ipykernel"], hand_root)
+            return time.perf_counter() - t0
 
-    def uvkernel() -> float:
-        shutil.rmtree(mine / ".venv", ignore_errors=True)
-        for entry in (root / "cache" / "uvkernel").glob("*"):
-            # per-host facts and kept resolutions stay, as on a machine used before (the by-hand copy keeps its
-            # relocked uv.lock too)
-            if entry.name not in ("hosts", "preflight", "resolutions"):
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
-        t0 = time.perf_counter()
-        asyncio.run(pipeline.prepare(settings, cwd=str(mine), environ=dict(os.environ), log=lambda _m: None))
-        return time.perf_counter() - t0
+        def uvkernel(mine_root=mine_root, notebook=notebook, settings=settings, first=shape.first,
+                     cache=shape_cache) -> float:
+            for env in [mine_root / ".venv", *mine_root.glob("packages/*/.venv")]:
+                shutil.rmtree(env, ignore_errors=True)
+            for entry in cache.glob("*"):
+                # per-host facts, deep results, kept resolutions and editable builds stay (a machine used before)
+                if entry.name not in (("hosts", "preflight") if first else
+                                      ("hosts", "preflight", "resolutions", "editables")):
+                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+            t0 = time.perf_counter()
+            asyncio.run(pipeline.prepare(settings, cwd=str(notebook), environ=dict(os.environ), log=lambda _m: None))
+            return time.perf_counter() - t0
 
-    by_hand(), uvkernel()  # fills uv's cache and the per-host facts; not recorded
-    samples: dict[str, list[float]] = {"by_hand": [], "uvkernel": []}
+        try:
+            by_hand(), uvkernel()  # fills uv's cache, the per-host facts and the kept results; not recorded
+        except (Exception, SystemExit) as exc:  # a shape that cannot start is reported, the others still run
+            failed.append({"shape": shape.name, "host": shape.host, "error": str(exc).splitlines()[0][:400]})
+            print(f"{shape.name}: {failed[-1]['error']}", file=sys.stderr)
+            continue
+        runners.append((shape, by_hand, uvkernel, mine_root, hand_root))
+
     for i in range(args.runs):
-        order = [("by_hand", by_hand), ("uvkernel", uvkernel)]
-        for key, fn in order if i % 2 == 0 else order[::-1]:
-            samples[key].append(fn())
-    medians = {k: statistics.median(v) for k, v in samples.items()}
-    ratio = medians["uvkernel"] / medians["by_hand"]
-    result = {"runs": args.runs, "host": args.host, "samples": samples, "medians": medians, "ratio": ratio,
-              "target": TARGET, "met": ratio <= TARGET,
-              "dists": {"by_hand": own_dists(byhand / ".venv"), "uvkernel": own_dists(mine / ".venv")},
-              "dependencies": DEPENDENCIES, "dev": DEV}
+        for shape, by_hand, uvkernel, _m, _h in runners:
+            order = [("by_hand", by_hand), ("uvkernel", uvkernel)]
+            for key, fn in order if i % 2 == 0 else order[::-1]:
+                shape.samples[key].append(fn())
+
+    rows = []
+    for shape, _b, _u, mine_root, hand_root in runners:
+        med = {k: statistics.median(v) for k, v in shape.samples.items()}
+        ratios = [u / b for u, b in zip(shape.samples["uvkernel"], shape.samples["by_hand"])]
+        rows.append({"shape": shape.name, "host": shape.host, "samples": shape.samples, "medians": med,
+                     "ratio": med["uvkernel"] / med["by_hand"],
+                     "round_ratios": {"min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)},
+                     "spread": {k: [min(v), max(v)] for k, v in shape.samples.items()},
+                     "dists": {"by_hand": own_dists(hand_root / shape.env_at / ".venv"),
+                               "uvkernel": sum(own_dists(e) for e in [mine_root / ".venv",
+                                                                      *mine_root.glob("packages/*/.venv")])}})
+    result = {"runs": args.runs, "target": TARGET, "rows": rows, "failed": failed, "dependencies": DEPENDENCIES,
+              "dev": DEV}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "env_build.json").write_text(json.dumps(result, indent=1))
-    table = (f"| variant | median (s) | min (s) | distributions in the env |\n|---|---|---|---|\n"
-             f"| by hand (`uv venv --system-site-packages` + `uv sync --inexact`, torch excluded) | "
-             f"{medians['by_hand']:.3f} | {min(samples['by_hand']):.3f} | {result['dists']['by_hand']} |\n"
-             f"| uvkernel (env ready + preflight) | {medians['uvkernel']:.3f} | {min(samples['uvkernel']):.3f} | "
-             f"{result['dists']['uvkernel']} |\n\n"
-             f"Ratio {ratio:.2f}x (target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'}), "
-             f"median of {args.runs} interleaved rounds.\n")
-    (out / "env_build.md").write_text("# Real-project cold env\n\n" + table)
+    lines = ["| shape | host | by hand median s (min–max) | uvkernel median s (min–max) | ratio of medians | "
+             "round ratios min / median / max | dists (by hand / uvkernel) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        b, u = r["spread"]["by_hand"], r["spread"]["uvkernel"]
+        rr = r["round_ratios"]
+        lines.append(f"| {r['shape']} | {Path(r['host']).parent.parent.name or r['host']} | "
+                     f"{r['medians']['by_hand']:.2f} ({b[0]:.2f}–{b[1]:.2f}) | "
+                     f"{r['medians']['uvkernel']:.2f} ({u[0]:.2f}–{u[1]:.2f}) | "
+                     f"**{r['ratio']:.2f}x** {'met' if r['ratio'] <= TARGET else 'NOT met'} | "
+                     f"{rr['min']:.2f} / {rr['median']:.2f} / {rr['max']:.2f} | "
+                     f"{r['dists']['by_hand']} / {r['dists']['uvkernel']} |")
+    table = "\n".join(lines) + (f"\n\nMedian of {args.runs} interleaved rounds per shape (target <= {TARGET}x); "
+                                 "uv's cache warm, uvkernel's per-host results kept, preflight included.\n")
+    table += "".join(f"\n{f['shape']}: uvkernel could not start it: {f['error']}\n" for f in failed)
+    (out / "env_build.md").write_text("# Cold envs by project shape\n\n" + table)
     print(table)
     shutil.rmtree(root, ignore_errors=True)
-    return 0 if ratio <= TARGET else 1
+    return 0 if all(r["ratio"] <= TARGET for r in rows) and not failed else 1
 
 
 if __name__ == "__main__":

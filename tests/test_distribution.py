@@ -22,8 +22,13 @@ def uvk(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env=env or os.environ.copy())
 
 
-def test_version_comes_from_the_distributions_metadata():
+def test_version_is_the_sources_and_the_distributions_metadata_says_the_same():
+    # `uvkernel --version` reads __version__ (no metadata lookup at start); the build writes that same value
+    # into the distribution's metadata (pyproject.toml: dynamic version from src/uvkernel/__init__.py)
+    import uvkernel
+
     version = metadata.version("jupyter-uvkernel")
+    assert version == uvkernel.__version__
     done = uvk("--version")
     assert done.returncode == 0 and done.stdout.strip() == f"uvkernel {version} (jupyter-uvkernel)"
     assert pipeline.report_dict()["uvkernel"] == version

@@ -4,18 +4,16 @@ terminal commands sync, run, add and remove (terminal.py, project_edit.py)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import sys
-import time
-import traceback
 from typing import Any, Sequence
 
-from . import cache_envs, distribution, kernelspec, pipeline
+# Every start pays for what is imported here (`uvkernel --version` in ~50 ms, `check` to its first progress line
+# in ~0.1 s): the rest (asyncio, json, the pipeline, jupyter_client through kernelspec) is imported by the
+# commands that use it, at the top of their function.
+from . import distribution
 from .errors import DEBUG_ENV, SpecError, UvkernelError, debug_enabled, internal_error
-from .launch import KERNEL_VAR, SETTINGS_VAR
-from .settings import from_config, validate_config
+from .shared import DEFAULT_DISPLAY_NAME, DEFAULT_NAME
 
 DESCRIPTION = ("Jupyter kernels in per-project uv environments that use the host's torch and CUDA. "
                "From a terminal, use uvkernel sync / run / add / remove instead of uv sync / uv run / uv add: "
@@ -47,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("install", help="write a kernel spec that uses the uvkernel provisioner")
     _location(p)
-    p.add_argument("--name", default=kernelspec.DEFAULT_NAME, help="kernel name (default: %(default)s)")
-    p.add_argument("--display-name", default=None, help=f"shown in the picker (default: {kernelspec.DEFAULT_DISPLAY_NAME})")
+    p.add_argument("--name", default=DEFAULT_NAME, help="kernel name (default: %(default)s)")
+    p.add_argument("--display-name", default=None, help=f"shown in the picker (default: {DEFAULT_DISPLAY_NAME})")
     p.add_argument("--host-python", default=None, metavar="PATH", help="the interpreter that holds torch/CUDA")
     p.add_argument("--env", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                    help="environment variable for the kernel (repeatable)")
@@ -77,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("kernel", help="start a kernel directly (the spec's argv, for clients without provisioners)")
     p.add_argument("-f", dest="connection_file", required=True, metavar="FILE",
                    help="the connection file Jupyter gives the kernel")
-    p.add_argument("--kernel", default=kernelspec.DEFAULT_NAME, metavar="NAME",
+    p.add_argument("--kernel", default=DEFAULT_NAME, metavar="NAME",
                    help="the kernel spec whose settings to use (default: %(default)s)")
 
     p = sub.add_parser("unshadow", help="remove env copies of packages the host provides (asks nothing else)")
@@ -97,10 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings_for(kernel: str | None, host_python: str | None, **overrides: Any):
+    # settings without traitlets; the kernel spec (jupyter_client) only when one is named
+    from .launch import SETTINGS_VAR
+    from .settings import from_config, validate_config
+
     config: dict[str, Any] = {}
     env: dict[str, str] = {}
     path = ""
     if kernel:
+        from . import kernelspec  # jupyter_client's kernel-spec machinery: only for a named spec
+
         config, env, path = kernelspec.load_config(kernel)
         validate_config(config, spec=path)  # a wrong value is reported with the file it is in
     elif os.environ.get(SETTINGS_VAR):
@@ -113,6 +117,10 @@ def _settings_for(kernel: str | None, host_python: str | None, **overrides: Any)
 
 
 def cmd_install(args: argparse.Namespace) -> int:
+    import json  # this command's own imports: see the note at the top
+
+    from . import kernelspec
+
     user, prefix = _prefix(args)
     config: dict[str, Any] = {}
     for item in args.set:
@@ -128,6 +136,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
+    from . import kernelspec  # this command's own import: see the note at the top
+
     user, prefix = _prefix(args)
     if args.stale:
         if args.name:
@@ -147,6 +157,10 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    import json  # this command's own imports: see the note at the top
+
+    from . import kernelspec
+
     specs = kernelspec.find_specs()
     if args.json:
         print(json.dumps({"kernelspecs": specs}, indent=1))
@@ -166,6 +180,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     overrides = {"require_cuda": "true"} if args.require_cuda else {}
     overrides.update(_group_overrides(args))
+    import asyncio  # this command's own imports: see the note at the top
+    import json
+
+    from . import cache_envs, pipeline
     # imported by the one command that uses it, so every other command starts without it
     from .kernel_extension import render_text
 
@@ -186,6 +204,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         code = 1
     finally:
         liveness.clear()
+    # every distribution's file list is read after the work, so it never delays the first progress line
+    warning = distribution.foreign_warning(deep=True)
+    if warning:
+        print(warning, file=sys.stderr)
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:
@@ -199,6 +221,8 @@ def use_color(stream) -> bool:
 
 
 def _failure_report(exc: UvkernelError) -> dict[str, Any]:
+    from . import pipeline  # the report's shape: see the note at the top
+
     report = getattr(exc, "report", None)
     if report is not None:
         return report
@@ -214,6 +238,10 @@ def _stderr_log(quiet: bool):
 
 def cmd_kernel(args: argparse.Namespace) -> int:
     """Prepare, then become the env's ipykernel (exec), so signals reach it directly."""
+    import asyncio  # this command's own imports: see the note at the top
+
+    from . import cache_envs, pipeline
+    from .launch import KERNEL_VAR
     try:
         try:
             settings, environ = _settings_for(args.kernel, None)
@@ -238,6 +266,8 @@ def cmd_kernel(args: argparse.Namespace) -> int:
 
 
 def cmd_unshadow(args: argparse.Namespace) -> int:
+    import asyncio  # this command's own imports: see the note at the top
+
     # imported by the one command that uses it, so every other command starts without it
     from . import unshadow
 
@@ -303,6 +333,10 @@ def _group_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _context_settings(raw: str) -> dict[str, Any]:
+    import json  # only a uvkernel kernel's own context has settings to read
+
+    from .launch import SETTINGS_VAR
+
     try:
         data = json.loads(raw)
     except ValueError:
@@ -314,6 +348,8 @@ def _context_settings(raw: str) -> dict[str, Any]:
 
 
 def _kernel_name(args: argparse.Namespace) -> str | None:
+    from .launch import KERNEL_VAR, SETTINGS_VAR  # the names of the kernel's context variables
+
     if args.kernel or os.environ.get(SETTINGS_VAR):
         return args.kernel
     return os.environ.get(KERNEL_VAR) or None
@@ -390,11 +426,17 @@ def cmd_change(args: argparse.Namespace) -> int:
 
 # --- the per-user cache's envs ---
 def _cache_root() -> "Any":
+    from . import pipeline  # the cache folder's rule: see the note at the top
+
     settings, _environ = _settings_for(None, None)
     return pipeline.cache_root(settings)
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
+    import json  # this command's own imports: see the note at the top
+
+    from . import cache_envs
+
     root = _cache_root()
     envs, others = cache_envs.list_envs(root)
     projects = cache_envs.list_projects(root)
@@ -425,6 +467,10 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    import json  # this command's own imports: see the note at the top
+
+    from . import cache_envs
+
     older = cache_envs.parse_days(args.older_than) if args.older_than is not None else None
     root = _cache_root()
     decisions, others = cache_envs.collect(root, older_than=older, dry_run=args.dry_run)
@@ -454,6 +500,8 @@ def _traceback_log(text: str) -> str:
     """Write a traceback to a file in the per-user cache; returns where it went ('' when nothing could be written)."""
     try:
         # only this command needs the cache folder's default: the others start without importing it
+        import time
+
         import platformdirs
 
         folder = os.path.join(platformdirs.user_cache_dir("uvkernel", appauthor=False), "logs")
@@ -473,6 +521,8 @@ def _traceback_log(text: str) -> str:
 def unexpected(exc: Exception, doing: str, args: argparse.Namespace | None = None) -> UvkernelError:
     """An exception uvkernel did not expect, as an INTERNAL_ERROR; the traceback goes to a log file (or, with
     --debug / UVKERNEL_DEBUG=1 or when no file can be written, to stderr and into the message)."""
+    import traceback  # only an unexpected error formats one
+
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     debug = bool(getattr(args, "debug", False)) or debug_enabled()
     where = "" if debug else _traceback_log(text)
@@ -485,8 +535,8 @@ def unexpected(exc: Exception, doing: str, args: argparse.Namespace | None = Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "kernel":
-        warning = distribution.foreign_warning(deep=args.command == "check")
+    if args.command not in ("kernel", "check"):  # check reads every file list after its work
+        warning = distribution.foreign_warning()
         if warning:
             print(warning, file=sys.stderr)
     try:

@@ -8,7 +8,6 @@ over lines breaks when pasted into a shell).  Texts avoid the percent sign: jupy
 from __future__ import annotations
 
 import os
-import traceback
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -539,13 +538,14 @@ def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:
     return value.strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def internal_error(exc: BaseException, *, doing: str, log: str, debug: bool = False) -> InternalError:
-    """The INTERNAL_ERROR for ``exc``; with ``debug`` the traceback is part of the message."""
+def internal_error(exc: BaseException, *, doing: str, log: str, traceback_text: str = "") -> InternalError:
+    """The INTERNAL_ERROR for ``exc``; ``traceback_text`` (the caller's, in debug mode) is part of the message.
+    The caller formats it: the traceback module costs every CLI start ~15 ms to import."""
     text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
     if len(text) > 300:
         text = text[:297] + "..."
-    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if debug else ""
-    error = InternalError("INTERNAL_ERROR", doing=doing, error=text.replace("\n", " "), log=log, detail=detail)
+    error = InternalError("INTERNAL_ERROR", doing=doing, error=text.replace("\n", " "), log=log,
+                          detail=traceback_text)
     error.__cause__ = exc
     return error
 

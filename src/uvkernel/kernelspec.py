@@ -16,17 +16,12 @@ from . import host as host_mod
 from .errors import SpecError, UvkernelError
 from .files import read_input
 from .settings import validate_config
+from .shared import DEFAULT_DISPLAY_NAME, DEFAULT_NAME, LAUNCHER
 
-DEFAULT_NAME = "uvkernel"
-DEFAULT_DISPLAY_NAME = "Python (uv + host stack)"
 PROVISIONER = "uvkernel"
 LOGOS = Path(__file__).with_name("resources")
 
 
-# ``python -m uvkernel`` would put the kernel's cwd (the notebook's folder) first on sys.path, so a json.py or
-# uvkernel/ there would run in Jupyter's interpreter; -c puts '' there, and it is removed before any import.
-LAUNCHER = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
-            "from uvkernel.cli import main; sys.exit(main())")
 
 
 def launcher_argv(python: str, name: str) -> list[str]:

@@ -17,8 +17,8 @@ from typing import Any, Mapping, Sequence
 
 from .errors import UvkernelError
 from .files import private_dir, write_atomic
-from .kernelspec import LAUNCHER
 from .settings import SETTING_NAMES
+from .shared import LAUNCHER
 
 # Variables that would make the env's python load another installation's stdlib or packages.
 _DROP = ("PYTHONHOME", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "CONDA_PROMPT_MODIFIER", "CONDA_SHLVL",

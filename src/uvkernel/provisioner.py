@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import traceback
 from string import Template
 from typing import Any
 
@@ -22,7 +23,8 @@ from traitlets.config import Config, LazyConfigValue
 from . import cache_envs, fallback_kernel, pipeline
 from .errors import SpecError, UvkernelError, debug_enabled, internal_error
 from .launch import KERNEL_VAR
-from .settings import SETTING_NAMES, UvKernelSettings, validate_config
+from .settings import SETTING_NAMES, validate_config
+from .settings_traits import UvKernelSettings
 
 
 class PlainText(str):
@@ -181,8 +183,9 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         """An unexpected exception as an INTERNAL_ERROR; its traceback goes to the server log."""
         self.log.error("uvkernel: unexpected error while it %s", doing, exc_info=exc)
         debug = debug_enabled(os.environ) or debug_enabled(environ)
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if debug else ""
         return internal_error(exc, doing=doing, log="the Jupyter server's log (the terminal or service log of "
-                              "jupyter lab / jupyter server)", debug=debug)
+                              "jupyter lab / jupyter server)", traceback_text=text)
 
     def _log(self, message: str) -> None:
         self.log.info("uvkernel: %s", message)

@@ -1,162 +1,198 @@
-"""Every uvkernel setting, as configurable traits.
+"""Every uvkernel setting: one table (name, type, default, help), read by the CLI and by the provisioner.
 
 They can come from a kernel spec (``metadata.kernel_provisioner.config``, which wins) or from a jupyter
-config file (``c.UvKernelProvisioner.<name> = ...``).  The CLI builds the same object from a spec's config.
+config file (``c.UvKernelProvisioner.<name> = ...``).  The CLI builds a plain :class:`UvKernelSettings` from a
+spec's config, checked here without traitlets (which costs ~0.1 s to import, more than the whole start of
+``uvkernel --version``); the provisioner's configurable traits are made from the same table in
+``settings_traits.py``.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import Any, Mapping
-
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, Union
-from traitlets.config import LoggingConfigurable
 
 from .errors import ProjectError, SpecError, UvkernelError
 
 
-class UvKernelSettings(LoggingConfigurable):
-    host_python: str = Unicode(
-        "", config=True,
-        help="Absolute path of the host interpreter whose site-packages (torch, CUDA wheels) the env inherits. "
-             "Empty: $UVKERNEL_HOST_PYTHON, then the interpreter running Jupyter.",
-    )  # type: ignore[assignment]
-    uv_path: str = Unicode(
-        "", config=True,
-        help="uv binary to use. Empty: the binary of the uv Python package, then uv on PATH.",
-    )  # type: ignore[assignment]
-    require_cuda: Any = Union(
-        [CaselessStrEnum(["auto", "true", "false"]), Bool()], default_value="auto", config=True,
-        help="auto: expect a GPU when the host torch is a CUDA build and the driver sees devices; "
-             "true: fail unless CUDA works; false: never check CUDA.",
-    )
-    required_packages: list = List(
-        Unicode(), default_value=["torch"], config=True,
-        help="Packages that must import from the host (not shadowed by the env), e.g. add torchvision.",
-    )  # type: ignore[assignment]
-    min_gpus: int = Int(0, min=0, config=True, help="Fail unless at least this many GPUs are visible.")  # type: ignore[assignment]
-    preflight: bool = Bool(True, config=True, help="Verify the host stack before the kernel starts.")  # type: ignore[assignment]
-    preflight_timeout: float = Float(
-        120.0, min=1.0, config=True,
-        help="Seconds the preflight probe may take (import torch, CUDA init) before it is killed.",
-    )  # type: ignore[assignment]
-    preflight_cache_ttl: float = Float(
-        86400.0, min=0.0, config=True,
-        help="Seconds a successful deep preflight result is reused while nothing it depends on changed.",
-    )  # type: ignore[assignment]
-    install_ipykernel: bool = Bool(
-        True, config=True,
-        help="Install ipykernel into the env when the host does not provide it.",
-    )  # type: ignore[assignment]
-    project_dependencies: bool = Bool(
-        True, config=True,
-        help="Install the project's dependencies into the env, leaving host-provided packages to the host.",
-    )  # type: ignore[assignment]
-    dependency_groups: list = List(
-        Unicode(), default_value=[], config=True,
-        help="Dependency groups (PEP 735) to install besides the defaults uv would install.",
-    )  # type: ignore[assignment]
-    extras: list = List(Unicode(), default_value=[], config=True, help="Project extras to install.")  # type: ignore[assignment]
-    allow_shadowing: list = List(
-        Unicode(), default_value=[], config=True,
-        help="Host packages the project may replace with its own copy on purpose (reported as shadowed): "
-             "names or shell patterns, e.g. [\"torch\", \"nvidia-*\"].",
-    )  # type: ignore[assignment]
-    host_packages: str = CaselessStrEnum(
-        ["stack", "all"], default_value="stack", config=True,
-        help="Which host packages are protected (never installed into the env, fixed at the host's versions): "
-             "stack: torch, its GPU runtime (nvidia-*, cuda-*, triton) and what is built against it, plus "
-             "required_packages and protected_packages; every other host package is used when its version "
-             "satisfies the project, else the env gets its own copy. all: every host package is protected.",
-    )  # type: ignore[assignment]
-    protected_packages: list = List(
-        Unicode(), default_value=[], config=True,
-        help="More host packages to protect besides the GPU stack: names or shell patterns, e.g. [\"jax*\"]. "
-             "allow_shadowing wins over it.",
-    )  # type: ignore[assignment]
-    no_default_groups: bool = Bool(
-        False, config=True,
-        help="Leave out the dependency groups uv installs by default ([tool.uv] default-groups, else dev), as "
-             "`uv sync --no-default-groups` does; dependency_groups still adds groups.",
-    )  # type: ignore[assignment]
-    no_groups: list = List(
-        Unicode(), default_value=[], config=True,
-        help="Dependency groups to leave out, as `uv sync --no-group G` does (wins over the defaults and "
-             "dependency_groups).",
-    )  # type: ignore[assignment]
-    allow_companion_mismatch: list = List(
-        Unicode(), default_value=[], config=True,
-        help="Torch companions (env packages built against torch, e.g. torchvision) the kernel may start with "
-             "although they do not load on the host's torch build: names or shell patterns. They are not loaded "
-             "by the preflight.",
-    )  # type: ignore[assignment]
-    companion_index: str = Unicode(
-        "", config=True,
-        help="Package index holding companion builds (torchvision, torchaudio, ...) made for the host's torch "
-             "variant. Empty: the PyTorch index of the host torch's local version, e.g. "
-             "https://download.pytorch.org/whl/cpu for 2.13.0+cpu, .../whl/cu128 for +cu128; none for a torch "
-             "without a local version. Named in COMPANION_BUILD_MISMATCH's fix; used to install companions.",
-    )  # type: ignore[assignment]
-    host_version_conflicts: str = CaselessStrEnum(
-        ["fail", "warn"], default_value="fail", config=True,
-        help="A project requirement the host's version does not meet (e.g. torch==2.9.1 with a host 2.13.0): "
-             "fail refuses to start; warn uses the host's copy, resolves the rest against the host and lists "
-             "every unmet pin in the report and the server log.",
-    )  # type: ignore[assignment]
-    uv_timeout: float = Float(
-        900.0, min=1.0, config=True, help="Seconds one uv command may take before it is killed.",
-    )  # type: ignore[assignment]
-    lock_timeout: float = Float(
-        1800.0, min=1.0, config=True,
-        help="Seconds to wait for another start that is preparing the same env.",
-    )  # type: ignore[assignment]
-    cache_dir: str = Unicode(
-        "", config=True,
-        help="Per-user folder for envs of notebooks outside projects and the preflight cache. "
-             "Empty: the platform's user cache folder (platformdirs) / uvkernel.",
-    )  # type: ignore[assignment]
-    fallback_kernel: str = CaselessStrEnum(
-        ["restart", "always", "never"], default_value="restart", config=True,
-        help="When a start fails where Jupyter would lose the message (restart: restarts; always: every start), "
-             "start a small kernel that shows the error in the notebook and runs no code.",
-    )  # type: ignore[assignment]
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: str  # str, bool, int, float, list (of str), enum (case-insensitive), enum_or_bool
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
 
-    # where each setting came from (name -> "kernel spec …", "jupyter config", "command line",
-    # "[tool.uvkernel] in …"); absent: the default.  Not configurable itself.
-    setting_sources: dict = Dict()  # type: ignore[assignment]
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host_python", "str", "",
+            "Absolute path of the host interpreter whose site-packages (torch, CUDA wheels) the env inherits. "
+            "Empty: $UVKERNEL_HOST_PYTHON, then the interpreter running Jupyter."),
+    Setting("uv_path", "str", "", "uv binary to use. Empty: the binary of the uv Python package, then uv on PATH."),
+    Setting("require_cuda", "enum_or_bool", "auto",
+            "auto: expect a GPU when the host torch is a CUDA build and the driver sees devices; "
+            "true: fail unless CUDA works; false: never check CUDA.", choices=("auto", "true", "false")),
+    Setting("required_packages", "list", ["torch"],
+            "Packages that must import from the host (not shadowed by the env), e.g. add torchvision."),
+    Setting("min_gpus", "int", 0, "Fail unless at least this many GPUs are visible.", minimum=0),
+    Setting("preflight", "bool", True, "Verify the host stack before the kernel starts."),
+    Setting("preflight_timeout", "float", 120.0,
+            "Seconds the preflight probe may take (import torch, CUDA init) before it is killed.", minimum=1.0),
+    Setting("preflight_cache_ttl", "float", 86400.0,
+            "Seconds a successful deep preflight result is reused while nothing it depends on changed.",
+            minimum=0.0),
+    Setting("install_ipykernel", "bool", True, "Install ipykernel into the env when the host does not provide it."),
+    Setting("project_dependencies", "bool", True,
+            "Install the project's dependencies into the env, leaving host-provided packages to the host."),
+    Setting("dependency_groups", "list", [],
+            "Dependency groups (PEP 735) to install besides the defaults uv would install."),
+    Setting("extras", "list", [], "Project extras to install."),
+    Setting("allow_shadowing", "list", [],
+            "Host packages the project may replace with its own copy on purpose (reported as shadowed): "
+            "names or shell patterns, e.g. [\"torch\", \"nvidia-*\"]."),
+    Setting("host_packages", "enum", "stack",
+            "Which host packages are protected (never installed into the env, fixed at the host's versions): "
+            "stack: torch, its GPU runtime (nvidia-*, cuda-*, triton) and what is built against it, plus "
+            "required_packages and protected_packages; every other host package is used when its version "
+            "satisfies the project, else the env gets its own copy. all: every host package is protected.",
+            choices=("stack", "all")),
+    Setting("protected_packages", "list", [],
+            "More host packages to protect besides the GPU stack: names or shell patterns, e.g. [\"jax*\"]. "
+            "allow_shadowing wins over it."),
+    Setting("no_default_groups", "bool", False,
+            "Leave out the dependency groups uv installs by default ([tool.uv] default-groups, else dev), as "
+            "`uv sync --no-default-groups` does; dependency_groups still adds groups."),
+    Setting("no_groups", "list", [],
+            "Dependency groups to leave out, as `uv sync --no-group G` does (wins over the defaults and "
+            "dependency_groups)."),
+    Setting("allow_companion_mismatch", "list", [],
+            "Torch companions (env packages built against torch, e.g. torchvision) the kernel may start with "
+            "although they do not load on the host's torch build: names or shell patterns. They are not loaded "
+            "by the preflight."),
+    Setting("companion_index", "str", "",
+            "Package index holding companion builds (torchvision, torchaudio, ...) made for the host's torch "
+            "variant. Empty: the PyTorch index of the host torch's local version, e.g. "
+            "https://download.pytorch.org/whl/cpu for 2.13.0+cpu, .../whl/cu128 for +cu128; none for a torch "
+            "without a local version. Named in COMPANION_BUILD_MISMATCH's fix; used to install companions."),
+    Setting("host_version_conflicts", "enum", "fail",
+            "A project requirement the host's version does not meet (e.g. torch==2.9.1 with a host 2.13.0): "
+            "fail refuses to start; warn uses the host's copy, resolves the rest against the host and lists "
+            "every unmet pin in the report and the server log.", choices=("fail", "warn")),
+    Setting("uv_timeout", "float", 900.0, "Seconds one uv command may take before it is killed.", minimum=1.0),
+    Setting("lock_timeout", "float", 1800.0, "Seconds to wait for another start that is preparing the same env.",
+            minimum=1.0),
+    Setting("cache_dir", "str", "",
+            "Per-user folder for envs of notebooks outside projects and the preflight cache. "
+            "Empty: the platform's user cache folder (platformdirs) / uvkernel."),
+    Setting("fallback_kernel", "enum", "restart",
+            "When a start fails where Jupyter would lose the message (restart: restarts; always: every start), "
+            "start a small kernel that shows the error in the notebook and runs no code.",
+            choices=("restart", "always", "never")),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+SETTING_NAMES = tuple(sorted(BY_NAME))
+
+
+class Invalid(ValueError):
+    """A value a setting does not accept."""
+
+
+def _enum(setting: Setting, value: Any) -> str:
+    if isinstance(value, str):
+        for choice in setting.choices:
+            if value.lower() == choice:
+                return choice
+    raise Invalid
+
+
+def coerce(setting: Setting, value: Any) -> Any:
+    """The value as the setting holds it (the rules traitlets applies to the provisioner's traits), or Invalid."""
+    kind = setting.kind
+    if kind == "str":
+        if isinstance(value, str):
+            return value
+    elif kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+    elif kind in ("int", "float"):
+        if kind == "int" and isinstance(value, int) or kind == "float" and isinstance(value, (int, float)):
+            value = float(value) if kind == "float" else value
+            if setting.minimum is not None and value < setting.minimum:
+                raise Invalid
+            return value
+    elif kind == "list":
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+    elif kind == "enum":
+        return _enum(setting, value)
+    elif kind == "enum_or_bool":
+        if isinstance(value, bool):
+            return value
+        return _enum(setting, value)
+    raise Invalid
+
+
+def describe(setting: Setting) -> str:
+    """What the setting accepts, in traitlets' words (the provisioner's traits say the same)."""
+    choices = f"any of {list(setting.choices)} (case-insensitive)"
+    return {"str": "a unicode string", "bool": "a boolean", "int": "an int", "float": "a float", "list": "a list",
+            "enum": choices, "enum_or_bool": f"{choices} or a boolean"}[setting.kind]
+
+
+class UvKernelSettings:
+    """The settings as plain attributes (the CLI's); the provisioner is the same shape, made of traits."""
+
+    def __init__(self, **values: Any) -> None:
+        unknown = sorted(set(values) - set(BY_NAME) - {"setting_sources"})
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(unknown)}")
+        for setting in SETTINGS:
+            if setting.name in values:
+                try:
+                    value = coerce(setting, values[setting.name])
+                except Invalid:
+                    raise ValueError(f"{setting.name} = {values[setting.name]!r} is not valid: "
+                                     f"{describe(setting)} expected") from None
+            else:
+                value = list(setting.default) if isinstance(setting.default, list) else setting.default
+            setattr(self, setting.name, value)
+        # where each setting came from (name -> "kernel spec …", "jupyter config", "command line",
+        # "[tool.uvkernel] in …"); absent: the default.  Not a setting itself.
+        self.setting_sources: dict[str, str] = dict(values.get("setting_sources") or {})
 
     @property
     def require_cuda_mode(self) -> str:
-        value = self.require_cuda
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return str(value).lower()
+        return require_cuda_mode(self.require_cuda)
 
 
-SETTING_NAMES = tuple(
-    name for name, trait in UvKernelSettings.class_traits(config=True).items()
-)
+def require_cuda_mode(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).lower()
 
 
 def validate_config(config: Mapping[str, Any], spec: str = "the kernel spec", *,
                     code: str = "CONFIG_INVALID", error: type[UvkernelError] = SpecError) -> None:
     """Reject unknown keys and wrong types with one clear message (jupyter_client only warns)."""
     problems = []
-    traits = UvKernelSettings.class_traits(config=True)
-    scratch = UvKernelSettings()  # container traits (List) validate their elements against an instance
     for key, value in config.items():
-        if key not in traits:
-            close = difflib.get_close_matches(str(key).replace("-", "_"), list(traits), n=1)
+        setting = BY_NAME.get(key)
+        if setting is None:
+            close = difflib.get_close_matches(str(key).replace("-", "_"), list(SETTING_NAMES), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             problems.append(f"unknown setting {key!r}{hint}")
             continue
         try:
-            traits[key].validate(scratch, value)
-        except TraitError:
-            problems.append(f"{key} = {value!r} is not valid: {traits[key].info()} expected")
+            coerce(setting, value)
+        except Invalid:
+            problems.append(f"{key} = {value!r} is not valid: {describe(setting)} expected")
     if problems:
         raise error(code, detail="\n".join(problems), spec=spec,
-                    facts=[("valid settings", ", ".join(sorted(traits)))])
+                    facts=[("valid settings", ", ".join(SETTING_NAMES))])
 
 
 def from_config(config: Mapping[str, Any] | None = None, *, source: str = "the kernel spec",

@@ -1,4 +1,6 @@
-"""The two small things every layer of uvkernel uses: the log callback's type and the canonical package name."""
+"""The small things every layer of uvkernel uses: the log callback's type, the canonical package name, and the
+kernel spec's names and launcher (here, not in kernelspec.py, so the CLI's parser and the launch code need no
+jupyter_client)."""
 
 from __future__ import annotations
 
@@ -11,3 +13,12 @@ Log = Callable[[str], None]  # one line for the user (the CLI's stderr, the serv
 def canonical(name: str) -> str:
     """A distribution name as packaging.utils.canonicalize_name writes it: runs of ``-_.`` become ``-``, lowercase."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+DEFAULT_NAME = "uvkernel"
+DEFAULT_DISPLAY_NAME = "Python (uv + host stack)"
+
+# ``python -m uvkernel`` would put the kernel's cwd (the notebook's folder) first on sys.path, so a json.py or
+# uvkernel/ there would run in Jupyter's interpreter; -c puts '' there, and it is removed before any import.
+LAUNCHER = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+            "from uvkernel.cli import main; sys.exit(main())")

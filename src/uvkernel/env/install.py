@@ -10,7 +10,10 @@ so ``!pip`` is the env's pip and never the host's further down PATH.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Iterable
 
@@ -20,6 +23,7 @@ from ..errors import DependencyError
 from ..files import write_atomic
 from ..shared import Log, canonical
 from ..uvbin import run_uv
+from . import editables
 from .installed import env_distributions, site_of
 from .protection import HostDist, provided, write_excludes
 from .requirements import exact_versions, normal_version, parse_requirement, satisfied
@@ -144,13 +148,113 @@ def _already(line: str, present: dict[str, str]) -> bool:
 
 async def install_editable(root: Path, *, uv: str, env_python: str, host: dict[str, HostDist],
                            allow_shadowing: Iterable[str] = (), timeout: float = 900,
-                           log: Log = lambda _m: None) -> None:
-    """The project itself, editable and without its dependencies (they were resolved against the host)."""
+                           log: Log = lambda _m: None, cache_root: Path | None = None) -> None:
+    """The project itself, editable and without its dependencies (they were resolved against the host).
+
+    With ``cache_root``, a build of the same unchanged source tree (uv's cache keys) is reused as ``uv sync``
+    reuses its own, instead of building the editable again for every new env (editables.py)."""
     keep = provided(host, allow_shadowing)
+    site = site_of(env_python)
+    key = await asyncio.to_thread(editables.cache_key, root, site) if cache_root is not None else None
+    folder = cache_root / "editables" / key if cache_root is not None and key else None
+    wheel = editables.kept_wheel(folder) if folder is not None else None
     with tempfile.TemporaryDirectory(prefix="uvkernel-install-") as tmp:
         excludes = write_excludes(Path(tmp), keep)
+        step = f"installed the project itself ({root}, editable)"
+        fix = (f"fix the build configuration in {root}/pyproject.toml, or, when the project is not meant to be "
+               "installed, set package = false under [tool.uv] there")
+        argv = [uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes)]
+        if wheel is not None:
+            log(f"uv pip install --no-deps -e {root} (its build kept from an earlier env: the tree is unchanged)")
+            done = await run_uv([*argv, str(wheel)], step=step, timeout=timeout, cwd=root, fix=fix, check=False)
+            dist_info = _dist_info_of(site, wheel) if done.returncode == 0 else None
+            if dist_info is not None:
+                await asyncio.to_thread(editables.mark_editable, dist_info, root)
+                return
         log(f"uv pip install --no-deps -e {root}")
-        await run_uv([uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
-                      "-e", str(root)], step=f"installed the project itself ({root}, editable)", timeout=timeout,
-                     cwd=root, fix=f"fix the build configuration in {root}/pyproject.toml, or, when the project is "
-                                   "not meant to be installed, set package = false under [tool.uv] there")
+        await run_uv([*argv, "-e", str(root)], step=step, timeout=timeout, cwd=root, fix=fix)
+    if folder is not None:
+        dist_info = next((Path(d.dist_info) for d in (await env_distributions(site)).values()
+                          if d.editable and _direct_url_is(Path(d.dist_info), root)), None)
+        if dist_info is not None:
+            await asyncio.to_thread(editables.keep, site, dist_info, folder)
+
+
+def _dist_info_of(site: Path, wheel: Path) -> Path | None:
+    name, version = wheel.name.split("-")[:2]
+    found = site / f"{name}-{version}.dist-info"
+    return found if found.is_dir() else None
+
+
+def _direct_url_is(dist_info: Path, root: Path) -> bool:
+    try:
+        data = json.loads((dist_info / "direct_url.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("url") == root.resolve().as_uri() and \
+        bool((data.get("dir_info") or {}).get("editable"))
+
+
+# --- the editables a resolution names (workspace members, editable path sources) ------------------------------
+
+def _editable_root(line: str) -> Path | None:
+    text = line.strip()
+    if not text.startswith("-e file://"):
+        return None
+    from_url = urllib.parse.urlparse(text[len("-e "):].strip())
+    return Path(urllib.parse.unquote(from_url.path))
+
+
+async def kept_editables(lines: list[str], env_python: str, cache_root: Path | None
+                         ) -> tuple[list[str], dict[str, tuple[Path, Path]], list[Path]]:
+    """``lines`` of a resolution without the editables whose build of the unchanged tree is kept; those as
+    {name: (source folder, kept wheel)}; and the source folders of the editables to build (kept afterwards)."""
+    rest: list[str] = []
+    hits: dict[str, tuple[Path, Path]] = {}
+    misses: list[Path] = []
+    site = site_of(env_python)
+    for line in lines:
+        root = _editable_root(line) if cache_root is not None else None
+        if root is None:
+            rest.append(line)
+            continue
+        key = await asyncio.to_thread(editables.cache_key, root, site)
+        wheel = editables.kept_wheel(cache_root / "editables" / key) if key else None  # type: ignore[operator]
+        if wheel is None:
+            rest.append(line)
+            if key:
+                misses.append(root)
+        else:
+            hits[canonical(wheel.name.split("-", 1)[0])] = (root, wheel)
+    return rest, hits, misses
+
+
+async def install_kept_editables(hits: dict[str, tuple[Path, Path]], *, uv: str, env_python: str, excludes: Path,
+                                 cwd: Path, timeout: float, log: Log) -> None:
+    """The kept builds, installed as wheels (no build), each then marked as the editable of its folder."""
+    if not hits:
+        return
+    log("uv pip install --no-deps (the project's own editables, their builds kept from an earlier env: "
+        + ", ".join(sorted(hits)) + ")")
+    await run_uv([uv, "pip", "install", "--python", env_python, "--no-deps", "--excludes", str(excludes),
+                  *[str(wheel) for _root, wheel in hits.values()]],
+                 step="installed the project's own editables", timeout=timeout, cwd=cwd)
+    site = site_of(env_python)
+    for root, wheel in hits.values():
+        dist_info = _dist_info_of(site, wheel)
+        if dist_info is not None:
+            await asyncio.to_thread(editables.mark_editable, dist_info, root)
+
+
+async def keep_editables(roots: list[Path], env_python: str, cache_root: Path | None) -> None:
+    """Keep the builds of the editables just installed from ``roots`` for the next env."""
+    if not roots or cache_root is None:
+        return
+    site = site_of(env_python)
+    dists = await env_distributions(site)
+    for root in roots:
+        key = await asyncio.to_thread(editables.cache_key, root, site)
+        dist_info = next((Path(d.dist_info) for d in dists.values()
+                          if d.editable and _direct_url_is(Path(d.dist_info), root)), None)
+        if key and dist_info is not None:
+            await asyncio.to_thread(editables.keep, site, dist_info, cache_root / "editables" / key)

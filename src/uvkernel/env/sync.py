@@ -525,7 +525,8 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
                 result.host_replaced[dist.name] = {"env": version or str(req.specifier), "host": dist.version}
             lines.append(line)
         result.installed = await _install_resolved(project, env_python, keep, lines, settings, uv, tmp, log,
-                                                   what=f"installed {project.root}'s dependencies", host=host)
+                                                   what=f"installed {project.root}'s dependencies", host=host,
+                                                   cache_root=cache_root)
     return result
 
 
@@ -550,13 +551,18 @@ async def _locked_preferences(project: Project, settings: Any, uv: str) -> list[
 
 async def _install_resolved(project: Project, env_python: Path, keep: dict[str, HostDist], lines: list[str],
                             settings: Any, uv: str, tmp: Path, log: Log, what: str,
-                            host: dict[str, HostDist] | None = None) -> list[str]:
+                            host: dict[str, HostDist] | None = None, cache_root: Path | None = None) -> list[str]:
     """Exactly the resolved versions (``--no-deps``), with the project's pyproject.toml beside them so its
     ``[tool.uv.sources]`` say where each direct dependency comes from; never a host package (``--excludes``)."""
     # the protected packages, and the host's others that serve as they are: the project's pyproject.toml, given
     # for its sources, names them again, and uv (which cannot see the host's copies) would install them
     wanted = {canonical(requirements.line_name(line)) for line in lines}
-    excludes = write_excludes(tmp, {**{k: d for k, d in (host or {}).items() if k not in wanted}, **keep})
+    host_excludes = write_excludes(tmp, {**{k: d for k, d in (host or {}).items() if k not in wanted}, **keep})
+    # the project's own editables (workspace members, editable paths) built for an earlier env from the same
+    # unchanged trees: installed from those builds, and left out of this install (its pyproject.toml names them)
+    lines, kept_builds, to_keep = await install.kept_editables(lines, str(env_python), cache_root)
+    excludes = tmp / "host-and-kept.txt"
+    excludes.write_text(host_excludes.read_text() + "".join(f"{name}\n" for name in sorted(kept_builds)))
     reqs = tmp / "resolved.txt"
     reqs.write_text("\n".join(lines) + "\n")
     argv = [uv, "pip", "install", "--python", str(env_python), "--no-deps", "--excludes", str(excludes),
@@ -570,7 +576,10 @@ async def _install_resolved(project: Project, env_python: Path, keep: dict[str, 
                             disk=str(env_python.parent.parent))
     if done.returncode != 0:
         raise _uv_failure(project, done.output, done.returncode, "uv pip install")
-    return _installed_lines(done.output)
+    await install.install_kept_editables(kept_builds, uv=uv, env_python=str(env_python), excludes=host_excludes,
+                                         cwd=project.root, timeout=settings.uv_timeout, log=log)
+    await install.keep_editables(to_keep, str(env_python), cache_root)
+    return _installed_lines(done.output) + [f"{name} @ {root} (editable)" for name, (root, _w) in kept_builds.items()]
 
 
 async def _check_waiver(output: str, env_python: Path, keep: dict[str, HostDist], settings: Any, uv: str,
@@ -735,7 +744,7 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
             # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
             await install.install_editable(project.root, uv=uv, env_python=str(env.python), host=host,
                                                 allow_shadowing=settings.allow_shadowing,
-                                                timeout=settings.uv_timeout, log=log)
+                                                timeout=settings.uv_timeout, log=log, cache_root=cache_root)
             result.installed.append(f"{project.root} (editable)")
     # torchvision and friends of the host torch's build (+cpu, +cu128 …), unless the project names their index
     result.companions = await companions.select(

@@ -9,7 +9,10 @@ plus what the deep layer was asked to do and the probe's own source.  Anything t
 The env's own path is replaced by a placeholder in the key, and entries live in one file per user (not per
 env): a new env on the same host, with the same packages resolving to the same host copies, reuses a deep
 result instead of importing torch again (the cold start of a new project).  Anything the env changes that the
-deep layer depends on (a shadowing copy, nvidia-* wheels, a .pth, pyvenv.cfg) is still in the key.
+deep layer depends on (a shadowing copy, nvidia-* wheels, a .pth, pyvenv.cfg) is still in the key.  The
+project's own folder (its editable's source folder on sys.path) is a placeholder too, and a torch companion is
+keyed on its wheel (name, version, tags and RECORD's hashes of its shared objects) rather than on its files' stats
+in one env: a second env with the same companion wheel on the same host reuses the verdict.
 
 Entries expire after ``preflight_cache_ttl`` seconds; ``--recheck`` ignores them; failed results are never
 stored.  The file is under the per-user cache folder (private: 0700).
@@ -35,15 +38,32 @@ _KEEP = 64  # entries: a few CUDA_VISIBLE_DEVICES or kernel-spec variants of sev
 _PROBE_SOURCE = hashlib.sha256(Path(__file__).with_name("probe.py").read_bytes()).hexdigest()
 
 
-def key(cheap: Mapping[str, Any], deep_request: Mapping[str, Any], env_path: Path | str | None = None) -> str:
+def key(cheap: Mapping[str, Any], deep_request: Mapping[str, Any], env_path: Path | str | None = None,
+        project_root: Path | str | None = None) -> str:
     material = {k: v for k, v in cheap.items() if k not in _VOLATILE}
     if isinstance(material.get("pyvenv_cfg"), dict):  # the prompt is the project's name: nothing torch reads
         material["pyvenv_cfg"] = {k: v for k, v in material["pyvenv_cfg"].items() if k != "prompt"}
+    if isinstance(material.get("companions"), list):
+        material["companions"] = [_wheel_identity(c) for c in material["companions"]]
     blob = json.dumps({"facts": material, "request": deep_request, "uvkernel": __version__,
                        "probe": [PROBE_FORMAT, _PROBE_SOURCE]}, sort_keys=True, default=str)
     if env_path:
         blob = blob.replace(json.dumps(str(env_path))[1:-1], "<env>")
+    if project_root:
+        # the project's own source folders on sys.path (its editable's .pth) are the project's, like the env:
+        # what they hold of the packages the deep layer imports is in the facts as copies, with their stats
+        root = json.dumps(str(project_root))[1:-1]
+        blob = blob.replace(f'"{root}/', '"<project>/').replace(f'"{root}"', '"<project>"')
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _wheel_identity(companion: Any) -> Any:
+    """A companion as its wheel (name, version, tags, RECORD's lines of its shared objects), so a verdict on a
+    wheel serves every env it is installed in; its files' stats (another per env install) when RECORD carries
+    no hashes to tell the wheel by."""
+    if not isinstance(companion, dict) or not companion.get("wheel_id"):
+        return companion
+    return {k: v for k, v in companion.items() if k not in ("files", "dist_info", "location")}
 
 
 def path_for(cache_root: Path, env_path: Path) -> Path:

@@ -504,6 +504,7 @@ def _top_level(entry, dist_info, record_paths):
 def companions(entries, origins):
     """Env (and user-site) distributions built against torch: those requiring torch, and those whose shared
     objects link libtorch/libc10 (ELF DT_NEEDED).  Host distributions belong to the host's build: not listed."""
+    import hashlib
     import importlib.machinery
 
     suffixes = list(importlib.machinery.EXTENSION_SUFFIXES)
@@ -548,6 +549,11 @@ def companions(entries, origins):
                     break
             files["RECORD"] = _stat(os.path.join(dist_info, "RECORD"))
             files["dist-info"] = _stat(dist_info)
+            # the wheel's identity: RECORD's lines (content hash and size) of the shared objects, the same in every
+            # env the same wheel is installed into, where the files' stats are not
+            lines = sorted(line for line in record.splitlines() if line.rsplit(",", 2)[0] in objects)
+            hashed = len(lines) == len(objects) and all(",sha256=" in line for line in lines)
+            wheel_id = hashlib.sha256("\n".join(lines).encode()).hexdigest() if hashed else None
             # what the deep layer loads: extension-module candidates and whatever links torch (vendored
             # libraries in *.libs/ come along as their dependencies)
             loads = []
@@ -563,6 +569,8 @@ def companions(entries, origins):
                 "modules": _top_level(entry, dist_info, [line.rsplit(",", 2)[0] for line in record.splitlines()]),
                 "shared_objects": loads,
                 "files": files,
+                "wheel_id": wheel_id,
+                "sizes": {path: (files.get(path) or [0, None])[1] for path in objects},
             })
     return found
 

@@ -82,13 +82,15 @@ def _request(settings: Any, verdict: policy.Verdict, facts: Mapping[str, Any], c
              env_path: Path) -> dict[str, Any]:
     """What the deep layer is asked to do: part of the cache key.
 
-    With companions in the env, the verdict belongs to this env alone (its own files decide it): the env's
-    identity joins the key, so the per-host entry another env stored is never reused for it."""
+    With companions in the env, the verdict belongs to their wheels (cache.key keys each on its RECORD's
+    hashes): another env with the same wheels on the same host reuses it.  A companion whose RECORD carries no
+    hashes cannot be told by its wheel: then the verdict belongs to this env alone (its own files decide it)."""
     request: dict[str, Any] = {"init_cuda": verdict.gpu_expected, "packages": list(settings.required_packages)}
     load = policy.companions_to_load(facts, ctx)
     if load:
         request["companions"] = [c.get("name") for c in load]
-        request["companions_env"] = hashlib.sha256(str(env_path).encode()).hexdigest()
+        if not all(c.get("wheel_id") for c in load):
+            request["companions_env"] = hashlib.sha256(str(env_path).encode()).hexdigest()
     return request
 
 
@@ -196,7 +198,7 @@ async def _checked(result: PreflightResult, facts: dict[str, Any], ctx: policy.C
         result.notices = verdict.notices
         result.deep = "not run: nothing to import"
         return result
-    cache_key = cache.key(facts, request, env_path)
+    cache_key = cache.key(facts, request, env_path, project)
     result.cache = {"key": cache_key, "ttl": settings.preflight_cache_ttl, "recheck": recheck}
     caching = settings.preflight_cache_ttl > 0
     entry = None if recheck else cache.lookup(cache_root, env_path, cache_key, settings.preflight_cache_ttl)
@@ -265,7 +267,7 @@ async def _finish(result: PreflightResult, entry: dict[str, Any] | None, facts: 
         result.cache.update(hit=False)
         facts = result.facts
         request = _request(settings, verdict, facts, ctx, env_path)
-        cache_key = cache.key(facts, request, env_path)  # the facts this deep run saw
+        cache_key = cache.key(facts, request, env_path, project)  # the facts this deep run saw
         result.cache["key"] = cache_key
     verdict = policy.evaluate(facts, deep, ctx)
     result.facts = {**facts, "deep": deep}
