@@ -336,23 +336,28 @@ async def prepare(
 ) -> Env:
     env_path = project.env_path
     marker = creation_marker(env_path, cache_root)
-    check_project_env(project, interrupted=marker.exists())
+    # uvkernel gc removes a cache env while it holds the env's lock: a look at the path before the lock could see
+    # an env half removed (ENV_NOT_A_VENV) or reuse one about to vanish, so for a cache env every check of the
+    # path comes after the lock.  A project's env is never gc's: its warm start stays lock-free.
+    if not project.in_cache:
+        check_project_env(project, interrupted=marker.exists())
     site = site_packages_of(env_path, host.version)
     env = Env(env_path, env_path / "bin" / "python", site, layer=layer_dirs(host))
     wanted = await off_loop("reading the project's files", fingerprint, project, host, settings)
 
-    # Fast path without the lock: a finished env whose inputs did not change and whose state (interpreter,
-    # system-site flag, host layer) is still right.  Files only: no uv, no interpreter.
-    if (env_path / "pyvenv.cfg").exists() and read_state(env_path).get("fingerprint") == wanted:
-        same, _ = same_interpreter(env_path, host)
-        if same and not cheap_check(env_path, host):
-            _from_state(env, read_state(env_path))
-            env.reused = True
-            await _find_shadowing(env, settings)
-            return env
+    # Fast path: a finished env whose inputs did not change and whose state (interpreter, system-site flag, host
+    # layer) is still right.  Files only: no uv, no interpreter.
+    if not project.in_cache and _reusable(env, host, wanted):
+        await _find_shadowing(env, settings)
+        return env
 
     async with locked(env_path, cache_root, settings.lock_timeout):
         try:
+            if project.in_cache:
+                check_project_env(project, interrupted=marker.exists())
+                if _reusable(env, host, wanted):
+                    await _find_shadowing(env, settings)
+                    return env
             await _prepare_locked(env, project, host, settings, uv, wanted, log, marker)
         except OSError as exc:  # writing into the env failed (disk full, read-only, permissions)
             if exc.errno == errno.ENOSPC:
@@ -475,6 +480,18 @@ async def _restore_pyvenv_cfg(env: Env, host: HostPython, settings: UvKernelSett
                "--python", host.interpreter_for_env, "--no-python-downloads", str(env.path)],
               "rebuilt the env's pyvenv.cfg", settings)
     env.actions.append("repaired: rebuilt the missing pyvenv.cfg (installed packages kept)")
+
+
+def _reusable(env: Env, host: HostPython, wanted: str) -> bool:
+    """Is the env finished for these inputs, with its interpreter and host layer still right?  (Then it is
+    used as it is, marked reused.)"""
+    if (env.path / "pyvenv.cfg").exists() and read_state(env.path).get("fingerprint") == wanted:
+        same, _ = same_interpreter(env.path, host)
+        if same and not cheap_check(env.path, host):
+            _from_state(env, read_state(env.path))
+            env.reused = True
+            return True
+    return False
 
 
 async def _prepare_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
