@@ -18,7 +18,7 @@ Nothing else ever removes them, so ``uvkernel gc`` does, and ``uvkernel envs`` s
 
 A folder counts as gone only when uvkernel can prove it: at every start the folder's device and mount point are
 recorded, and a missing folder is gone only while that mount point is still mounted with that device and the
-nearest folder above it that exists lies on it.  An unmounted home or volume leaves an empty mount point behind,
+folder's parent exists on it.  An unmounted home or volume leaves an empty mount point behind,
 which must not look like a deletion: it is "unreachable", and its env stays.  An env recorded without a device
 (an older uvkernel) is gone only when its parent exists.  An entry of ``<cache>/envs`` without uvkernel's files is
 left alone.
@@ -253,7 +253,7 @@ def folder_state(folder: str | None, dev: int | None = None, mount: str | None =
     be looked at) | unknown (not recorded).
 
     With the recorded device and mount point (``dev``, ``mount``): gone only while ``mount`` is still mounted
-    with device ``dev`` and the nearest existing folder above ``folder`` is on that device too.  Without them
+    with device ``dev`` and the folder's parent exists on that device too.  Without them
     (an older record): gone when its parent exists."""
     if not folder:
         return "unknown"
@@ -273,19 +273,13 @@ def folder_state(folder: str | None, dev: int | None = None, mount: str | None =
             return "unreachable"  # unmounted, or another volume is mounted there now
     except OSError:
         return "unreachable"
-    above = os.path.dirname(os.path.realpath(folder))
-    while True:
-        try:
-            st = os.stat(above)
-            break
-        except FileNotFoundError:
-            parent = os.path.dirname(above)
-            if parent == above:
-                return "unreachable"
-            above = parent
-        except OSError:
-            return "unreachable"
-    inside = above == mount or above.startswith(mount.rstrip(os.sep) + os.sep)
+    # its parent must exist too (a missing parent may be an automount or volume not there now), on that device
+    parent = os.path.dirname(os.path.realpath(folder))
+    try:
+        st = os.stat(parent)
+    except OSError:
+        return "unreachable"
+    inside = parent == mount or parent.startswith(mount.rstrip(os.sep) + os.sep)
     return "gone" if inside and st.st_dev == dev else "unreachable"
 
 

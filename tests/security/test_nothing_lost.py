@@ -84,7 +84,7 @@ def test_a_folder_deleted_on_a_mounted_volume_is_gone(tmp_path, host_python):
         notes = volume / "deep" / "notes"
         notes.mkdir(parents=True)
         env = start(host_python, notes)
-        shutil.rmtree(volume / "deep")
+        shutil.rmtree(notes)
         assert state_of(env) == "gone"
         removed = decisions()[str(env)]
         assert removed["action"] == "removed" and "is gone" in removed["reason"], removed
