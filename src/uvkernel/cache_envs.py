@@ -199,24 +199,32 @@ def own_bytes(env: Path) -> dict[str, int]:
     return {"own_bytes": own, "hardlinked_bytes": linked, "files": files}
 
 
-def mount_points() -> set[str] | None:
-    """The mount points of this process's mount namespace (None without /proc: the device numbers decide alone).
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
-    A bind mount keeps its source's device number, so only the kernel's own list tells that it is unmounted."""
+
+def mount_points() -> dict[str, str] | None:
+    """The mount points of this process's mount namespace, each with its file system ("type source"); None
+    without /proc (the device numbers decide alone).
+
+    A bind mount keeps its source's device number, and the kernel hands an unmounted tmpfs's or network mount's
+    device number to the next one mounted, so the list and the file system's name say more than the number."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
             lines = fh.read().splitlines()
     except OSError:
         return None
-    out = set()
+    out = {}
     for line in lines:
-        fields = line.split(" ")
-        if len(fields) > 4:  # the mount point is field 5, with space, tab, newline and backslash in octal
-            out.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+        # field 5 is the mount point; after the " - " separator come the type and the source (octal escapes)
+        head, _, tail = line.partition(" - ")
+        fields, rest = head.split(" "), tail.split(" ")
+        if len(fields) > 4:
+            out[_unescape(fields[4])] = " ".join(_unescape(f) for f in rest[:2])
     return out
 
 
-def mount_point_of(path: str, mounts: set[str] | None = None) -> str:
+def mount_point_of(path: str, mounts: dict[str, str] | None = None) -> str:
     """The mount point holding ``path`` (a real path): the longest listed mount point above it, else the highest
     folder above it on the same device."""
     mounts = mount_points() if mounts is None else mounts
@@ -239,16 +247,19 @@ def mount_point_of(path: str, mounts: set[str] | None = None) -> str:
 
 
 def where_it_lives(folder: Path | str) -> dict[str, Any]:
-    """The folder's device and mount point, recorded at each start so that gc can later tell a deleted folder
-    from one whose volume is not mounted ({} when the folder cannot be looked at)."""
+    """The folder's device, mount point and file system, recorded at each start so that gc can later tell a
+    deleted folder from one whose volume is not mounted ({} when the folder cannot be looked at)."""
     try:
         real = os.path.realpath(folder)
-        return {"folder_dev": os.stat(real).st_dev, "folder_mount": mount_point_of(real)}
+        mounts = mount_points()
+        mount = mount_point_of(real, mounts)
+        return {"folder_dev": os.stat(real).st_dev, "folder_mount": mount,
+                "folder_fs": (mounts or {}).get(mount, "")}
     except OSError:
         return {}
 
 
-def folder_state(folder: str | None, dev: int | None = None, mount: str | None = None) -> str:
+def folder_state(folder: str | None, dev: int | None = None, mount: str | None = None, fs: str | None = None) -> str:
     """exists | gone (provably deleted) | unreachable (its volume is not mounted, or was replaced, or it cannot
     be looked at) | unknown (not recorded).
 
@@ -271,6 +282,8 @@ def folder_state(folder: str | None, dev: int | None = None, mount: str | None =
     try:
         if os.stat(mount).st_dev != dev or (mounts is not None and mount not in mounts):
             return "unreachable"  # unmounted, or another volume is mounted there now
+        if fs and mounts is not None and mounts.get(mount) != fs:
+            return "unreachable"  # another file system mounted there, given the same device number
     except OSError:
         return "unreachable"
     # its parent must exist too (a missing parent may be an automount or volume not there now), on that device
@@ -334,7 +347,7 @@ def describe(cache_root: Path, entry: Path, live: dict[str, list[dict[str, Any]]
     last = meta.get("last_start") or max(filter(None, [_mtime(entry / n) for n in
                                                        (".uvkernel-report.json", STATE_FILE, "pyvenv.cfg")]),
                                          default=None)
-    env = CacheEnv(str(entry), folder, folder_state(folder, meta.get("folder_dev"), meta.get("folder_mount")),
+    env = CacheEnv(str(entry), folder, folder_state(folder, meta.get("folder_dev"), meta.get("folder_mount"), meta.get("folder_fs")),
                    last, meta.get("host"),
                    running=sorted(m["pid"] for m in live.get(str(entry), [])),
                    preparing=_lock_held(cache_root, entry))
@@ -447,7 +460,8 @@ def collect(cache_root: Path, *, older_than: float | None = None, dry_run: bool 
                 continue
             # looked at again under the lock: a volume mounted, or a folder made, since the first look
             meta = _read_json(Path(env.path) / META_FILE)
-            env.folder_state = folder_state(meta.get("folder"), meta.get("folder_dev"), meta.get("folder_mount"))
+            env.folder_state = folder_state(meta.get("folder"), meta.get("folder_dev"), meta.get("folder_mount"),
+                                            meta.get("folder_fs"))
             reason = _why_remove(env, older_than, now)
             if reason is None or not is_uvkernels(Path(env.path)):
                 decisions.append(Decision(env, "kept", _why_keep(env)))
@@ -467,7 +481,8 @@ def collect(cache_root: Path, *, older_than: float | None = None, dry_run: bool 
 def _forget_missing_projects(cache_root: Path) -> None:
     """Drop uvkernel's own notes about project envs that no longer exist (the projects themselves are untouched)."""
     for data in list_projects(cache_root):
-        if not data["exists"] and folder_state(data["env"], data.get("env_dev"), data.get("env_mount")) == "gone":
+        if not data["exists"] and folder_state(data["env"], data.get("env_dev"), data.get("env_mount"),
+                                                       data.get("env_fs")) == "gone":
             try:
                 (cache_root / "projects" / f"{_digest(data['env'])}.json").unlink()
             except OSError:

@@ -63,6 +63,7 @@ def test_a_folder_on_an_unmounted_volume_is_unreachable_not_gone(tmp_path, host_
         env = start(host_python, notes)
         meta = json.loads((env / cache_envs.META_FILE).read_text())
         assert meta["folder_mount"] == str(volume) and meta["folder_dev"] == os.stat(volume).st_dev, meta
+        assert meta["folder_fs"] == "tmpfs tmpfs", meta
     # unmounted: the mount point is an empty folder, the notebook folder is missing
     assert volume.is_dir() and not notes.exists()
     assert state_of(env) == "unreachable"
@@ -70,10 +71,15 @@ def test_a_folder_on_an_unmounted_volume_is_unreachable_not_gone(tmp_path, host_
     assert kept["action"] == "kept" and "not mounted" in kept["reason"], kept
     assert (env / "pyvenv.cfg").is_file()
 
-    # another, empty volume mounted in its place: still not proof of anything
-    with tmpfs(volume):
+    # another, empty volume mounted in its place (the kernel may well give it the same device number): still
+    # not proof of anything
+    volume.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "othervolume", str(volume)], check=True)
+    try:
         assert state_of(env) == "unreachable"
         assert decisions()[str(env)]["action"] == "kept"
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], capture_output=True)
     assert (env / "pyvenv.cfg").is_file()
 
 
