@@ -212,8 +212,56 @@ def _stderr_log(quiet: bool):
     return log
 
 
+PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+def connection_file_problem(path: str) -> str:
+    """What makes ``path`` unusable as a kernel's connection file ('' when it is usable or does not exist yet:
+    ipykernel then writes a new one).  Checked before anything starts: ipykernel and zmq would answer a bad
+    one with their own tracebacks, and the fallback kernel needs the same file."""
+    from pathlib import Path
+
+    from .files import read_input
+
+    if not os.path.lexists(path):
+        return ""
+    try:
+        data = json.loads(read_input(Path(path), 1 << 20))
+    except UvkernelError as exc:
+        return exc.summary
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    except ValueError:
+        return "it is not JSON"
+    if not isinstance(data, dict):
+        return "it is not a JSON object"
+    for name in PORTS:
+        port = data.get(name, 0)
+        if type(port) is not int or not 0 <= port <= 65535:
+            return f"{name} is {port!r}, not a port number"
+    if data.get("transport", "tcp") not in ("tcp", "ipc"):
+        return f"transport is {data.get('transport')!r}, not tcp or ipc"
+    for name in ("ip", "key", "signature_scheme"):
+        if name in data and not isinstance(data[name], str):
+            return f"{name} is {data[name]!r}, not a string"
+    ip = data.get("ip", "127.0.0.1")
+    if data.get("transport", "tcp") == "tcp" and ip not in ("localhost", "*"):
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            return f"ip is {ip!r}, not an IP address"
+    if not str(data.get("signature_scheme", "hmac-sha256")).startswith("hmac-"):
+        return f"signature_scheme is {data.get('signature_scheme')!r}, not hmac-<hash>"
+    return ""
+
+
 def cmd_kernel(args: argparse.Namespace) -> int:
     """Prepare, then become the env's ipykernel (exec), so signals reach it directly."""
+    problem = connection_file_problem(args.connection_file)
+    if problem:
+        raise SpecError("CONNECTION_FILE_INVALID", path=args.connection_file, problem=problem)
     try:
         try:
             settings, environ = _settings_for(args.kernel, None)

@@ -94,6 +94,10 @@ def private_dir(path: Path, *, readable: bool = False) -> None:
         while not os.path.lexists(folder) and folder != folder.parent:
             missing.append(folder)
             folder = folder.parent
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            # a file or a device (cache_dir = "/dev/null"): nothing to fix by moving it, the setting is wrong
+            raise EnvError("CACHE_DIR_NOT_FOLDER", path=str(folder), kind=_kind(st.st_mode))
         for folder in reversed(missing):  # os.makedirs gives the parents it creates the default mode
             try:
                 os.mkdir(folder, 0o700)
@@ -193,6 +197,8 @@ def read_input(path: Path, limit: int = INPUT_LIMIT) -> bytes:
 
 
 def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a regular file"
     if stat.S_ISFIFO(mode):
         return "a named pipe (FIFO)"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):

@@ -7,12 +7,27 @@ config file (``c.UvKernelProvisioner.<name> = ...``).  The CLI builds the same o
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Mapping
 
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, Union
 from traitlets.config import LoggingConfigurable
 
 from .errors import ProjectError, SpecError, UvkernelError
+
+
+class FiniteFloat(Float):
+    """A Float that is a real number: NaN passes every min/max comparison (a NaN time limit would never
+    expire, or expire at once), and an infinite one never ends a hung probe."""
+
+    def validate(self, obj: Any, value: Any) -> float:
+        value = super().validate(obj, value)
+        if not math.isfinite(value):
+            self.error(obj, value)
+        return value
+
+    def info(self) -> str:
+        return "a finite " + super().info().removeprefix("a ")
 
 
 class UvKernelSettings(LoggingConfigurable):
@@ -36,11 +51,11 @@ class UvKernelSettings(LoggingConfigurable):
     )  # type: ignore[assignment]
     min_gpus: int = Int(0, min=0, config=True, help="Fail unless at least this many GPUs are visible.")  # type: ignore[assignment]
     preflight: bool = Bool(True, config=True, help="Verify the host stack before the kernel starts.")  # type: ignore[assignment]
-    preflight_timeout: float = Float(
+    preflight_timeout: float = FiniteFloat(
         120.0, min=1.0, config=True,
         help="Seconds the preflight probe may take (import torch, CUDA init) before it is killed.",
     )  # type: ignore[assignment]
-    preflight_cache_ttl: float = Float(
+    preflight_cache_ttl: float = FiniteFloat(
         86400.0, min=0.0, config=True,
         help="Seconds a successful deep preflight result is reused while nothing it depends on changed.",
     )  # type: ignore[assignment]
@@ -103,10 +118,10 @@ class UvKernelSettings(LoggingConfigurable):
              "fail refuses to start; warn uses the host's copy, resolves the rest against the host and lists "
              "every unmet pin in the report and the server log.",
     )  # type: ignore[assignment]
-    uv_timeout: float = Float(
+    uv_timeout: float = FiniteFloat(
         900.0, min=1.0, config=True, help="Seconds one uv command may take before it is killed.",
     )  # type: ignore[assignment]
-    lock_timeout: float = Float(
+    lock_timeout: float = FiniteFloat(
         1800.0, min=1.0, config=True,
         help="Seconds to wait for another start that is preparing the same env.",
     )  # type: ignore[assignment]

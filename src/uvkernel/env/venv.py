@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pwd
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,27 @@ def check_path(env: Path, interrupted: bool = False) -> None:
     ``interrupted``: uvkernel's own creation of this env was killed half-way (see :func:`creation_marker`), so a
     folder without pyvenv.cfg is ours to finish, not a user's folder to refuse.
     """
+    try:
+        _check_path(env, interrupted)
+    except PermissionError as exc:  # another user's env (a shared project folder): theirs, not readable here
+        raise EnvError("ENV_NOT_READABLE", env=str(env), owner=_owner(env), detail=exc.strerror or str(exc),
+                       name=(env.parent.name or "project")) from None
+
+
+def _owner(path: Path) -> str:
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return "another user"
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_path(env: Path, interrupted: bool) -> None:
+    if env.is_dir() and not os.access(env, os.R_OK | os.X_OK):
+        raise PermissionError(13, "permission denied", str(env))
     if env.is_symlink() and not env.exists():
         raise EnvError("ENV_BROKEN_LINK", env=str(env), target=os.readlink(env))
     if env.exists() and not env.is_dir():
@@ -544,8 +566,10 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
         marker.write_text(str(env_path) + "\n")
         await _uv([uv, "venv", *(["--system-site-packages"] if flag else []), "--no-project",
                    "--python", host.interpreter_for_env, "--no-python-downloads",
-                   "--prompt", (project.root or project.notebook_dir).name or "uvkernel", str(env_path)],
+                   # one argument: a folder named "-myproj" is the prompt's value, not an option
+                   f"--prompt={(project.root or project.notebook_dir).name or 'uvkernel'}", str(env_path)],
                   "created the env", settings)
+        _check_created(env_path, uv)
         chmod_created(env_path)  # envs uvkernel creates are readable by their owner only
         marker.unlink()
         env.actions.append("created")
@@ -591,6 +615,12 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
                            "host_dists": {k: [d.name, d.version, d.location, d.protected]
                                           for k, d in host_dists.items()},
                            "python": sys.version.split()[0]})
+
+
+def _check_created(env_path: Path, uv: str) -> None:
+    """`uv venv` said it succeeded: the env must be there (a "uv" that is another program or a stub exits 0 too)."""
+    if not (env_path / "pyvenv.cfg").is_file():
+        raise UvError("UV_DID_NOTHING", uv=uv, env=str(env_path))
 
 
 def _check_writable(parent: Path, env_path: Path) -> None:
