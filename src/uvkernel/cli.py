@@ -7,13 +7,15 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Sequence
 
 from . import cache_envs, distribution, kernelspec, pipeline
-from .errors import DEBUG_ENV, SpecError, UvkernelError, debug_enabled, internal_error
+from .errors import DEBUG_ENV, ProjectError, SpecError, UvkernelError, debug_enabled, internal_error
 from .launch import KERNEL_VAR, SETTINGS_VAR
 from .settings import from_config, validate_config
 
@@ -93,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.add_argument("--older-than", default=None, metavar="DAYS", help="also remove envs not started for DAYS days")
     p.add_argument("--json", action="store_true", help="print what was (or would be) removed as JSON")
+    p = sub.add_parser("trust", help="let kernel starts build and install a project (with require_trust = true), "
+                                     "as its dependency files are now")
+    p.add_argument("dir", nargs="?", default=None, metavar="DIR", help=PROJECT_HELP)
+    p.add_argument("--project", default=None, metavar="DIR", help="the same as DIR")
+    p.add_argument("--revoke", action="store_true", help="take the trust back")
+    p.add_argument("--kernel", default=None, metavar="NAME", help=KERNEL_HELP)
     return parser
 
 
@@ -219,8 +227,6 @@ def connection_file_problem(path: str) -> str:
     """What makes ``path`` unusable as a kernel's connection file ('' when it is usable or does not exist yet:
     ipykernel then writes a new one).  Checked before anything starts: ipykernel and zmq would answer a bad
     one with their own tracebacks, and the fallback kernel needs the same file."""
-    from pathlib import Path
-
     from .files import read_input
 
     if not os.path.lexists(path):
@@ -419,6 +425,9 @@ def cmd_change(args: argparse.Namespace) -> int:
                                  optional=args.optional)
     progress = terminal.Progress()
     progress.line(f"uvkernel {args.command} {' '.join(args.packages)} in {folder}")
+    # SIGTERM (a closed terminal's session, `kill`, a job scheduler) would end the process where it stands, with
+    # uv's half of the change in pyproject.toml and uv.lock: it takes Ctrl-C's way, which puts them back
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: os.kill(os.getpid(), signal.SIGINT))
     try:
         outcome = terminal.run_blocking(
             lambda: project_edit.apply(change, settings, folder, environ, progress.log), progress, folder)
@@ -492,10 +501,29 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trust(args: argparse.Namespace) -> int:
+    # imported by the one command that uses it, so every other command starts without it
+    from . import terminal, trust
+
+    settings, environ = _settings_for(_kernel_name(args), None)
+    given = args.project or args.dir
+    if args.revoke and not os.path.isdir(os.path.abspath(os.path.expanduser(given or "."))):
+        # a project folder deleted since: its trust can still be taken back by its path
+        print("uvkernel: " + trust.revoke(Path(os.path.abspath(os.path.expanduser(given or "."))),
+                                          pipeline.cache_root(settings)))
+        return 0
+    folder = terminal.project_folder(given, "trust")
+    _host, project, root = asyncio.run(pipeline.locate(settings, folder, environ))
+    if project.root is None:
+        raise ProjectError("NOT_A_PROJECT", path=folder, command="trust")
+    print("uvkernel: " + (trust.revoke(project.root, root) if args.revoke else trust.grant(project, root)))
+    return 0
+
+
 COMMANDS = {"install": cmd_install, "uninstall": cmd_uninstall, "list": cmd_list, "check": cmd_check,
             "kernel": cmd_kernel, "unshadow": cmd_unshadow,
             "sync": cmd_sync, "run": cmd_run, "add": cmd_change, "remove": cmd_change,
-            "envs": cmd_envs, "gc": cmd_gc}
+            "envs": cmd_envs, "gc": cmd_gc, "trust": cmd_trust}
 
 
 def _traceback_log(text: str) -> str:

@@ -29,8 +29,9 @@ INPUT_LIMIT = 32 * 1024 * 1024
 T = TypeVar("T")
 
 # The folders of the cache root uvkernel keeps to itself (envs, liveness markers, logs, kept resolutions, locks,
-# add/remove backups and journals).  Its bin/ (the kernel's `uvkernel` command) may be readable by others.
-CACHE_FOLDERS = ("envs", "running", "logs", "resolutions", "locks", "edits")
+# add/remove backups and journals, the projects the user trusts).  Its bin/ (the kernel's `uvkernel` command)
+# may be readable by others.
+CACHE_FOLDERS = ("envs", "running", "logs", "resolutions", "locks", "edits", "trust")
 
 
 def write_atomic(path: Path, text: str | bytes, *, private: bool = False, make_parent: bool = False,

@@ -17,7 +17,7 @@ import platformdirs
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from . import cache_envs, distribution, host as host_mod, launch, preflight, process, project as project_mod
+from . import cache_envs, distribution, host as host_mod, launch, preflight, process, project as project_mod, trust
 from . import env as stage2
 from . import settings as settings_mod
 from .env import HOST_CONSTRAINTS, HOST_EXCLUDES, Env
@@ -203,6 +203,9 @@ async def prepare_env(
         await check_required_uv(project, uv)
         # the project's own dependency policy, below whatever the kernel spec / jupyter config / CLI set
         settings = settings_mod.with_project_policy(settings, project.pyproject, str(project.root / "pyproject.toml"))
+        if settings.require_trust and settings.project_dependencies:
+            # installing the project runs its build backend: with require_trust, only once the user trusted it
+            await off_loop("hashing the project's dependency files", trust.require, project, root)
     timings["find"] = time.monotonic() - t0
 
     env = await stage2.prepare(project, host, settings, uv=uv, cache_root=root, log=say)

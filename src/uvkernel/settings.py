@@ -130,6 +130,12 @@ class UvKernelSettings(LoggingConfigurable):
         help="Per-user folder for envs of notebooks outside projects and the preflight cache. "
              "Empty: the platform's user cache folder (platformdirs) / uvkernel.",
     )  # type: ignore[assignment]
+    require_trust: bool = Bool(
+        False, config=True,
+        help="Build and install a project (which runs its build backend and any source distribution's build, as "
+             "uv sync does) only after `uvkernel trust DIR`; asked again when its pyproject.toml, uv.lock or "
+             "uv.toml change. Not allowed in [tool.uvkernel]: a project must not trust itself.",
+    )  # type: ignore[assignment]
     fallback_kernel: str = CaselessStrEnum(
         ["restart", "always", "never"], default_value="restart", config=True,
         help="When a start fails where Jupyter would lose the message (restart: restarts; always: every start), "
