@@ -236,8 +236,9 @@ def _journal(project: Path) -> Path:
 
 
 def _killed_after_the_pin(project: Path, host_python: str, sig: int) -> subprocess.Popen:
-    """`uvkernel add tomli-w` writes `tomli-w==V` first (uv.lock gets V), then `tomli-w>=V`: killed when the
-    journal holds the first write and uv runs the second."""
+    """Killed as soon as the journal holds uv's first write: where `uvkernel add` bounds a package it writes
+    `X==V` first (so uv.lock gets V), then `X>=V`, and the kill lands between the two; otherwise while the env
+    is prepared.  Either way no intermediate pin may stay."""
     journal = _journal(project)
     proc = subprocess.Popen([sys.executable, "-m", "uvkernel", "add", "--host-python", host_python, "tomli-w"],
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
