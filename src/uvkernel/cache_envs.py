@@ -16,8 +16,12 @@ Nothing else ever removes them, so ``uvkernel gc`` does, and ``uvkernel envs`` s
 * project ``.venv``\\ s are remembered in ``<cache>/projects/`` only to be listed: they are the project's,
   never removed by uvkernel.
 
-A folder counts as gone only when its parent still exists: an unmounted home or volume must not look like a
-deletion.  An entry of ``<cache>/envs`` without uvkernel's files is left alone.
+A folder counts as gone only when uvkernel can prove it: at every start the folder's device and mount point are
+recorded, and a missing folder is gone only while that mount point is still mounted with that device and the
+folder's parent exists on it.  An unmounted home or volume leaves an empty mount point behind,
+which must not look like a deletion: it is "unreachable", and its env stays.  An env recorded without a device
+(an older uvkernel) is gone only when its parent exists.  An entry of ``<cache>/envs`` without uvkernel's files is
+left alone.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import time
@@ -72,10 +77,11 @@ def record_start(cache_root: Path, env_path: Path, *, folder: Path, in_cache: bo
             path = env_path / META_FILE
             old = _read_json(path)
             _write_json(path, {"uvkernel": __version__, "env": str(env_path), "folder": str(folder), "host": host,
-                               "created": old.get("created", now), "last_start": now})
+                               "created": old.get("created", now), "last_start": now, **where_it_lives(folder)})
         else:
             _write_json(cache_root / "projects" / f"{_digest(str(env_path))}.json",
-                        {"env": str(env_path), "project": str(folder), "host": host, "last_start": now})
+                        {"env": str(env_path), "project": str(folder), "host": host, "last_start": now,
+                         **{f"env_{k.split('_')[1]}": v for k, v in where_it_lives(env_path).items()}})
     except OSError:
         pass  # a read-only env or cache costs the listing its date, never the start
 
@@ -193,9 +199,73 @@ def own_bytes(env: Path) -> dict[str, int]:
     return {"own_bytes": own, "hardlinked_bytes": linked, "files": files}
 
 
-def folder_state(folder: str | None) -> str:
-    """exists | gone (its parent exists, it does not) | unreachable (its parent is missing too: an unmounted
-    volume?) | unknown (not recorded)."""
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points() -> dict[str, str] | None:
+    """The mount points of this process's mount namespace, each with its file system ("type source"); None
+    without /proc (the device numbers decide alone).
+
+    A bind mount keeps its source's device number, and the kernel hands an unmounted tmpfs's or network mount's
+    device number to the next one mounted, so the list and the file system's name say more than the number."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    out = {}
+    for line in lines:
+        # field 5 is the mount point; after the " - " separator come the type and the source (octal escapes)
+        head, _, tail = line.partition(" - ")
+        fields, rest = head.split(" "), tail.split(" ")
+        if len(fields) > 4:
+            out[_unescape(fields[4])] = " ".join(_unescape(f) for f in rest[:2])
+    return out
+
+
+def mount_point_of(path: str, mounts: dict[str, str] | None = None) -> str:
+    """The mount point holding ``path`` (a real path): the longest listed mount point above it, else the highest
+    folder above it on the same device."""
+    mounts = mount_points() if mounts is None else mounts
+    if mounts:
+        probe = path
+        while True:
+            if probe in mounts:
+                return probe
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return probe
+            probe = parent
+    dev = os.stat(path).st_dev
+    probe = path
+    while True:
+        parent = os.path.dirname(probe)
+        if parent == probe or os.stat(parent).st_dev != dev:
+            return probe
+        probe = parent
+
+
+def where_it_lives(folder: Path | str) -> dict[str, Any]:
+    """The folder's device, mount point and file system, recorded at each start so that gc can later tell a
+    deleted folder from one whose volume is not mounted ({} when the folder cannot be looked at)."""
+    try:
+        real = os.path.realpath(folder)
+        mounts = mount_points()
+        mount = mount_point_of(real, mounts)
+        return {"folder_dev": os.stat(real).st_dev, "folder_mount": mount,
+                "folder_fs": (mounts or {}).get(mount, "")}
+    except OSError:
+        return {}
+
+
+def folder_state(folder: str | None, dev: int | None = None, mount: str | None = None, fs: str | None = None) -> str:
+    """exists | gone (provably deleted) | unreachable (its volume is not mounted, or was replaced, or it cannot
+    be looked at) | unknown (not recorded).
+
+    With the recorded device and mount point (``dev``, ``mount``): gone only while ``mount`` is still mounted
+    with device ``dev`` and the folder's parent exists on that device too.  Without them
+    (an older record): gone when its parent exists."""
     if not folder:
         return "unknown"
     try:
@@ -205,8 +275,25 @@ def folder_state(folder: str | None) -> str:
         pass
     except OSError:
         return "unreachable"  # no permission to look: not proof of anything
-    parent = os.path.dirname(folder.rstrip(os.sep)) or os.sep
-    return "gone" if os.path.isdir(parent) else "unreachable"
+    if not isinstance(dev, int) or not isinstance(mount, str):
+        parent = os.path.dirname(folder.rstrip(os.sep)) or os.sep
+        return "gone" if os.path.isdir(parent) else "unreachable"
+    mounts = mount_points()
+    try:
+        if os.stat(mount).st_dev != dev or (mounts is not None and mount not in mounts):
+            return "unreachable"  # unmounted, or another volume is mounted there now
+        if fs and mounts is not None and mounts.get(mount) != fs:
+            return "unreachable"  # another file system mounted there, given the same device number
+    except OSError:
+        return "unreachable"
+    # its parent must exist too (a missing parent may be an automount or volume not there now), on that device
+    parent = os.path.dirname(os.path.realpath(folder))
+    try:
+        st = os.stat(parent)
+    except OSError:
+        return "unreachable"
+    inside = parent == mount or parent.startswith(mount.rstrip(os.sep) + os.sep)
+    return "gone" if inside and st.st_dev == dev else "unreachable"
 
 
 def _mtime(path: Path) -> float | None:
@@ -260,7 +347,8 @@ def describe(cache_root: Path, entry: Path, live: dict[str, list[dict[str, Any]]
     last = meta.get("last_start") or max(filter(None, [_mtime(entry / n) for n in
                                                        (".uvkernel-report.json", STATE_FILE, "pyvenv.cfg")]),
                                          default=None)
-    env = CacheEnv(str(entry), folder, folder_state(folder), last, meta.get("host"),
+    env = CacheEnv(str(entry), folder, folder_state(folder, meta.get("folder_dev"), meta.get("folder_mount"), meta.get("folder_fs")),
+                   last, meta.get("host"),
                    running=sorted(m["pid"] for m in live.get(str(entry), [])),
                    preparing=_lock_held(cache_root, entry))
     if sizes:
@@ -325,7 +413,8 @@ def _why_remove(env: CacheEnv, older_than: float | None, now: float) -> str | No
 
 def _why_keep(env: CacheEnv) -> str:
     if env.folder_state == "unreachable":
-        return f"its folder {env.folder} cannot be reached (its parent is missing too: an unmounted volume?)"
+        return (f"its folder {env.folder} cannot be reached (its volume is not mounted, another one is mounted in "
+                f"its place, or its parent is missing too: an unmounted volume?); it is not proof of a deletion")
     if env.folder_state == "unknown":
         return "the folder it serves was not recorded (made by an older uvkernel): only --older-than removes it"
     return "in use" if env.folder_state == "exists" else "kept"
@@ -369,6 +458,14 @@ def collect(cache_root: Path, *, older_than: float | None = None, dry_run: bool 
                 decisions.append(Decision(env, "kept", f"a kernel is starting from it; it would otherwise be "
                                                        f"removed: {reason}"))
                 continue
+            # looked at again under the lock: a volume mounted, or a folder made, since the first look
+            meta = _read_json(Path(env.path) / META_FILE)
+            env.folder_state = folder_state(meta.get("folder"), meta.get("folder_dev"), meta.get("folder_mount"),
+                                            meta.get("folder_fs"))
+            reason = _why_remove(env, older_than, now)
+            if reason is None or not is_uvkernels(Path(env.path)):
+                decisions.append(Decision(env, "kept", _why_keep(env)))
+                continue
             shutil.rmtree(env.path)
             verdicts.forget(cache_root, Path(env.path))
             decisions.append(Decision(env, "removed", reason))
@@ -384,7 +481,8 @@ def collect(cache_root: Path, *, older_than: float | None = None, dry_run: bool 
 def _forget_missing_projects(cache_root: Path) -> None:
     """Drop uvkernel's own notes about project envs that no longer exist (the projects themselves are untouched)."""
     for data in list_projects(cache_root):
-        if not data["exists"] and folder_state(data["env"]) == "gone":
+        if not data["exists"] and folder_state(data["env"], data.get("env_dev"), data.get("env_mount"),
+                                                       data.get("env_fs")) == "gone":
             try:
                 (cache_root / "projects" / f"{_digest(data['env'])}.json").unlink()
             except OSError:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 # Every start pays for what is imported here (`uvkernel --version` in ~50 ms, `check` to its first progress line
 # in ~0.1 s): the rest (asyncio, json, the pipeline, jupyter_client through kernelspec) is imported by the
 # commands that use it, at the top of their function.
 from . import distribution
-from .errors import DEBUG_ENV, SpecError, UvkernelError, debug_enabled, internal_error
+from .errors import DEBUG_ENV, ProjectError, SpecError, UvkernelError, debug_enabled, internal_error
 from .shared import DEFAULT_DISPLAY_NAME, DEFAULT_NAME
 
 DESCRIPTION = ("Jupyter kernels in per-project uv environments that use the host's torch and CUDA. "
@@ -91,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.add_argument("--older-than", default=None, metavar="DAYS", help="also remove envs not started for DAYS days")
     p.add_argument("--json", action="store_true", help="print what was (or would be) removed as JSON")
+    p = sub.add_parser("trust", help="let kernel starts build and install a project (with require_trust = true), "
+                                     "as its dependency files are now")
+    p.add_argument("dir", nargs="?", default=None, metavar="DIR", help=PROJECT_HELP)
+    p.add_argument("--project", default=None, metavar="DIR", help="the same as DIR")
+    p.add_argument("--revoke", action="store_true", help="take the trust back")
+    p.add_argument("--kernel", default=None, metavar="NAME", help=KERNEL_HELP)
     return parser
 
 
@@ -236,12 +244,60 @@ def _stderr_log(quiet: bool):
     return log
 
 
+PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+def connection_file_problem(path: str) -> str:
+    """What makes ``path`` unusable as a kernel's connection file ('' when it is usable or does not exist yet:
+    ipykernel then writes a new one).  Checked before anything starts: ipykernel and zmq would answer a bad
+    one with their own tracebacks, and the fallback kernel needs the same file."""
+    import json  # this command's own imports: see the note at the top
+
+    from .files import read_input
+
+    if not os.path.lexists(path):
+        return ""
+    try:
+        data = json.loads(read_input(Path(path), 1 << 20))
+    except UvkernelError as exc:
+        return exc.summary
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror or exc})"
+    except ValueError:
+        return "it is not JSON"
+    if not isinstance(data, dict):
+        return "it is not a JSON object"
+    for name in PORTS:
+        port = data.get(name, 0)
+        if type(port) is not int or not 0 <= port <= 65535:
+            return f"{name} is {port!r}, not a port number"
+    if data.get("transport", "tcp") not in ("tcp", "ipc"):
+        return f"transport is {data.get('transport')!r}, not tcp or ipc"
+    for name in ("ip", "key", "signature_scheme"):
+        if name in data and not isinstance(data[name], str):
+            return f"{name} is {data[name]!r}, not a string"
+    ip = data.get("ip", "127.0.0.1")
+    if data.get("transport", "tcp") == "tcp" and ip not in ("localhost", "*"):
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            return f"ip is {ip!r}, not an IP address"
+    if not str(data.get("signature_scheme", "hmac-sha256")).startswith("hmac-"):
+        return f"signature_scheme is {data.get('signature_scheme')!r}, not hmac-<hash>"
+    return ""
+
+
 def cmd_kernel(args: argparse.Namespace) -> int:
     """Prepare, then become the env's ipykernel (exec), so signals reach it directly."""
     import asyncio  # this command's own imports: see the note at the top
 
     from . import cache_envs, pipeline
     from .launch import KERNEL_VAR
+    problem = connection_file_problem(args.connection_file)
+    if problem:
+        raise SpecError("CONNECTION_FILE_INVALID", path=args.connection_file, problem=problem)
     try:
         try:
             settings, environ = _settings_for(args.kernel, None)
@@ -407,6 +463,9 @@ def cmd_change(args: argparse.Namespace) -> int:
                                  optional=args.optional)
     progress = terminal.Progress()
     progress.line(f"uvkernel {args.command} {' '.join(args.packages)} in {folder}")
+    # SIGTERM (a closed terminal's session, `kill`, a job scheduler) would end the process where it stands, with
+    # uv's half of the change in pyproject.toml and uv.lock: it takes Ctrl-C's way, which puts them back
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: os.kill(os.getpid(), signal.SIGINT))
     try:
         outcome = terminal.run_blocking(
             lambda: project_edit.apply(change, settings, folder, environ, progress.log), progress, folder)
@@ -490,10 +549,30 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trust(args: argparse.Namespace) -> int:
+    import asyncio  # this command's own imports: see the note at the top
+
+    from . import pipeline, terminal, trust
+
+    settings, environ = _settings_for(_kernel_name(args), None)
+    given = args.project or args.dir
+    if args.revoke and not os.path.isdir(os.path.abspath(os.path.expanduser(given or "."))):
+        # a project folder deleted since: its trust can still be taken back by its path
+        print("uvkernel: " + trust.revoke(Path(os.path.abspath(os.path.expanduser(given or "."))),
+                                          pipeline.cache_root(settings)))
+        return 0
+    folder = terminal.project_folder(given, "trust")
+    _host, project, root = asyncio.run(pipeline.locate(settings, folder, environ))
+    if project.root is None:
+        raise ProjectError("NOT_A_PROJECT", path=folder, command="trust")
+    print("uvkernel: " + (trust.revoke(project.root, root) if args.revoke else trust.grant(project, root)))
+    return 0
+
+
 COMMANDS = {"install": cmd_install, "uninstall": cmd_uninstall, "list": cmd_list, "check": cmd_check,
             "kernel": cmd_kernel, "unshadow": cmd_unshadow,
             "sync": cmd_sync, "run": cmd_run, "add": cmd_change, "remove": cmd_change,
-            "envs": cmd_envs, "gc": cmd_gc}
+            "envs": cmd_envs, "gc": cmd_gc, "trust": cmd_trust}
 
 
 def _traceback_log(text: str) -> str:

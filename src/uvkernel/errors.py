@@ -48,6 +48,16 @@ MESSAGES: dict[str, Message] = {
         "uv failed while it {step} (exit status {returncode})",
         "{fix}",
     ),
+    "UV_DID_NOTHING": Message(
+        "{uv} exited with status 0 but did not create the env at {env}: it does not behave like uv",
+        "check the binary (`{uv} --version` must print uv's version): point uv_path at a working uv, or remove "
+        "uv_path to use the uv Python package (`python -m pip install uv`)",
+    ),
+    "UV_VERSION_REQUIRED": Message(
+        "the project requires uv {required} (required-version in {path}), but uvkernel runs uv {version} ({uv})",
+        "update that uv (`python -m pip install -U uv` beside Jupyter), or point uv_path at a uv that matches: "
+        "`uvkernel install --user --set uv_path='\"/path/to/uv\"'`; the project's dependencies are not the problem",
+    ),
     "UV_TIMEOUT": Message(
         "uv did not finish within {timeout} seconds while it {step}",
         "check network access to the package index, then start the kernel again (it resumes where it stopped)",
@@ -79,6 +89,12 @@ MESSAGES: dict[str, Message] = {
         "{env} was made from another interpreter ({env_python}) than the host ({host_python})",
         "uvkernel does not delete envs. Keep it under another name and let uvkernel build a new one: "
         "`mv {env} {env}.old` (or choose that interpreter as host: `--host-python {env_python}`)",
+    ),
+    "ENV_NOT_READABLE": Message(
+        "the environment {env} belongs to {owner} and cannot be read by you ({detail}); uvkernel neither uses "
+        "nor changes another user's env",
+        "use an env of your own for this project: `export UV_PROJECT_ENVIRONMENT=$HOME/.venvs/{name}` in the "
+        "environment that starts Jupyter (or the terminal), then start the kernel again",
     ),
     "ENV_NOT_WRITABLE": Message(
         "cannot create the environment at {env}: {detail}",
@@ -245,8 +261,19 @@ MESSAGES: dict[str, Message] = {
     ),
     # --- kernel spec --------------------------------------------------------------------------------
     "KERNEL_NAME_INVALID": Message(
-        "{name!r} is not a valid kernel name: use lowercase letters, digits, '.', '_' and '-'",
+        "{name!r} is not a valid kernel name: use lowercase letters, digits, '.', '_' and '-' (not dots alone)",
         "choose another name: `uvkernel install --name my-kernel`",
+    ),
+    "KERNEL_ENV_INVALID": Message(
+        "--env {key!r} {value!r} cannot be an environment variable of the kernel: {problem}; every start of "
+        "the kernel would fail",
+        "give the name and the value as two words: `uvkernel install --user --env NAME VALUE` (e.g. --env "
+        "CUDA_VISIBLE_DEVICES 0)",
+    ),
+    "CONNECTION_FILE_INVALID": Message(
+        "the connection file {path} cannot be used: {problem}",
+        "let Jupyter start the kernel (it writes the connection file), or give a file it wrote: `uvkernel kernel "
+        "-f /path/to/kernel-1234.json` (a path that does not exist yet gets a new connection file)",
     ),
     "KERNEL_NOT_FOUND": Message(
         "no kernel spec named {name} was found{where}",
@@ -400,6 +427,11 @@ MESSAGES: dict[str, Message] = {
         "make it a folder only you own and enter: `{fix_command}` (check what is inside first), or keep the cache "
         "elsewhere: `uvkernel install --user --set cache_dir=/path/only/you/use`",
     ),
+    "CACHE_DIR_NOT_FOLDER": Message(
+        "uvkernel's cache folder {path} is {kind}, not a folder; nothing was created or changed there",
+        "set cache_dir to a folder only you use: `uvkernel install --user --set cache_dir='\"/path/only/you/use\"'` "
+        "(or remove cache_dir to use the default)",
+    ),
     "CACHE_ENV_LINK": Message(
         "the cache env {env} is a symbolic link (to {target}); uvkernel uses only envs it created itself",
         "remove the link (`rm {env}`, the folder it leads to is kept); the next start creates the env there",
@@ -423,6 +455,23 @@ MESSAGES: dict[str, Message] = {
         "answering",
         "check the project folder's file system (`ls -la` in it; a hung network mount or a huge workspace glob "
         "in [tool.uv.workspace] members), then start the kernel again",
+    ),
+    "TRUST_REQUIRED": Message(
+        "the project {root} is not trusted yet{changed}; with require_trust = true, uvkernel builds and installs a "
+        "project (which runs its build backend and any source distribution's build) only after you trust it",
+        "read its dependency files ({files}), then trust them: `uvkernel trust {root}`",
+    ),
+    "TRUST_RECORDED": Message(
+        "trusted {root} as its dependency files are now ({files})",
+        "a change to any of them asks again; take the trust back with `uvkernel trust --revoke {root}`",
+    ),
+    "TRUST_REVOKED": Message(
+        "{root} is no longer trusted",
+        "trust it again with `uvkernel trust {root}`",
+    ),
+    "TRUST_NOT_RECORDED": Message(
+        "{root} was not trusted; nothing to revoke",
+        "trust it with `uvkernel trust {root}`",
     ),
     "EDIT_NOT_RESTORED": Message(
         "{path} changed while uvkernel {verb} ran (not by uv): it was left as it is now, not put back",

@@ -29,8 +29,9 @@ INPUT_LIMIT = 32 * 1024 * 1024
 T = TypeVar("T")
 
 # The folders of the cache root uvkernel keeps to itself (envs, liveness markers, logs, kept resolutions, locks,
-# add/remove backups and journals, built editables that are installed into envs).  Its bin/ (the kernel's `uvkernel` command) may be readable by others.
-CACHE_FOLDERS = ("envs", "running", "logs", "resolutions", "locks", "edits", "editables")
+# add/remove backups and journals, built editables that are installed into envs, the projects the user trusts).
+# Its bin/ (the kernel's `uvkernel` command) may be readable by others.
+CACHE_FOLDERS = ("envs", "running", "logs", "resolutions", "locks", "edits", "editables", "trust")
 
 
 def write_atomic(path: Path, text: str | bytes, *, private: bool = False, make_parent: bool = False,
@@ -94,6 +95,10 @@ def private_dir(path: Path, *, readable: bool = False) -> None:
         while not os.path.lexists(folder) and folder != folder.parent:
             missing.append(folder)
             folder = folder.parent
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+            # a file or a device (cache_dir = "/dev/null"): nothing to fix by moving it, the setting is wrong
+            raise EnvError("CACHE_DIR_NOT_FOLDER", path=str(folder), kind=_kind(st.st_mode))
         for folder in reversed(missing):  # os.makedirs gives the parents it creates the default mode
             try:
                 os.mkdir(folder, 0o700)
@@ -193,6 +198,8 @@ def read_input(path: Path, limit: int = INPUT_LIMIT) -> bytes:
 
 
 def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a regular file"
     if stat.S_ISFIFO(mode):
         return "a named pipe (FIFO)"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import process
 from .errors import HostError
@@ -139,6 +140,10 @@ def _parse(path: str, reason: str, returncode: int, stdout: str, stderr: str) ->
         data = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise HostError("HOST_PYTHON_NOT_PYTHON", path=path, detail="it did not answer like a Python interpreter")
+    problem = _shape_problem(data)
+    if problem:  # a wrapper script or another program that prints JSON of its own
+        raise HostError("HOST_PYTHON_NOT_PYTHON", path=path,
+                        detail=f"it did not answer like a Python interpreter ({problem})")
     version = tuple(data["version"])
     host = HostPython(path=path, reason=reason, executable=data["executable"], version=version,  # type: ignore[arg-type]
                       implementation=data["implementation"], prefix=data["prefix"],
@@ -149,6 +154,27 @@ def _parse(path: str, reason: str, returncode: int, stdout: str, stderr: str) ->
         raise HostError("HOST_PYTHON_TOO_OLD", path=path, version=host.version_str,
                         minimum=".".join(map(str, MINIMUM_PYTHON)))
     return host
+
+
+_SHAPE: dict[str, Any] = {"executable": str, "implementation": str, "prefix": str, "base_prefix": str,
+                          "base_executable": str, "site_packages": list, "conda": bool, "has_ipykernel": bool}
+
+
+def _shape_problem(data: Any) -> str:
+    """What is wrong with the interpreter's answer ('' when it has every field, each of its type)."""
+    if not isinstance(data, dict):
+        return f"its answer is a JSON {type(data).__name__}, not an object"
+    version = data.get("version")
+    if not (isinstance(version, list) and len(version) >= 2 and all(type(v) is int for v in version[:3])):
+        return f"version is {version!r}, not a list of numbers"
+    for key, kind in _SHAPE.items():
+        if key not in data:
+            return f"no {key} in its answer"
+        if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
+            return f"{key} is {data[key]!r}, not a {kind.__name__}"
+    if not all(isinstance(item, str) for item in data["site_packages"]):
+        return "site_packages holds something other than paths"
+    return ""
 
 
 def _argv(path: str) -> list[str]:

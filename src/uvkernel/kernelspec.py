@@ -49,8 +49,18 @@ def spec_dict(*, display_name: str, config: dict[str, Any], env: dict[str, str],
 
 
 def validate_name(name: str) -> None:
-    if not _is_valid_kernel_name(name):
+    # "." and ".." pass Jupyter's own pattern, but as folder names they are the kernels folder or its parent
+    if not _is_valid_kernel_name(name) or name.strip(".") == "":
         raise SpecError("KERNEL_NAME_INVALID", name=name)
+
+
+def validate_env(env: dict[str, str]) -> None:
+    """Every name a variable can have: not empty, no "=" and no NUL (the kernel's start would fail on each)."""
+    for key, value in env.items():
+        problem = ("the name is empty" if not key else "the name holds '='" if "=" in key
+                   else "it holds a NUL character" if "\0" in key + value else "")
+        if problem:
+            raise SpecError("KERNEL_ENV_INVALID", key=key, value=value, problem=problem)
 
 
 def install(
@@ -65,6 +75,7 @@ def install(
 ) -> str:
     """Install a spec; returns the folder it was written to."""
     validate_name(name)
+    validate_env(env or {})
     settings = dict(config or {})
     if host_python:
         host = host_mod.inspect_sync(host_python, "uvkernel install --host-python")

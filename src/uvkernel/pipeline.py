@@ -15,18 +15,19 @@ from typing import Any, Mapping
 
 import platformdirs
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 
-from . import cache_envs, distribution, host as host_mod, launch, preflight, project as project_mod
+from . import cache_envs, distribution, host as host_mod, launch, preflight, process, project as project_mod, trust
 from . import env as stage2
 from . import settings as settings_mod
 from .env import HOST_CONSTRAINTS, HOST_EXCLUDES, Env
-from .errors import PreflightError, ProjectError, UvkernelError
-from .files import CACHE_FOLDERS, check_private_dirs, off_loop, write_atomic
+from .errors import PreflightError, ProjectError, UvError, UvkernelError
+from .files import CACHE_FOLDERS, check_private_dirs, off_loop, read_input, write_atomic
 from .host import HostPython
 from .project import Project
 from .settings import UvKernelSettings
 from .shared import Log, canonical
-from .uvbin import find_uv
+from .uvbin import find_uv, uv_environment
 
 REPORT_FILE = ".uvkernel-report.json"
 
@@ -121,6 +122,44 @@ def check_requires_python(project: Project, host: HostPython) -> None:
                            host=host.executable, version=host.version_str)
 
 
+def required_uv(project: Project) -> tuple[str, str] | None:
+    """([tool.uv] required-version, the file saying it) where uv reads it: the workspace root's uv.toml, else its
+    pyproject.toml; None when neither sets one."""
+    top = project.top
+    if top is None:
+        return None
+    uv_toml = top / "uv.toml"
+    if uv_toml.is_file():
+        try:
+            value = project_mod.tomllib.loads(read_input(uv_toml).decode("utf-8")).get("required-version")
+        except (OSError, ValueError):
+            value = None  # uv reports a broken uv.toml itself (UV_CONFIG_INVALID)
+        if isinstance(value, str):
+            return value, str(uv_toml)
+    value = project.tool_uv(top=True).get("required-version")
+    return (value, str(top / "pyproject.toml")) if isinstance(value, str) else None
+
+
+async def check_required_uv(project: Project, uv: str) -> None:
+    """Refuse a project whose required-version excludes uvkernel's uv with a message about uv: uv's own refusal
+    comes out of the dependency step and read as a problem with the project's dependencies."""
+    required = required_uv(project)
+    if required is None:
+        return
+    try:
+        spec = SpecifierSet(required[0])
+    except InvalidSpecifier:
+        return  # uv says what is wrong with it
+    done = await process.run([uv, "--version"], env=uv_environment(), timeout=30)
+    words = done.stdout.split()
+    try:
+        version = Version(words[1])
+    except (IndexError, InvalidVersion):
+        return  # not uv's answer: the first uv command reports the binary
+    if not spec.contains(version, prereleases=True):
+        raise UvError("UV_VERSION_REQUIRED", required=required[0], path=required[1], version=str(version), uv=uv)
+
+
 async def prepare(
     settings: UvKernelSettings,
     *,
@@ -161,8 +200,12 @@ async def prepare_env(
         liveness.mark(root, project.env_path)  # before the env's lock: gc, holding the lock, sees it or wins
     uv, _how = find_uv(settings.uv_path)
     if project.root is not None:
+        await check_required_uv(project, uv)
         # the project's own dependency policy, below whatever the kernel spec / jupyter config / CLI set
         settings = settings_mod.with_project_policy(settings, project.pyproject, str(project.root / "pyproject.toml"))
+        if settings.require_trust and settings.project_dependencies:
+            # installing the project runs its build backend: with require_trust, only once the user trusted it
+            await off_loop("hashing the project's dependency files", trust.require, project, root)
     timings["find"] = time.monotonic() - t0
 
     env = await stage2.prepare(project, host, settings, uv=uv, cache_root=root, log=say)

@@ -32,7 +32,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from . import pipeline, project as project_mod
+from . import pipeline, project as project_mod, trust
 from .cache_envs import process_start
 from .env import declarations, host_distributions, lock_for, private_dir, protection, resolve
 from .errors import DependencyError, ProjectError, UvError, UvkernelError, note
@@ -310,6 +310,10 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
                 log: Any) -> Outcome:
     """Record ``change`` with uv, then prepare the env as a kernel start would; on any failure restore the files."""
     host, project, cache_root = await _locate(settings, folder, environ, change.verb)
+    # uv add resolves, and may build the project and sdists: with require_trust, only a trusted project
+    guarded = settings.require_trust and settings.project_dependencies
+    if guarded:
+        trust.require(project, cache_root)
     uv, _how = find_uv(settings.uv_path)
     env_python = project.env_path / "bin" / "python"
     if not env_python.exists():
@@ -342,9 +346,13 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
                     await _uv_change(uv, change, batch, project, env_python, settings)
                 finally:
                     backup.uv_wrote(last=i == len(batches))
+            if guarded:  # the user's own change to a project they trusted: still trusted as uv wrote it
+                trust.grant(project, cache_root)
             prepared = await pipeline.prepare(settings, cwd=folder, environ=environ, log=log)
         except BaseException as exc:  # uv's error, the env's, Ctrl-C (CancelledError): nothing of uv's stays
             whole = backup.restore()
+            if guarded and whole:  # the files are as the user trusted them again
+                trust.grant(project, cache_root)
             if isinstance(exc, UvkernelError):
                 exc.restored = whole  # type: ignore[attr-defined]
                 exc.left = backup.notes  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ spec's config, checked here without traitlets (which costs ~0.1 s to import, mor
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -86,6 +87,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache_dir", "str", "",
             "Per-user folder for envs of notebooks outside projects and the preflight cache. "
             "Empty: the platform's user cache folder (platformdirs) / uvkernel."),
+    Setting("require_trust", "bool", False,
+            "Build and install a project (which runs its build backend and any source distribution's build, as "
+            "uv sync does) only after `uvkernel trust DIR`; asked again when its pyproject.toml, uv.lock or "
+            "uv.toml change. Not allowed in [tool.uvkernel]: a project must not trust itself."),
     Setting("fallback_kernel", "enum", "restart",
             "When a start fails where Jupyter would lose the message (restart: restarts; always: every start), "
             "start a small kernel that shows the error in the notebook and runs no code.",
@@ -121,6 +126,9 @@ def coerce(setting: Setting, value: Any) -> Any:
     elif kind in ("int", "float"):
         if kind == "int" and isinstance(value, int) or kind == "float" and isinstance(value, (int, float)):
             value = float(value) if kind == "float" else value
+            # NaN passes every comparison (a NaN time limit would never expire), and an infinite one never ends
+            if kind == "float" and not math.isfinite(value):
+                raise Invalid
             if setting.minimum is not None and value < setting.minimum:
                 raise Invalid
             return value
@@ -139,7 +147,7 @@ def coerce(setting: Setting, value: Any) -> Any:
 def describe(setting: Setting) -> str:
     """What the setting accepts, in traitlets' words (the provisioner's traits say the same)."""
     choices = f"any of {list(setting.choices)} (case-insensitive)"
-    return {"str": "a unicode string", "bool": "a boolean", "int": "an int", "float": "a float", "list": "a list",
+    return {"str": "a unicode string", "bool": "a boolean", "int": "an int", "float": "a finite float", "list": "a list",
             "enum": choices, "enum_or_bool": f"{choices} or a boolean"}[setting.kind]
 
 

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import pwd
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,27 @@ def check_path(env: Path, interrupted: bool = False) -> None:
     ``interrupted``: uvkernel's own creation of this env was killed half-way (see :func:`creation_marker`), so a
     folder without pyvenv.cfg is ours to finish, not a user's folder to refuse.
     """
+    try:
+        _check_path(env, interrupted)
+    except PermissionError as exc:  # another user's env (a shared project folder): theirs, not readable here
+        raise EnvError("ENV_NOT_READABLE", env=str(env), owner=_owner(env), detail=exc.strerror or str(exc),
+                       name=(env.parent.name or "project")) from None
+
+
+def _owner(path: Path) -> str:
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return "another user"
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_path(env: Path, interrupted: bool) -> None:
+    if env.is_dir() and not os.access(env, os.R_OK | os.X_OK):
+        raise PermissionError(13, "permission denied", str(env))
     if env.is_symlink() and not env.exists():
         raise EnvError("ENV_BROKEN_LINK", env=str(env), target=os.readlink(env))
     if env.exists() and not env.is_dir():
@@ -336,23 +358,28 @@ async def prepare(
 ) -> Env:
     env_path = project.env_path
     marker = creation_marker(env_path, cache_root)
-    check_project_env(project, interrupted=marker.exists())
+    # uvkernel gc removes a cache env while it holds the env's lock: a look at the path before the lock could see
+    # an env half removed (ENV_NOT_A_VENV) or reuse one about to vanish, so for a cache env every check of the
+    # path comes after the lock.  A project's env is never gc's: its warm start stays lock-free.
+    if not project.in_cache:
+        check_project_env(project, interrupted=marker.exists())
     site = site_packages_of(env_path, host.version)
     env = Env(env_path, env_path / "bin" / "python", site, layer=layer_dirs(host))
     wanted = await off_loop("reading the project's files", fingerprint, project, host, settings)
 
-    # Fast path without the lock: a finished env whose inputs did not change and whose state (interpreter,
-    # system-site flag, host layer) is still right.  Files only: no uv, no interpreter.
-    if (env_path / "pyvenv.cfg").exists() and read_state(env_path).get("fingerprint") == wanted:
-        same, _ = same_interpreter(env_path, host)
-        if same and not cheap_check(env_path, host):
-            _from_state(env, read_state(env_path))
-            env.reused = True
-            await _find_shadowing(env, settings)
-            return env
+    # Fast path: a finished env whose inputs did not change and whose state (interpreter, system-site flag, host
+    # layer) is still right.  Files only: no uv, no interpreter.
+    if not project.in_cache and _reusable(env, host, wanted):
+        await _find_shadowing(env, settings)
+        return env
 
     async with locked(env_path, cache_root, settings.lock_timeout):
         try:
+            if project.in_cache:
+                check_project_env(project, interrupted=marker.exists())
+                if _reusable(env, host, wanted):
+                    await _find_shadowing(env, settings)
+                    return env
             await _prepare_locked(env, project, host, settings, uv, wanted, log, marker)
         except OSError as exc:  # writing into the env failed (disk full, read-only, permissions)
             if exc.errno == errno.ENOSPC:
@@ -477,6 +504,18 @@ async def _restore_pyvenv_cfg(env: Env, host: HostPython, settings: UvKernelSett
     env.actions.append("repaired: rebuilt the missing pyvenv.cfg (installed packages kept)")
 
 
+def _reusable(env: Env, host: HostPython, wanted: str) -> bool:
+    """Is the env finished for these inputs, with its interpreter and host layer still right?  (Then it is
+    used as it is, marked reused.)"""
+    if (env.path / "pyvenv.cfg").exists() and read_state(env.path).get("fingerprint") == wanted:
+        same, _ = same_interpreter(env.path, host)
+        if same and not cheap_check(env.path, host):
+            _from_state(env, read_state(env.path))
+            env.reused = True
+            return True
+    return False
+
+
 async def _prepare_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
                           wanted: str, log: Log, marker: Path) -> None:
     # what the host provides: read concurrently with the uv calls below (it starts the host's python)
@@ -527,8 +566,10 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
         marker.write_text(str(env_path) + "\n")
         await _uv([uv, "venv", *(["--system-site-packages"] if flag else []), "--no-project",
                    "--python", host.interpreter_for_env, "--no-python-downloads",
-                   "--prompt", (project.root or project.notebook_dir).name or "uvkernel", str(env_path)],
+                   # one argument: a folder named "-myproj" is the prompt's value, not an option
+                   f"--prompt={(project.root or project.notebook_dir).name or 'uvkernel'}", str(env_path)],
                   "created the env", settings)
+        _check_created(env_path, uv)
         chmod_created(env_path)  # envs uvkernel creates are readable by their owner only
         marker.unlink()
         env.actions.append("created")
@@ -574,6 +615,12 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
                            "host_dists": {k: [d.name, d.version, d.location, d.protected]
                                           for k, d in host_dists.items()},
                            "python": sys.version.split()[0]})
+
+
+def _check_created(env_path: Path, uv: str) -> None:
+    """`uv venv` said it succeeded: the env must be there (a "uv" that is another program or a stub exits 0 too)."""
+    if not (env_path / "pyvenv.cfg").is_file():
+        raise UvError("UV_DID_NOTHING", uv=uv, env=str(env_path))
 
 
 def _check_writable(parent: Path, env_path: Path) -> None:
