@@ -25,7 +25,7 @@ from .files import CACHE_FOLDERS, check_private_dirs, off_loop, write_atomic
 from .host import HostPython
 from .project import Project
 from .settings import UvKernelSettings
-from .shared import Log, canonical
+from .shared import Log, canonical, phase
 from .uvbin import find_uv
 
 REPORT_FILE = ".uvkernel-report.json"
@@ -154,6 +154,7 @@ async def prepare_env(
     t0 = time.monotonic()
     timings: dict[str, float] = {}
 
+    phase("finding the project")
     host, project, root = await locate(settings, cwd, environ, base=base_cwd, log=say)
     say(f"project: {project.root or 'none'}; env: {project.env_path} ({project.env_reason})")
     check_requires_python(project, host)
@@ -165,6 +166,7 @@ async def prepare_env(
         settings = settings_mod.with_project_policy(settings, project.pyproject, str(project.root / "pyproject.toml"))
     timings["find"] = time.monotonic() - t0
 
+    phase("preparing the env")
     env = await stage2.prepare(project, host, settings, uv=uv, cache_root=root, log=say)
     timings["env"] = time.monotonic() - t0 - timings["find"]
     cache_envs.record_start(root, env.path, folder=project.root or project.notebook_dir, in_cache=project.in_cache,
@@ -185,6 +187,7 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
     t0 = time.monotonic()
     env, project = prepared.env, prepared.project
     if settings.preflight:
+        phase("checking the host stack")
         say("preflight: checking the host stack from the env")
         result = await _preflight(prepared, settings, recheck)
         failed = _failed_companions(result)
