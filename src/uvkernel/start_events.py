@@ -123,6 +123,7 @@ class StartProgress:
         self._emit("start")
 
     def on_phase(self, name: str) -> None:  # shared.PHASE
+        self._flush()
         self.phase, self.counts = name, {}
         self.step = name
         self._emit("progress")
@@ -132,6 +133,7 @@ class StartProgress:
         self._changed()
 
     def on_uv(self, argv: list[str], step: str) -> None:  # uvbin.UV_OBSERVER
+        self._flush()
         self.phase, self.counts = uv_phase(argv), {}
         words = " ".join(a for a in argv[1:3] if not a.startswith("-"))
         self.step = f"uv {words}: {step}"[:STEP_WIDTH]
@@ -188,6 +190,14 @@ class StartProgress:
             self._emit("progress")
         elif self.pending is None and self.loop is not None:
             self._later(wait)
+
+    def _flush(self) -> None:
+        """A change held back by the rate limit goes out before a new command clears the counts it carries
+        (uv's "Installed N packages" comes just before the next command starts)."""
+        if self.pending is not None:
+            self.pending.cancel()
+            self.pending = None
+            self._emit("progress")
 
     def _later(self, wait: float) -> None:
         assert self.loop is not None
