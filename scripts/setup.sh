@@ -38,12 +38,44 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$UV" venv -q .venv --python "$HOST"
 fi
+# The JupyterLab extension (js/): built into src/uvkernel/labextension before the install, whose build hook
+# refuses to go on without it. Skipped when the built files are newer than every source; npm ci only when the
+# lock file changed. The builder needs JupyterLab's staging folder, hence Jupyter in .venv first.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: npm is missing (Node.js 20): it builds the JupyterLab extension" >&2
+  exit 1
+fi
+if [ ! -d .venv/lib/python*/site-packages/jupyterlab/staging ]; then
+  "$UV" pip install -q --python .venv/bin/python "jupyterlab>=4.2"
+fi
+LABEXT=src/uvkernel/labextension
+if [ ! -f js/node_modules/.package-lock.json ] || [ js/package-lock.json -nt js/node_modules/.package-lock.json ]; then
+  echo "setup: npm ci (JupyterLab extension)"
+  (cd js && npm ci --silent --no-audit --no-fund >/dev/null)
+fi
+if [ ! -f "$LABEXT/package.json" ] || [ -n "$(find js/src js/style js/package.json js/tsconfig.json -newer "$LABEXT/package.json" -print -quit)" ]; then
+  echo "setup: building the JupyterLab extension"
+  STAGING="$(echo .venv/lib/python*/site-packages/jupyterlab/staging)"
+  rm -rf "$LABEXT"
+  (cd js && rm -rf lib tsconfig.tsbuildinfo && npx --no-install tsc \
+     && node node_modules/@jupyterlab/builder/lib/build-labextension.js --core-path "../$STAGING" . >/dev/null)
+  touch "$LABEXT/package.json"
+else
+  echo "setup: JupyterLab extension up to date"
+fi
 # The distribution was called uvkernel before it became jupyter-uvkernel (that name on PyPI is another project's):
 # a dev env from before keeps the old dist-info, which uvkernel would report as a second owner of its files.
 if .venv/bin/python -c 'import importlib.metadata as m; m.distribution("uvkernel")' >/dev/null 2>&1; then
   "$UV" pip uninstall -q --python .venv/bin/python uvkernel
 fi
 "$UV" pip install -q --python .venv/bin/python -e . --group test
+# As `jupyter labextension develop` links it (its module lookup misses a src/ package named unlike its
+# distribution): the dev env's Jupyter serves the extension from the build folder, so a rebuild needs no reinstall.
+DEV_LABEXT=".venv/share/jupyter/labextensions/jupyter-uvkernel"
+if [ ! -L "$DEV_LABEXT" ]; then
+  rm -rf "$DEV_LABEXT"
+  ln -s "$PWD/src/uvkernel/labextension" "$DEV_LABEXT"
+fi
 
 if [ "$E2E" = 1 ]; then
   need_apt=()

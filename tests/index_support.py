@@ -79,3 +79,55 @@ def tiny_shared_object(folder: Path) -> bytes:
     (folder / "tiny.c").write_text("int uvkernel_test_double(void) { return 42; }\n")
     subprocess.run([gcc, "-shared", "-fPIC", "-o", str(folder / "tiny.so"), str(folder / "tiny.c")], check=True)
     return (folder / "tiny.so").read_bytes()
+
+
+_SLOW_BACKEND = '''\
+"""A PEP 517 backend in the sdist itself (no build requirement to download): sleeps, then writes the wheel."""
+import base64, hashlib, os, time, zipfile
+
+NAME, VERSION, SLEEP = {name!r}, {version!r}, {sleep!r}
+META = f"Metadata-Version: 2.1\\nName: {{NAME}}\\nVersion: {{VERSION}}\\n"
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_wheel(folder, config_settings=None, metadata_directory=None):
+    time.sleep(SLEEP)
+    info = f"{{NAME}}-{{VERSION}}.dist-info"
+    files = {{f"{{NAME}}/__init__.py": b"BUILT_SLOWLY = True\\n", f"{{info}}/METADATA": META.encode(),
+             f"{{info}}/WHEEL": b"Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}}
+    record = [f"{{p}},sha256={{base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()}},{{len(d)}}"
+              for p, d in files.items()] + [f"{{info}}/RECORD,,"]
+    wheel = f"{{NAME}}-{{VERSION}}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(folder, wheel), "w") as whl:
+        for p, d in files.items():
+            whl.writestr(p, d)
+        whl.writestr(f"{{info}}/RECORD", "\\n".join(record) + "\\n")
+    return wheel
+'''
+
+
+def slow_sdist(folder: Path, name: str, version: str, sleep: float) -> Path:
+    """An sdist whose build takes ``sleep`` seconds: a long first env build, offline.  uv keeps built wheels in
+    its cache, so each test run gives it a version of its own."""
+    import io
+    import tarfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{version}"
+    files = {
+        "pyproject.toml": f'[build-system]\nrequires = []\nbuild-backend = "slow_backend"\nbackend-path = ["."]\n'
+                          f'[project]\nname = "{name}"\nversion = "{version}"\n',
+        "slow_backend.py": _SLOW_BACKEND.format(name=name, version=version, sleep=sleep),
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+    }
+    path = folder / f"{stem}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{stem}/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

@@ -26,7 +26,7 @@ from .files import CACHE_FOLDERS, check_private_dirs, off_loop, read_input, writ
 from .host import HostPython
 from .project import Project
 from .settings import UvKernelSettings
-from .shared import Log, canonical
+from .shared import Log, canonical, phase
 from .uvbin import find_uv, uv_environment
 
 REPORT_FILE = ".uvkernel-report.json"
@@ -193,6 +193,7 @@ async def prepare_env(
     t0 = time.monotonic()
     timings: dict[str, float] = {}
 
+    phase("finding the project")
     host, project, root = await locate(settings, cwd, environ, base=base_cwd, log=say)
     say(f"project: {project.root or 'none'}; env: {project.env_path} ({project.env_reason})")
     check_requires_python(project, host)
@@ -208,6 +209,7 @@ async def prepare_env(
             await off_loop("hashing the project's dependency files", trust.require, project, root)
     timings["find"] = time.monotonic() - t0
 
+    phase("preparing the env")
     env = await stage2.prepare(project, host, settings, uv=uv, cache_root=root, log=say)
     timings["env"] = time.monotonic() - t0 - timings["find"]
     cache_envs.record_start(root, env.path, folder=project.root or project.notebook_dir, in_cache=project.in_cache,
@@ -228,6 +230,7 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
     t0 = time.monotonic()
     env, project = prepared.env, prepared.project
     if settings.preflight:
+        phase("checking the host stack")
         say("preflight: checking the host stack from the env")
         result = await _preflight(prepared, settings, recheck)
         failed = _failed_companions(result)

@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 
 @dataclass
@@ -41,8 +41,13 @@ async def run(
     cwd: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
     stdin: bytes | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> Completed:
-    """Run ``args`` and capture its output; on timeout kill its whole process group."""
+    """Run ``args`` and capture its output; on timeout kill its whole process group.
+
+    ``on_line`` hears each line of stdout and stderr as the child writes it (uv's "Resolved N packages",
+    "Building X" while a kernel starts); it runs on the event loop and what it raises is ignored, since progress
+    must never change a command's outcome."""
     argv = [os.fspath(a) for a in args]
     proc = await asyncio.create_subprocess_exec(
         *argv,
@@ -60,11 +65,29 @@ async def run(
     async def _drain(stream: asyncio.StreamReader | None, buf: bytearray) -> None:
         if stream is None:
             return
+        start = 0  # where the line not yet passed to on_line begins in buf
         while True:
             chunk = await stream.read(65536)
             if not chunk:
+                if on_line is not None and start < len(buf):
+                    _tell(bytes(buf[start:]))
                 return
             buf.extend(chunk)
+            if on_line is not None:
+                # uv redraws a line with '\r' when it thinks it writes to a terminal: each redraw is a line too
+                end = max(buf.rfind(b"\n", start), buf.rfind(b"\r", start))
+                if end >= start:
+                    for line in bytes(buf[start:end]).replace(b"\r", b"\n").split(b"\n"):
+                        _tell(line)
+                    start = end + 1
+
+    def _tell(line: bytes) -> None:
+        text = line.decode(errors="replace").rstrip()
+        if text and on_line is not None:
+            try:
+                on_line(text)
+            except Exception:  # noqa: BLE001 - a progress display's failure is not the command's
+                pass
 
     async def _feed() -> None:
         if proc.stdin is not None:

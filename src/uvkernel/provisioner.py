@@ -10,6 +10,7 @@ and runs no code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import textwrap
 import traceback
@@ -20,7 +21,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from tornado.web import HTTPError
 from traitlets.config import Config, LazyConfigValue
 
-from . import cache_envs, fallback_kernel, pipeline
+from . import cache_envs, fallback_kernel, pipeline, start_events
 from .errors import SpecError, UvkernelError, debug_enabled, internal_error
 from .launch import KERNEL_VAR
 from .settings import SETTING_NAMES, validate_config
@@ -167,6 +168,7 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         self.prepared: pipeline.Prepared | None = None
         self.last_error: UvkernelError | None = None
         self._liveness = cache_envs.Liveness()  # marks a cache env in use while this kernel runs (uvkernel gc)
+        self._progress: start_events.StartProgress | None = None  # this start's events, inside a Jupyter server
 
     async def cleanup(self, restart: bool = False) -> None:
         self._restarting = restart
@@ -189,6 +191,8 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
 
     def _log(self, message: str) -> None:
         self.log.info("uvkernel: %s", message)
+        if self._progress is not None:
+            self._progress.on_log(message)
 
     def _wants_fallback(self, restarting: bool) -> bool:
         return self.fallback_kernel == "always" or (restarting and self.fallback_kernel == "restart")
@@ -207,17 +211,29 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         cwd = kwargs.get("cwd")
         error: UvkernelError | None = self._config_error
         self.last_error = None
+        progress = self._progress = start_events.for_provisioner(self, incoming_env)
+        if progress is not None:
+            progress.start()
         if error is None:
             try:
-                self.prepared = await pipeline.prepare(self, cwd=cwd, environ=incoming_env, log=self._log,
-                                                       liveness=self._liveness)
+                with progress.observing() if progress is not None else contextlib.nullcontext():
+                    self.prepared = await pipeline.prepare(self, cwd=cwd, environ=incoming_env, log=self._log,
+                                                           liveness=self._liveness)
             except UvkernelError as exc:
                 error = exc
             except Exception as exc:  # the last line of defence: never a bare exception in the dialog
                 error = self._internal(exc, "prepared the kernel's environment", incoming_env)
             except BaseException:
                 self._liveness.clear()
+                self._progress = None
                 raise
+        self._progress = None
+        if progress is not None:
+            if error is not None:
+                progress.failed(error)
+            else:
+                assert self.prepared is not None
+                progress.ready(self.prepared.timings, list(self.prepared.env.actions))
         if error is not None:
             self._liveness.clear()
             refusal = self._refuse(error)

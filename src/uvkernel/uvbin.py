@@ -63,6 +63,9 @@ def uv_environment(base: dict[str, str] | None = None) -> dict[str, str]:
 
 # Told about each uv command as it starts (argv, step): the terminal's progress display sets it (uvkernel sync).
 UV_OBSERVER: "ContextVar[Callable[[list[str], str], None] | None]" = ContextVar("uvkernel_uv_observer", default=None)
+# Told each line uv writes, as it writes it: a kernel start's progress events count "Resolved / Prepared /
+# Installed N" and name "Building X" from them while uv runs.
+UV_OUTPUT: "ContextVar[Callable[[str], None] | None]" = ContextVar("uvkernel_uv_output", default=None)
 
 GENERIC_FIX = "read uv's message above; run uvkernel check in the notebook's folder for the full report"
 
@@ -84,7 +87,8 @@ async def run_uv(args: list[str], *, step: str, timeout: float, cwd: "os.PathLik
     if observer is not None:
         observer([str(a) for a in args], step)
     try:
-        done = await process.run(args, env={**uv_environment(), **(extra_env or {})}, timeout=timeout, cwd=cwd)
+        done = await process.run(args, env={**uv_environment(), **(extra_env or {})}, timeout=timeout, cwd=cwd,
+                                 on_line=UV_OUTPUT.get())
     except OSError as exc:  # uv_path names something that cannot be executed
         raise UvError("UV_FAILED", step=step, returncode=exc.errno or -1, detail=f"{args[0]}: {exc.strerror or exc}",
                       fix="point uv_path at a working uv binary, or remove the setting") from None

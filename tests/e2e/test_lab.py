@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ import pytest
 from e2e.support import (assert_readable, install_kernel_spec, keep_log, server_environment, start_server,
                          write_notebook)
 from helpers import make_project
+from index_support import slow_sdist
 
 # one worker runs the whole module (pytest -n with --dist loadgroup): its server is started once
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-lab")]
@@ -172,6 +174,19 @@ def test_error_starting_kernel_dialog(ui, lab):
     assert_readable(text, "REQUIRES_PYTHON_EXCLUDES_HOST", ">=3.99", str(bad / "pyproject.toml"))
     # readable without scrolling sideways
     assert body.evaluate("b => b.scrollWidth <= b.clientWidth + 1"), "the dialog needs horizontal scrolling"
+    # the extension's notification names the same error, and opens its whole text with the fix
+    toast = ui.page.locator(".Toastify__toast", has_text="[REQUIRES_PYTHON_EXCLUDES_HOST]")
+    toast.wait_for()
+    assert "requires Python >=3.99" in toast.inner_text()
+    for _ in range(5):  # the error dialog, then Lab's kernel picker: closed as a user would
+        if not ui.page.locator(".jp-Dialog").count():
+            break
+        ui.page.keyboard.press("Escape")
+        ui.page.wait_for_timeout(300)
+    toast.get_by_role("button", name="Show the fix").click()
+    fix = ui.dialog("uvkernel could not start the kernel").locator(".jp-uvkernel-error").inner_text()
+    ui.shot("error-extension-fix")
+    assert "[REQUIRES_PYTHON_EXCLUDES_HOST]" in fix and "How to fix:" in fix and str(bad / "pyproject.toml") in fix
 
 
 def test_kernel_picker_and_kernel_change_error(ui, lab):
@@ -243,3 +258,46 @@ def test_interrupt_and_restart_reach_kernel(ui, lab):
     ui.shot("restart")
     pids = [o.split()[1] for o in ui.outputs() if o.startswith("pid ")]
     assert pids and pids[0] != first_pid
+
+
+TOASTS = "() => [...document.querySelectorAll('.Toastify__toast')].map(t => t.innerText).filter(t => t.includes('uvkernel'))"
+
+
+def test_long_first_start_shows_its_progress(ui, lab):
+    """A first start that builds an sdist for 20 s: the notification follows the steps and the clock, then the
+    summary."""
+    version = f"2.0.{uuid.uuid4().int % 10**9}"  # uv caches built wheels: a version of its own each run
+    sdist = slow_sdist(lab.root / "wheels", "slowlab", version, 20)
+    project = make_project(lab.root / "slow", [f"slowlab @ {sdist.as_uri()}"])
+    write_notebook(project / "nb.ipynb", "import slowlab; print('built', slowlab.BUILT_SLOWLY)", kernel="uvk",
+                   display_name=DISPLAY)
+    ui.open("slow/nb.ipynb")
+    seen: list[str] = []
+    clocks: list[int] = []
+    shot = False
+    deadline = time.monotonic() + 110
+    while time.monotonic() < deadline:
+        texts = ui.page.evaluate(TOASTS)
+        for text in texts:
+            match = re.search(r"uvkernel: (.*) · (\d+):(\d\d)", text)
+            if match:
+                if not seen or seen[-1] != match.group(1):
+                    seen.append(match.group(1))
+                clocks.append(int(match.group(2)) * 60 + int(match.group(3)))
+                if "building slowlab" in match.group(1) and not shot:
+                    ui.page.wait_for_timeout(2500)  # the clock moves while nothing else does
+                    ui.shot("start-progress-building")
+                    shot = True
+        if any("env ready in" in t for t in texts):
+            break
+        ui.page.wait_for_timeout(250)
+    ui.shot("start-progress-ready")
+    final = [t for t in ui.page.evaluate(TOASTS) if "env ready in" in t]
+    assert final, ui.page.evaluate(TOASTS)
+    assert len(set(seen)) >= 3, seen
+    assert any("building slowlab" in step for step in seen), seen
+    assert clocks and max(clocks) - min(clocks) >= 10, clocks  # the elapsed time advanced during the build
+    assert shot
+    ui.wait_kernel()
+    ui.run_cell(0)
+    ui.wait_output("built True")
