@@ -131,3 +131,28 @@ def slow_sdist(folder: Path, name: str, version: str, sleep: float) -> Path:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def torch_linked_object(folder: Path, host_python: str, needs: str = "") -> bytes:
+    """A real shared object whose ELF DT_NEEDED names the host torch's libc10 (what makes a wheel a torch
+    companion), and ``needs`` too when given: a system library built here as a stub and then left behind, so the
+    object cannot load (an optional loader whose system library is missing)."""
+    import shutil
+    import subprocess
+
+    gcc = shutil.which("gcc")
+    assert gcc, "gcc is missing: run scripts/setup.sh --e2e (it installs gcc for the test doubles)"
+    torch_dir = subprocess.run([host_python, "-I", "-c", "import os, torch; print(os.path.dirname(torch.__file__))"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "c.c").write_text("int uvkernel_companion_double(void) { return 7; }\n")
+    out = folder / "linked.so"
+    argv = [gcc, "-shared", "-fPIC", "-o", str(out), str(folder / "c.c"), f"-L{torch_dir}/lib", "-Wl,--no-as-needed",
+            "-lc10"]
+    if needs:
+        (folder / "stub.c").write_text("int uvkernel_missing_lib(void) { return 1; }\n")
+        subprocess.run([gcc, "-shared", "-fPIC", "-Wl,-soname," + needs, "-o", str(folder / needs),
+                        str(folder / "stub.c")], check=True)
+        argv.append(str(folder / needs))
+    subprocess.run(argv, check=True)
+    return out.read_bytes()

@@ -1,8 +1,8 @@
 """Issue "Torch companions": companions of the host torch's build are selected from the variant's index.
 
 Routing only: a local ``file://`` index built here stands in for the PyTorch CPU index (unreachable from this
-machine).  It serves a small companion-shaped package, ``torchcomp`` (a real shared object, built with gcc, makes it
-"compiled"), in two builds: the plain one (as on PyPI) refuses to import on a ``+cpu`` torch, the ``+cpu`` one
+machine).  It serves a small companion-shaped package, ``torchcomp`` (a real shared object built with gcc and linked
+against the host torch's libc10 makes it a companion), in two builds: the plain one (as on PyPI) refuses to import on a ``+cpu`` torch, the ``+cpu`` one
 imports only there.  A pure-Python package that requires torch (torchmetrics) is not a companion: it is left as
 uv installed it.  The detection of a real mismatch
 runs on the real torchvision in test_companions.py.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from deps_support import assert_no_stack, dists, uv
 from hardening_support import assert_clear_error, check
-from index_support import make_wheel, simple_index, tiny_shared_object
+from index_support import make_wheel, simple_index, torch_linked_object
 from test_uv_projects import kernel_facts, write
 
 PLAIN = ("import torch\nBUILD = '1.0.0'\nif '+' in torch.__version__:\n"
@@ -23,10 +23,11 @@ CPU = ("import torch\nBUILD = '1.0.0+cpu'\nif not torch.__version__.endswith('+c
 
 
 @pytest.fixture(scope="module")
-def stand_ins(tmp_path_factory) -> dict[str, str]:
+def stand_ins(tmp_path_factory, host_python) -> dict[str, str]:
     base = tmp_path_factory.mktemp("companion-indexes")
-    # a compiled companion ships shared objects (a pure-Python package that requires torch runs on any build)
-    so = {"torchcomp/_C.so": tiny_shared_object(base / "so")}
+    # a companion ships a shared object linked against torch (a pure-Python package that requires torch runs on
+    # any build)
+    so = {"torchcomp/_C.so": torch_linked_object(base / "so", host_python)}
     pypi = [make_wheel(base / "w-pypi", "torch", "2.13.0", code="raise ImportError('index torch')\n"),
             make_wheel(base / "w-pypi", "torchcomp", "1.0.0", requires=["torch==2.13.0"], code=PLAIN, extra=so)]
     cpu = [make_wheel(base / "w-cpu", "torchcomp", "1.0.0+cpu", requires=["torch==2.13.0"], code=CPU, extra=so)]
@@ -68,6 +69,7 @@ def test_without_selection_the_preflight_refuses_the_other_build(tmp_path, stand
 
 
 def test_unreachable_variant_index_is_a_clear_refusal(tmp_path, stand_ins, install_spec):
+    # the builds of the host's variant cannot be had, and the installed one does not load on the host's torch
     project = _project(tmp_path / "proj", stand_ins)
     gone = (tmp_path / "no-index").as_uri()
     status, report, _ = check(project, "--kernel", install_spec(companion_index=gone))

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from deps_support import cli, uv
 from helpers import make_project
+from index_support import torch_linked_object
 
 from uvkernel.preflight import probe
 
 TORCHVISION = "torchvision==0.28.0"
 
 
-def make_wheel(folder: Path, name: str, version: str, files: dict[str, str], requires: list[str]) -> Path:
+def make_wheel(folder: Path, name: str, version: str, files: dict[str, str | bytes], requires: list[str]) -> Path:
     """A minimal, valid pure-python wheel (METADATA, WHEEL, top_level.txt, RECORD with hashes)."""
     folder.mkdir(parents=True, exist_ok=True)
     dist_info = f"{name}-{version}.dist-info"
@@ -34,8 +35,9 @@ def make_wheel(folder: Path, name: str, version: str, files: dict[str, str], req
     contents[f"{dist_info}/top_level.txt"] = "\n".join(sorted({p.split("/")[0] for p in files})) + "\n"
     record = []
     for path, text in contents.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
+        data = text if isinstance(text, bytes) else text.encode()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
     record.append(f"{dist_info}/RECORD,,")
     contents[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
     wheel = folder / f"{name}-{version}-py3-none-any.whl"
@@ -114,11 +116,14 @@ def test_companion_allowed_by_name_in_tool_uvkernel_starts_and_says_so(tmp_path,
 
 def test_a_companion_that_loads_passes_and_its_verdict_is_cached_per_env(tmp_path, host_python):
     wheels = tmp_path / "wheels"
+    linked = torch_linked_object(tmp_path / "so", host_python)  # what makes it a companion: it links libc10
     good = make_wheel(wheels, "torchbuddy", "0.1", {
-        "torchbuddy/__init__.py": "import torch\nVALUE = int(torch.ones(3).sum())\nassert VALUE == 3\n"},
+        "torchbuddy/__init__.py": "import torch\nVALUE = int(torch.ones(3).sum())\nassert VALUE == 3\n",
+        "torchbuddy/_C.so": linked},
         ["torch>=2.0"])
     bad = make_wheel(wheels, "torchbuddy", "0.2", {
-        "torchbuddy/__init__.py": "raise ImportError('torchbuddy 0.2 was built for torch 9')\n"}, ["torch>=2.0"])
+        "torchbuddy/__init__.py": "raise ImportError('torchbuddy 0.2 was built for torch 9')\n",
+        "torchbuddy/_C.so": linked}, ["torch>=2.0"])
 
     # a plain project first: its deep result goes to the per-host cache entry
     plain = make_project(tmp_path / "plain", [])
@@ -175,7 +180,8 @@ def test_torch_requirement_reading():
 
 def test_a_companion_that_kills_the_probe_is_a_companion_mismatch(tmp_path, host_python):
     crash = make_wheel(tmp_path / "wheels", "torchcrash", "1.0", {
-        "torchcrash/__init__.py": "import os, signal, torch\nos.kill(os.getpid(), signal.SIGSEGV)\n"}, ["torch"])
+        "torchcrash/__init__.py": "import os, signal, torch\nos.kill(os.getpid(), signal.SIGSEGV)\n",
+        "torchcrash/_C.so": torch_linked_object(tmp_path / "so", host_python)}, ["torch"])
     project = make_project(tmp_path / "proj", [])
     _check(project, host_python)
     _pip_install(project / ".venv", str(crash))

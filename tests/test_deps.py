@@ -140,9 +140,10 @@ def test_transitive_conflict_is_explained_before_installing(tmp_path, host_pytho
 def test_allow_shadowing_installs_the_projects_copy_on_purpose(tmp_path, host_python):
     host_idna = host_dists(host_python)["idna"]
     project = make_project(tmp_path / "proj", [f"idna<{host_idna}"])
-    assert failure(host_python, project).code == "DEPENDENCY_CONFLICT"
+    # idna is outside the host's stack: only protected (here by name) is it a conflict
+    assert failure(host_python, project, protected_packages=["idna"]).code == "DEPENDENCY_CONFLICT"
 
-    prepared = prepare(host_python, project, allow_shadowing=["idna"])
+    prepared = prepare(host_python, project, protected_packages=["idna"], allow_shadowing=["idna"])
     env = project / ".venv"
     assert dists(env)["idna"] != host_idna
     assert prepared.env.plan["shadowed_on_purpose"] == {"idna": host_idna}

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from deps_support import assert_no_stack, cli, dists, host_dists, uv
 from helpers import make_project
-from index_support import make_wheel, tiny_shared_object
+from index_support import make_wheel, tiny_shared_object, torch_linked_object
 
 from uvkernel import pipeline
 from uvkernel.errors import DependencyError, EnvError, ProjectError
@@ -200,29 +200,11 @@ def test_a_default_group_with_an_unreachable_source_can_be_left_out(tmp_path, ho
 
 # --- companions: what links libtorch/libc10, refused only for a real mismatch -----------------------------------
 
-def _linked_object(folder: Path, host_python: str, needs: str = "") -> bytes:
-    """A real shared object whose DT_NEEDED names the host torch's libc10 (and ``needs``, a system library)."""
-    torch_lib = Path(subprocess.run([host_python, "-I", "-c", "import os, torch; print(os.path.dirname("
-                                     "torch.__file__))"], capture_output=True, text=True, check=True).stdout.strip())
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "c.c").write_text("int uvkernel_companion_double(void) { return 7; }\n")
-    out = folder / "linked.so"
-    argv = ["gcc", "-shared", "-fPIC", "-o", str(out), str(folder / "c.c"), f"-L{torch_lib / 'lib'}",
-            "-Wl,--no-as-needed", "-lc10"]
-    if needs:
-        (folder / "stub.c").write_text("int uvkernel_missing_lib(void) { return 1; }\n")
-        subprocess.run(["gcc", "-shared", "-fPIC", "-Wl,-soname," + needs, "-o", str(folder / needs),
-                        str(folder / "stub.c")], check=True)
-        argv += [str(folder / needs)]
-    subprocess.run(argv, check=True)
-    return out.read_bytes()
-
-
 def test_a_companion_with_an_optional_loader_whose_system_library_is_missing_starts_with_a_note(tmp_path,
                                                                                                 host_python):
     wheels = tmp_path / "wheels"
-    good = _linked_object(tmp_path / "good", host_python)
-    optional = _linked_object(tmp_path / "opt", host_python, needs="libuvkernel_absent_codec.so.5")
+    good = torch_linked_object(tmp_path / "good", host_python)
+    optional = torch_linked_object(tmp_path / "opt", host_python, needs="libuvkernel_absent_codec.so.5")
     wheel = make_wheel(wheels, "torchcodecish", "1.0", extra={"torchcodecish/core_a.so": good,
                                                               "torchcodecish/core_b.so": optional})
     project = make_project(tmp_path / "proj", [])

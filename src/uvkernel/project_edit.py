@@ -358,7 +358,27 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
                 exc.left = backup.notes  # type: ignore[attr-defined]
             raise
         backup.finish()
-    return Outcome(prepared, specs, project.root / "pyproject.toml")
+    recorded = _recorded(project.root, specs) if change.verb == "add" else specs
+    return Outcome(prepared, recorded, project.root / "pyproject.toml")
+
+
+def _recorded(root: Path, specs: list[str]) -> list[str]:
+    """What uv wrote into pyproject.toml for each added requirement (``tomli-w>=1.2.0`` for ``tomli-w``): uv chooses
+    the bound of an open-ended one, so the summary quotes the file."""
+    try:
+        data = project_mod.read_pyproject(root / "pyproject.toml")
+    except UvkernelError:
+        return specs
+    table = data.get("project") if isinstance(data.get("project"), dict) else {}
+    lists = [table.get("dependencies"), *((table.get("optional-dependencies") or {}).values()),
+             *((data.get("dependency-groups") or {}).values())]
+    written = [item for value in lists if isinstance(value, list) for item in value if isinstance(item, str)]
+    out = []
+    for spec in specs:
+        name = canonical(_requirement(spec, root).name)
+        found = [w for w in written if canonical(re.split(r"[\s=<>!~;@\[(]", w.strip(), maxsplit=1)[0]) == name]
+        out.append(found[-1] if found else spec)
+    return out
 
 
 def summary(change: Change, outcome: Outcome, elapsed: float) -> str:

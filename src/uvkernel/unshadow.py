@@ -51,7 +51,8 @@ async def main(settings: UvKernelSettings, dir: str, environ: Mapping[str, str],
     kept = [s for s in found if s["on_purpose"]]
     remove = [s for s in found if not s["on_purpose"]]
     for item in kept:
-        print(f"  kept on purpose (allow_shadowing): {item['name']} {item['env_version']}")
+        why = "allow_shadowing" if item.get("protected", True) else "the env's own copy of a package outside the host's stack"
+        print(f"  kept on purpose ({why}): {item['name']} {item['env_version']}")
     if not remove:
         say("UNSHADOW_NONE", env=env_path)
         return 0

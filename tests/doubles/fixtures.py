@@ -101,7 +101,7 @@ class GpuWorld:
     def fresh(self, name: str) -> Path:
         self.counter[0] += 1
         path = self.tmp / f"{name}-{self.counter[0]}"
-        path.mkdir(parents=True)
+        path.mkdir(parents=True, mode=0o700)  # a cache folder must be the user's own (uvkernel refuses others)
         return path
 
     def environ(self, *, gpus: int | list[dict[str, Any]] = 2, driver: str = "550.54.15", driver_cuda: str = "12.4",
