@@ -140,7 +140,7 @@ def test_a_companion_that_loads_passes_and_its_verdict_is_cached_per_env(tmp_pat
     assert code == 0, report["message"]
     assert report["preflight"]["deep"] == "ran"  # the per-host entry is not the companion's verdict
     buddy = _companion(report, "torchbuddy")
-    assert buddy["requires_torch"] == "torch>=2.0" and buddy["links_torch"] == []
+    assert buddy["requires_torch"] == "torch>=2.0" and buddy["links_torch"] == ["torchbuddy/_C.so"]
     assert buddy["wheel_tags"] == ["py3-none-any"]
     assert report["preflight"]["facts"]["deep"]["companions"]["torchbuddy"]["ok"] is True
     assert "loaded: yes" in cli("check", str(project), "--host-python", host_python).stdout

@@ -128,7 +128,8 @@ def shadowing(env_dists: dict[str, EnvDist], host: dict[str, HostDist],
                     # a copy of a host package outside the stack is what the project asked for (the host's
                     # version did not fit it), as much on purpose as one allow_shadowing names
                     "on_purpose": allowed(theirs.name, patterns) or not theirs.protected,
-                    "protected": theirs.protected})
+                    # an env copy of the stack, whether allowed (allow_shadowing) or to be removed
+                    "protected": theirs.protected or allowed(theirs.name, patterns)})
     return out
 
 
