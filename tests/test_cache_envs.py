@@ -92,7 +92,7 @@ def test_gc_removes_the_env_of_a_deleted_folder_only(host_python, tmp_path):
     gone.mkdir()
     kept.mkdir()
     project = make_project(tmp_path / "proj")
-    gone_env, kept_env, project_env = start(host_python, gone), start(host_python, kept), start(host_python, project)
+    gone_env, kept_env, _ = start(host_python, gone), start(host_python, kept), start(host_python, project)
     shutil.rmtree(gone)
     shutil.rmtree(project)  # a project's .venv is never uvkernel's to remove, gone or not
 

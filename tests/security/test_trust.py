@@ -24,7 +24,7 @@ def uvk(*args: str) -> subprocess.CompletedProcess:
 def built_project(folder: Path, extra: str = "") -> Path:
     """A project whose build backend (in the project, as a cloned repository may ship one) marks that it ran."""
     folder.mkdir(parents=True)
-    (folder / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (folder / "pyproject.toml").write_text(textwrap.dedent("""\
         [project]
         name = "bk"
         version = "0.1.0"

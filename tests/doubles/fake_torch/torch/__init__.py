@@ -52,7 +52,7 @@ if _CONFIG.get("import_crash"):
 if _CONFIG.get("import_error"):
     raise ImportError(_CONFIG["import_error"])
 
-from . import version  # noqa: E402
+from . import version  # noqa: E402,F401
 from .version import __version__  # noqa: E402,F401
 from . import backends, cuda  # noqa: E402,F401
 
