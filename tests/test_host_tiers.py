@@ -200,6 +200,18 @@ def test_a_default_group_with_an_unreachable_source_can_be_left_out(tmp_path, ho
 
 # --- companions: what links libtorch/libc10, refused only for a real mismatch -----------------------------------
 
+def _checked_with(wheel: Path, tmp_path: Path, host_python: str) -> dict:
+    """`uvkernel check`'s report for a project whose env holds ``wheel`` besides what the project needs; it must
+    start."""
+    project = make_project(tmp_path / "proj", [])
+    prepare(host_python, project)
+    uv("pip", "install", "-q", "--python", str(project / ".venv" / "bin" / "python"), "--no-deps", str(wheel))
+    done = cli("check", str(project), "--host-python", host_python, "--json", "--recheck")
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, report["message"]
+    return report
+
+
 def test_a_companion_with_an_optional_loader_whose_system_library_is_missing_starts_with_a_note(tmp_path,
                                                                                                 host_python):
     wheels = tmp_path / "wheels"
@@ -207,12 +219,7 @@ def test_a_companion_with_an_optional_loader_whose_system_library_is_missing_sta
     optional = torch_linked_object(tmp_path / "opt", host_python, needs="libuvkernel_absent_codec.so.5")
     wheel = make_wheel(wheels, "torchcodecish", "1.0", extra={"torchcodecish/core_a.so": good,
                                                               "torchcodecish/core_b.so": optional})
-    project = make_project(tmp_path / "proj", [])
-    prepare(host_python, project)
-    uv("pip", "install", "-q", "--python", str(project / ".venv" / "bin" / "python"), "--no-deps", str(wheel))
-    done = cli("check", str(project), "--host-python", host_python, "--json", "--recheck")
-    report = json.loads(done.stdout)
-    assert done.returncode == 0, report["message"]
+    report = _checked_with(wheel, tmp_path, host_python)
     assert any(c["name"] == "torchcodecish" for c in report["preflight"]["facts"]["companions"])
     notices = " ".join(report["preflight"]["notices"])
     assert "libuvkernel_absent_codec.so.5" in notices and "torchcodecish" in notices
@@ -223,10 +230,5 @@ def test_a_package_that_requires_torch_but_links_nothing_is_not_a_companion(tmp_
     wheels = tmp_path / "wheels"
     wheel = make_wheel(wheels, "bnbish", "1.0", requires=["torch"],
                        extra={"bnbish/native.so": tiny_shared_object(tmp_path / "so")})
-    project = make_project(tmp_path / "proj", [])
-    prepare(host_python, project)
-    uv("pip", "install", "-q", "--python", str(project / ".venv" / "bin" / "python"), "--no-deps", str(wheel))
-    done = cli("check", str(project), "--host-python", host_python, "--json", "--recheck")
-    report = json.loads(done.stdout)
-    assert done.returncode == 0, report["message"]
+    report = _checked_with(wheel, tmp_path, host_python)
     assert not [c for c in report["preflight"]["facts"]["companions"] if c["name"] == "bnbish"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -118,18 +117,6 @@ def test_cache_dir_that_is_not_a_folder(tmp_path, install_spec, kind):
 
 # --- another user's env in a shared project folder ------------------------------------------------------------------
 
-@pytest.fixture
-def other_user():
-    import pwd
-
-    if os.geteuid() != 0 or shutil.which("useradd") is None or shutil.which("setpriv") is None:
-        pytest.skip("needs root, useradd and setpriv")
-    name = f"uvq{os.getpid() % 100000}"
-    subprocess.run(["useradd", "--no-create-home", name], check=True, capture_output=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], capture_output=True)
 
 
 def test_another_users_private_env_in_a_shared_project(tmp_path, host_python, uv_bin, other_user):

@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pwd
-import shutil
 import signal
 import stat
 import subprocess
@@ -101,16 +99,6 @@ def test_a_project_env_that_links_outside_the_project_is_reported(tmp_path, host
 
 # --- 1. a cache shared with another user ---------------------------------------------------------------------
 
-@pytest.fixture
-def other_user():
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        pytest.skip("needs root and useradd to create a second user")
-    name = f"uvk{os.getpid() % 100000}"
-    subprocess.run(["useradd", "--no-create-home", name], check=True, capture_output=True)
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run(["userdel", name], capture_output=True)
 
 
 def test_a_cache_folder_another_user_made_first_is_refused_not_used(tmp_path, host_python, other_user):

@@ -3,7 +3,6 @@ link.  Real tmpfs mounts (root), real cache envs made by real uv, real locks."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -15,24 +14,12 @@ from pathlib import Path
 import pytest
 from hardening_support import assert_clear_error, tmpfs
 from helpers import uvkernel_cli
+from test_cache_envs import cache_root, start
 
 from uvkernel import cache_envs
 from uvkernel.env import lock_for
 
 
-def cache_root() -> Path:
-    return Path(os.environ["XDG_CACHE_HOME"]) / "uvkernel"
-
-
-def start(host_python: str, folder: Path) -> Path:
-    """Stages 1-2 of a kernel start in ``folder``; returns the cache env's path."""
-    from uvkernel import pipeline
-    from uvkernel.settings import from_config
-
-    settings = from_config({"host_python": host_python, "cache_dir": str(cache_root())})
-    prepared = asyncio.run(pipeline.prepare_env(settings, cwd=str(folder), environ=dict(os.environ),
-                                                log=lambda _m: None))
-    return prepared.env.path
 
 
 def decisions(*args: str) -> dict[str, dict]:
@@ -47,7 +34,7 @@ def state_of(env: Path) -> str:
 
 def needs_root() -> None:
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root and mount for a real tmpfs")
+        pytest.fail("the gc tests need root and mount for a real tmpfs", pytrace=False)
 
 
 def test_a_folder_on_an_unmounted_volume_is_unreachable_not_gone(tmp_path, host_python):
