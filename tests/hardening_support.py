@@ -99,3 +99,27 @@ def remount(path: Path, read_only: bool) -> None:
     done = subprocess.run(["mount", "-o", f"remount,{mode}", str(path)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.fail(f"cannot remount {path} {mode}: {done.stderr}")
+
+
+def wait_for_journal(proc: subprocess.Popen, journal: Path, reached, what: str, timeout: float = 300) -> None:
+    """Poll an add/remove's journal until ``reached(data)`` holds, while ``proc`` still runs (it must not end
+    first); fail, saying ``what`` never happened, at the time limit."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if reached(json.loads(journal.read_text())):
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.005)
+    pytest.fail(what)
+
+
+def add_journal(project: Path) -> Path:
+    """Where `uvkernel add`/`remove` keep their journal for ``project`` (the test's own uvkernel cache)."""
+    from uvkernel.project_edit import edits_folder
+
+    return edits_folder(project, Path(os.environ["XDG_CACHE_HOME"]) / "uvkernel") / "journal.json"

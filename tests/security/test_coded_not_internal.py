@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hardening_support import assert_clear_error, check, snapshot
+from hardening_support import add_journal, wait_for_journal, assert_clear_error, check, snapshot
 from helpers import make_project
 
 
@@ -215,30 +215,16 @@ def test_kernel_with_a_malformed_connection_file(tmp_path, host_python, content)
 
 # --- SIGTERM and SIGKILL during `uvkernel add`, after the intermediate pin ------------------------------------
 
-def _journal(project: Path) -> Path:
-    from uvkernel.project_edit import edits_folder
-
-    return edits_folder(project, Path(os.environ["XDG_CACHE_HOME"]) / "uvkernel") / "journal.json"
 
 
 def _killed_after_the_pin(project: Path, host_python: str, sig: int) -> subprocess.Popen:
     """Killed as soon as the journal holds uv's first write: where `uvkernel add` bounds a package it writes
     `X==V` first (so uv.lock gets V), then `X>=V`, and the kill lands between the two; otherwise while the env
     is prepared.  Either way no intermediate pin may stay."""
-    journal = _journal(project)
+    journal = add_journal(project)
     proc = subprocess.Popen([sys.executable, "-m", "uvkernel", "add", "--host-python", host_python, "tomli-w"],
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if json.loads(journal.read_text())["uv_wrote"]["pyproject.toml"]:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        assert proc.poll() is None, proc.stdout.read().decode()
-        time.sleep(0.005)
-    else:
-        pytest.fail("uv never wrote the pin")
+    wait_for_journal(proc, journal, lambda data: data["uv_wrote"]["pyproject.toml"], "uv never wrote the pin")
     proc.send_signal(sig)
     proc.wait(120)
     return proc
@@ -253,7 +239,7 @@ def test_sigterm_during_add_puts_the_files_back(tmp_path, host_python):
     assert proc.returncode != 0, output
     assert (project / "pyproject.toml").read_bytes() == original, output
     assert not (project / "uv.lock").exists() or b"tomli-w" not in (project / "uv.lock").read_bytes()
-    assert not _journal(project).exists()
+    assert not add_journal(project).exists()
 
 
 def test_sigkill_during_add_leaves_no_pin_behind(tmp_path, host_python):
@@ -264,7 +250,7 @@ def test_sigkill_during_add_leaves_no_pin_behind(tmp_path, host_python):
     time.sleep(2)  # uv, in its own process group, may still finish its write
     done = uvk("check", str(project), "--host-python", host_python)
     assert "[EDIT_RECOVERED]" in done.stderr, done.stderr
-    assert not _journal(project).exists()
+    assert not add_journal(project).exists()
     now = (project / "pyproject.toml").read_bytes()
     assert b"tomli-w==" not in now, "the intermediate pin was left in pyproject.toml"
     if now != original:  # what uv wrote after uvkernel died: left, and the copy from before named, never lost

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hardening_support import assert_clear_error, check
+from hardening_support import add_journal, wait_for_journal, assert_clear_error, check
 from helpers import make_project
 
 
@@ -246,10 +246,6 @@ def test_workspace_globs_as_uv_evaluates_them_bounded_to_the_root(tmp_path):
 
 # --- 3. what the user wrote is never overwritten ---------------------------------------------------------------
 
-def _journal(project: Path) -> Path:
-    from uvkernel.project_edit import edits_folder
-
-    return edits_folder(project, Path(os.environ["XDG_CACHE_HOME"]) / "uvkernel") / "journal.json"
 
 
 @pytest.mark.parametrize("editor_save", [False, True])
@@ -260,20 +256,10 @@ def test_a_killed_add_is_rolled_back_and_an_editor_save_is_kept(tmp_path, host_p
     project = make_project(tmp_path / "proj")
     assert uvk("sync", "--project", str(project), "--host-python", host_python).returncode == 0
     original = (project / "pyproject.toml").read_bytes()
-    journal = _journal(project)
+    journal = add_journal(project)
     proc = subprocess.Popen([sys.executable, "-m", "uvkernel", "add", "--host-python", host_python, "tomli-w"],
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if json.loads(journal.read_text())["phase"] == "prepare":  # uv is done, the env is being prepared
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        assert proc.poll() is None, proc.stdout.read().decode()
-        time.sleep(0.01)
-    else:
-        pytest.fail("uv never finished")
+    wait_for_journal(proc, journal, lambda data: data["phase"] == "prepare", "uv never finished")
     users = original.replace(b"[project]", b"# saved by the user's editor\n[project]")
     if editor_save:
         (project / "pyproject.toml").write_bytes(users)

@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import Version
 
 from ..errors import DependencyError
@@ -35,19 +34,6 @@ from ..uvbin import run_uv
 from . import installed, requirements
 from ..torch_builds import index_for, variant
 from .protection import HostDist, allowed, provided, resolution_files, write_excludes
-
-
-def _requires_torch(requires: list[str]) -> bool:
-    for text in requires:
-        if requirements.requirement_name(text) != "torch":
-            continue
-        try:
-            req = Requirement(text)
-        except InvalidRequirement:
-            continue
-        if canonical(req.name) == "torch" and (req.marker is None or "extra" not in str(req.marker)):
-            return True
-    return False
 
 
 def mismatched(env_dists: dict[str, installed.EnvDist], host: dict[str, HostDist],

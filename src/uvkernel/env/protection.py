@@ -248,12 +248,6 @@ def provided(host: dict[str, HostDist], allow_shadowing: Iterable[str] = ()) -> 
     return {key: d for key, d in host.items() if d.protected and not allowed(d.name, patterns)}
 
 
-def preferred(host: dict[str, HostDist], allow_shadowing: Iterable[str] = ()) -> dict[str, HostDist]:
-    """The host distributions that are only preferences: used where their version fits the project."""
-    keep = provided(host, allow_shadowing)
-    return {key: d for key, d in host.items() if key not in keep}
-
-
 def signature(site_packages: Iterable[str]) -> str:
     """Changes when a package is added, removed or upgraded in the host (each install touches the folder)."""
     parts = []
