@@ -473,6 +473,17 @@ MESSAGES: dict[str, Message] = {
         "{root} was not trusted; nothing to revoke",
         "trust it with `uvkernel trust {root}`",
     ),
+    "HOST_PACKAGE_COPIED": Message(
+        "the host's {name} {version} requires {requirement}, which the env's {dep} {dep_version} (the project's) "
+        "does not meet: the env has its own {name}",
+        "nothing to do: the host's copy is untouched and serves every other env",
+    ),
+    "HOST_PACKAGE_BROKEN_BY_ENV": Message(
+        "the host's {name} {version} requires {requirement}, but the env holds {dep} {dep_version} for the "
+        "project, and no release of {name} accepts it: importing {name} in this kernel may fail",
+        "if the notebook needs {name}, loosen the project's requirement on {dep} (`uvkernel add '{dep}'` records "
+        "what uv would), or add {name} to the project so that uv resolves both",
+    ),
     "EDIT_NOT_RESTORED": Message(
         "{path} changed while uvkernel {verb} ran (not by uv): it was left as it is now, not put back",
         "compare it with the copy from before the command, `diff {backup} {path}`, and keep what you want "
