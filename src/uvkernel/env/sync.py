@@ -834,10 +834,19 @@ async def keep_host_packages_working(project: Project, env: Any, host: dict[str,
         if not pins:
             return
         pins = sorted(set(pins))
-        await install.install_pinned(pins, uv=uv, env_python=str(env.python), host=host,
-                                     allow_shadowing=settings.allow_shadowing, cwd=project.root,
-                                     timeout=settings.uv_timeout, log=log,
-                                     what="installed env copies of host packages the env's copies would break")
+        try:
+            await install.install_pinned(pins, uv=uv, env_python=str(env.python), host=host,
+                                         allow_shadowing=settings.allow_shadowing, cwd=project.root,
+                                         timeout=settings.uv_timeout, log=log,
+                                         what="installed env copies of host packages the env's copies would break")
+        except (UvError, DependencyError):
+            # the project's own packages are in place: a host package it never named does not stop the start
+            for theirs, req, mine in broken:
+                text = note("HOST_PACKAGE_BROKEN_BY_ENV", name=theirs.name, version=theirs.version,
+                            requirement=req, dep=mine.name, dep_version=mine.version)
+                log("notice: " + text)
+                result.notes.append(text)
+            return
         result.installed += pins
         for line in pins:
             key = canonical(requirements.line_name(line))
