@@ -480,7 +480,8 @@ MESSAGES: dict[str, Message] = {
     ),
     "HOST_PACKAGE_BROKEN_BY_ENV": Message(
         "the host's {name} {version} requires {requirement}, but the env holds {dep} {dep_version} for the "
-        "project, and no release of {name} accepts it: importing {name} in this kernel may fail",
+        "project, and the env could not get a release of {name} that accepts it (none fits, or it did not "
+        "install): importing {name} in this kernel may fail",
         "if the notebook needs {name}, loosen the project's requirement on {dep} (`uvkernel add '{dep}'` records "
         "what uv would), or add {name} to the project so that uv resolves both",
     ),
