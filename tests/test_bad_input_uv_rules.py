@@ -1,5 +1,5 @@
-"""Issue 13's named cases, one regression test each: inputs one step off the catalogue that crashed or were
-accepted where uv refuses them.  Real `uvkernel check`, real uv, a real kernel start."""
+"""Inputs one step off the catalogue, one regression test each: each once crashed, or was accepted where uv
+refuses it.  Real `uvkernel check`, real uv, a real kernel start."""
 
 from __future__ import annotations
 
