@@ -238,10 +238,13 @@ def _failure_report(exc: UvkernelError) -> dict[str, Any]:
 
 
 def _stderr_log(quiet: bool):
-    def log(message: str) -> None:
-        if not quiet:
-            print(f"uvkernel: {message}", file=sys.stderr)
-    return log
+    """The preparation's lines on stderr (none with ``quiet``), as a progress reporter the stages take as ``log``."""
+    from .progress import LINE, Reporter  # standard library only: check's first progress line stays early
+
+    def show(step) -> None:
+        if step.kind == LINE and not quiet:
+            print(f"uvkernel: {step.text}", file=sys.stderr)
+    return Reporter(show)
 
 
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")

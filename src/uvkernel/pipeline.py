@@ -26,7 +26,8 @@ from .files import CACHE_FOLDERS, check_private_dirs, off_loop, read_input, writ
 from .host import HostPython
 from .project import Project
 from .settings import UvKernelSettings
-from .shared import Log, canonical, phase
+from .progress import phase
+from .shared import Log, canonical
 from .uvbin import find_uv, uv_environment
 
 REPORT_FILE = ".uvkernel-report.json"
