@@ -16,7 +16,7 @@ import threading
 from typing import Any, Mapping, NoReturn, Sequence, TextIO
 
 from . import launch, pipeline
-from .errors import ProjectError, UvkernelError
+from .errors import ProjectError, UvkernelError, notice
 from .progress import LINE, UV, Reporter, Step
 from .settings import UvKernelSettings
 
@@ -139,10 +139,10 @@ def summary(prepared: pipeline.Prepared, elapsed: float, title: str = "uvkernel 
     lines.append("  this run: " + ("; ".join(env.actions) if env.actions else "nothing to change"))
     hiding = [s["name"] for s in env.shadowing if not s.get("on_purpose")]
     if hiding:
-        lines.append(f"  warning: the env has its own copies of host packages ({', '.join(hiding)}); "
-                     f"remove them with `uvkernel unshadow {project.root or project.notebook_dir}`")
-    for notice in prepared.preflight.notices:
-        lines.append(f"  notice: {notice}")
+        lines.append("  " + notice("ENV_HIDES_HOST_PACKAGES", names=", ".join(hiding),
+                                   folder=project.root or project.notebook_dir))
+    for text in prepared.preflight.notices:
+        lines.append(f"  notice: {text}")
     return "\n".join(lines)
 
 
