@@ -1,4 +1,4 @@
-"""The host's packages in two tiers, and the project shapes real projects have (issue "Real projects start").
+"""The host's packages in two tiers, and the project shapes real projects have.
 
 Each test stands for one cause found with published projects, made small: the whole host treated as
 untouchable (a distro's PyYAML, torch's pure-Python dependencies), placeholders that reached isolated builds, a

@@ -35,7 +35,7 @@ from packaging.version import InvalidVersion, Version
 from . import pipeline, project as project_mod, trust
 from .cache_envs import process_start
 from .env import declarations, host_distributions, lock_for, private_dir, protection, resolve
-from .errors import DependencyError, ProjectError, UvError, UvkernelError, note
+from .errors import DependencyError, ProjectError, UvError, UvkernelError, note, notice
 from .files import read_input, write_atomic
 from .settings import UvKernelSettings
 from .shared import canonical
@@ -43,9 +43,6 @@ from .terminal import summary as env_summary
 from .uvbin import find_uv, run_uv
 
 PROJECT_FILES = ("pyproject.toml", "uv.lock")
-RESTORED = "pyproject.toml and uv.lock are back as they were before this command (byte for byte)"
-
-
 @dataclass
 class Change:
     verb: str  # "add" or "remove"
@@ -200,8 +197,7 @@ def recover(root: Path, cache_root: Path) -> list[str]:
     written = data.get("uv_wrote") if isinstance(data.get("uv_wrote"), dict) else {}
     notes = _roll_back(root, folder, verb, before, written)
     (folder / JOURNAL).unlink(missing_ok=True)
-    outcome = ("its changes were rolled back (pyproject.toml and uv.lock are as before it)" if not notes else
-               "what uv wrote was rolled back where the file still held it")
+    outcome = notice("EDIT_PARTLY_ROLLED_BACK") if notes else notice("EDIT_ROLLED_BACK")
     return [note("EDIT_RECOVERED", verb=verb, root=str(root), outcome=outcome, backup=str(folder)), *notes]
 
 

@@ -28,7 +28,7 @@ import requests
 
 from e2e.support import WsKernel, keep_log, write_notebook
 from helpers import REPO, make_project
-from servers import free_port, stop_process
+from servers import LoggedServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-jupyterhub")]
 
@@ -129,15 +129,16 @@ class HubUser:
         return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-class Hub:
+class Hub(LoggedServer):
+    stop_timeout = 20.0
+
     def __init__(self, base: Path, users: list[str], host_python: str):
+        super().__init__(base / "hub" / "jupyterhub.log")
         self.base = base
         self.users = users
         self.port, self.hub_port, self.api_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)
-        self.log_path = base / "hub" / "jupyterhub.log"
-        self.proc: subprocess.Popen | None = None
         self.system = base / "system"  # stands for --sys-prefix: a root-owned folder every user can read
         done = subprocess.run([sys.executable, "-m", "uvkernel", "install", "--prefix", str(self.system),
                                "--name", SPEC, "--display-name", DISPLAY, "--host-python", host_python],
@@ -175,23 +176,13 @@ c.Spawner.environment["JUPYTER_PATH"] = {str(self.system / "share" / "jupyter")!
         hub_dir = self.base / "hub"
         hub_dir.mkdir(mode=0o700)
         config = self.config()
-        self._log = open(self.log_path, "wb")
         env = dict(os.environ)
         for var in ("JUPYTER_PATH", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR"):
             env.pop(var, None)
-        self.proc = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(config)], cwd=hub_dir, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited:\n{self.log()}")
-            try:
-                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"jupyterhub did not start:\n{self.log()}")
+        self.launch([str(BIN / "jupyterhub"), "-f", str(config)], cwd=hub_dir, env=env, what="jupyterhub",
+                    timeout=90, interval=0.3,
+                    ready=lambda: requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200)
+        return self
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         kwargs.setdefault("timeout", 60)
@@ -211,23 +202,14 @@ c.Spawner.environment["JUPYTER_PATH"] = {str(self.system / "share" / "jupyter")!
             time.sleep(0.5)
         raise AssertionError(f"the server of {name} did not become ready:\n{self.log()}")
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-8000:]
-        except OSError:
-            return ""
-
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=20)
+        super().stop()
         pid_file = self.base / "hub" / "proxy.pid"
         if pid_file.exists():  # a proxy left behind by a hub that had to be killed
             try:
                 os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
             except (ValueError, ProcessLookupError):
                 pass
-        if getattr(self, "_log", None):
-            self._log.close()
 
 
 @pytest.fixture(scope="module")

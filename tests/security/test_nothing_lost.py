@@ -1,4 +1,4 @@
-"""Issue 21, items 4 and 8: ``uvkernel gc`` removes only what it can prove is gone, and never reaches through a
+"""``uvkernel gc`` removes only what it can prove is gone, and never reaches through a
 link.  Real tmpfs mounts (root), real cache envs made by real uv, real locks."""
 
 from __future__ import annotations

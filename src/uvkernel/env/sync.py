@@ -39,7 +39,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from ..errors import DependencyError, ProjectError, UvError, note
+from ..errors import DependencyError, ProjectError, UvError, note, notice
 from ..files import read_input, write_atomic
 from ..project import Project, member_folders
 from ..shared import Log, canonical
@@ -506,11 +506,9 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
     keep = provided(host, settings.allow_shadowing)
     result = SyncResult(how="resolved against the host (uv pip compile on pyproject.toml)")
     if stale_lock:
-        result.notes.append(f"{project.lock_path} is out of date with pyproject.toml: resolved again, preferring "
-                            f"its versions as `uv lock` would; run `uv lock` in {_where(project)} to update it "
-                            "(uvkernel never writes it)")
+        result.notes.append(notice("LOCK_OUT_OF_DATE", lock=project.lock_path, where=_where(project)))
     elif project.top is not None:
-        result.notes.append("no uv.lock: resolved against the host (kept in uvkernel's cache, not in the project)")
+        result.notes.append(notice("NO_LOCK_RESOLVED"))
     cached = kept(cache_root, "resolved", key)
     with tempfile.TemporaryDirectory(prefix="uvkernel-sync-") as tmp_name:
         tmp = Path(tmp_name)
@@ -724,8 +722,7 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     """Install the project into ``env`` as ``uv sync`` would, leaving the host's packages to the host."""
     if project.tool_uv().get("managed") is False:
         return SyncResult(how="nothing: [tool.uv] managed = false (uv does not manage this project either)",
-                          notes=[f"{project.root}/pyproject.toml sets managed = false under [tool.uv]: its "
-                                 "dependencies are yours to install (`%pip install` in the kernel keeps the host's)"])
+                          notes=[notice("PROJECT_NOT_MANAGED", pyproject=f"{project.root}/pyproject.toml")])
     check_sources(project)
     direct = check_direct(project, host, host_python.version, settings)
     waived = direct if direct.unmet_pins else None  # host_version_conflicts = warn: pins that give way to the host
