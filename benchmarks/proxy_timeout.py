@@ -272,7 +272,7 @@ def browser(server: JupyterServer, nginx: Nginx, build: float, name: str, watch:
 
     sc = Scenario(name, server, build)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    seen: dict[str, float] = {}
+    seen: dict[tuple[str, str], float] = {}
     shots: list[str] = []
 
     def observe(page, label: str = "") -> dict[str, Any]:
