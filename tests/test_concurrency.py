@@ -23,7 +23,7 @@ from helpers import make_project
 from servers import JupyterServer
 
 from uvkernel import env as stage2
-from uvkernel.shared import PHASE
+from uvkernel import progress
 
 KERNEL = "uvk-concurrent"
 TIMEOUT = 600  # 2 cores, many kernels and uv at once: generous
@@ -204,8 +204,8 @@ def test_a_start_that_waits_for_the_envs_lock_says_so_then_goes_on(tmp_path):
 
     async def main() -> list[str]:
         heard: list[str] = []
-        token = PHASE.set(heard.append)
-        try:
+        reporter = progress.Reporter(lambda step: heard.append(step.phase) if step.kind == progress.PHASE else None)
+        with reporter.observing():
             async with stage2.locked(env_path, cache, 30):
                 heard.append("inside (free lock)")
             other = stage2.lock_for(env_path, cache)  # another start's hold: its own open file, so flock refuses us
@@ -220,8 +220,6 @@ def test_a_start_that_waits_for_the_envs_lock_says_so_then_goes_on(tmp_path):
             assert heard == ["inside (free lock)", "waiting for another start"], heard
             other.release()
             await asyncio.wait_for(task, 30)
-        finally:
-            PHASE.reset(token)
         return heard
 
     assert asyncio.run(main()) == ["inside (free lock)", "waiting for another start", "preparing the env", "inside"]

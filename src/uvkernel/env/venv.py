@@ -30,7 +30,8 @@ from ..files import private_dir as _private_dir
 from ..host import HostPython
 from ..project import Project
 from ..settings import UvKernelSettings
-from ..shared import Log, phase
+from ..progress import phase
+from ..shared import Log
 from ..uvbin import no_space, run_uv
 from . import install, installed, protection, sync
 from .protection import HostDist, host_distributions
