@@ -7,5 +7,7 @@ export UV_PYTHON_DOWNLOADS=never
 mkdir -p test-artifacts
 # the lint first ([tool.ruff] in pyproject.toml): it fails in a second, before the long suite
 .venv/bin/ruff check .
+# then the types ([tool.mypy] in pyproject.toml): a few seconds, still before the long suite
+.venv/bin/mypy
 # loadgroup: tests marked xdist_group (each e2e module, sharing one server or browser) stay on one worker
 exec .venv/bin/python -m pytest -n "${UVKERNEL_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -107,7 +107,7 @@ class Backup:
         self.verb = verb
         self.folder = edits_folder(root, cache_root)
         self.saved: dict[str, bytes | None] = {}
-        self.written: dict[str, list[str]] = {name: [] for name in PROJECT_FILES}
+        self.written: dict[str, list[str | None]] = {name: [] for name in PROJECT_FILES}  # None: uv removed it
         self.notes: list[str] = []  # files left as the user changed them (EDIT_NOT_RESTORED)
         self.phase = "uv"  # "uv" while uv may write, "prepare" once every uv call returned
         private_dir(self.folder)
@@ -137,7 +137,7 @@ class Backup:
         for name in PROJECT_FILES:
             digest = _digest(_current(self.root / name))
             if digest != _digest(self.saved[name]) and digest not in self.written[name]:
-                self.written[name].append(digest)  # type: ignore[arg-type]
+                self.written[name].append(digest)
         self._journal()
 
     def restore(self) -> bool:
@@ -151,7 +151,7 @@ class Backup:
         (self.folder / JOURNAL).unlink(missing_ok=True)
 
 
-def _roll_back(root: Path, folder: Path, verb: str, before: dict[str, Any], written: dict[str, list[str]]) -> list[str]:
+def _roll_back(root: Path, folder: Path, verb: str, before: dict[str, Any], written: dict[str, list[str | None]]) -> list[str]:
     """Put each file back when it holds what uv wrote; ``before`` maps names to bytes (a live command) or to
     digests (a journal), the bytes then coming from the copies in ``folder``."""
     notes = []
@@ -193,8 +193,9 @@ def recover(root: Path, cache_root: Path) -> list[str]:
     if isinstance(pid, int) and pid != os.getpid() and data.get("start") and process_start(pid) == data.get("start"):
         return []  # that command is still running
     verb = str(data.get("verb") or "add")
-    before = data.get("before") if isinstance(data.get("before"), dict) else {}
-    written = data.get("uv_wrote") if isinstance(data.get("uv_wrote"), dict) else {}
+    found_before, found_written = data.get("before"), data.get("uv_wrote")
+    before: dict[str, Any] = found_before if isinstance(found_before, dict) else {}
+    written: dict[str, list[str | None]] = found_written if isinstance(found_written, dict) else {}
     notes = _roll_back(root, folder, verb, before, written)
     (folder / JOURNAL).unlink(missing_ok=True)
     outcome = notice("EDIT_PARTLY_ROLLED_BACK") if notes else notice("EDIT_ROLLED_BACK")
@@ -273,7 +274,8 @@ async def bounds(change: Change, *, settings: UvKernelSettings, host: Any, proje
                 versions[canonical(req.name)] = spec.version
         if canonical(req.name) in keep:
             held |= {canonical(v.strip()) for v in via.split(",") if v.strip() and not v.strip().startswith("-")}
-    bounded, pins = [], []
+    bounded: list[str] = []
+    pins: list[str] = []
     for text, req in zip(change.packages, reqs):
         version = versions.get(canonical(req.name)) if req in open_ended and canonical(req.name) in held else None
         if version is None:
@@ -320,7 +322,7 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
         except UvkernelError:
             if not env_python.exists():
                 raise
-    specs, pins = list(change.packages), []
+    specs, pins = list(change.packages), list[str]()
     if change.verb == "add":
         log("finding versions that work with the host's packages")
         specs, pins = await bounds(change, settings=settings, host=host, project=project, cache_root=cache_root,
@@ -350,8 +352,8 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
             if guarded and whole:  # the files are as the user trusted them again
                 trust.grant(project, cache_root)
             if isinstance(exc, UvkernelError):
-                exc.restored = whole  # type: ignore[attr-defined]
-                exc.left = backup.notes  # type: ignore[attr-defined]
+                exc.restored = whole  # type: ignore[attr-defined]  # for the CLI's text only, read with getattr
+                exc.left = backup.notes  # type: ignore[attr-defined]  # likewise
             raise
         backup.finish()
     recorded = _recorded(project.root, specs) if change.verb == "add" else specs
@@ -365,7 +367,8 @@ def _recorded(root: Path, specs: list[str]) -> list[str]:
         data = project_mod.read_pyproject(root / "pyproject.toml")
     except UvkernelError:
         return specs
-    table = data.get("project") if isinstance(data.get("project"), dict) else {}
+    found = data.get("project")
+    table: dict[str, Any] = found if isinstance(found, dict) else {}
     lists = [table.get("dependencies"), *((table.get("optional-dependencies") or {}).values()),
              *((data.get("dependency-groups") or {}).values())]
     written = [item for value in lists if isinstance(value, list) for item in value if isinstance(item, str)]

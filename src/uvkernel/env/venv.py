@@ -414,7 +414,7 @@ def _state_host_dists(state: dict[str, Any]) -> dict[str, HostDist]:
     listing = state.get("host_dists")
     if not isinstance(listing, dict):
         return {}
-    return {k: HostDist(*v[:3], requires=[], protected=bool(v[3]) if len(v) == 4 else True)
+    return {k: HostDist(v[0], v[1], v[2], requires=[], protected=bool(v[3]) if len(v) == 4 else True)
             for k, v in listing.items()
             if isinstance(v, list) and len(v) in (3, 4) and all(isinstance(x, str) for x in v[:3])}
 
