@@ -175,7 +175,9 @@ if [ "$PYTHONS" = 1 ]; then
     if [ ! -x "$host_dir/bin/python$short" ]; then
       rm -rf "$host_dir" "$host_dir.partial"
       mkdir -p build/hosts
-      cp -al "$PYENV_VERSIONS/$version" "$host_dir.partial"
+      # a plain copy where hard links cannot cross file systems
+      cp -al "$PYENV_VERSIONS/$version" "$host_dir.partial" 2>/dev/null \
+        || { rm -rf "$host_dir.partial"; cp -a "$PYENV_VERSIONS/$version" "$host_dir.partial"; }
       mv "$host_dir.partial" "$host_dir"
     fi
     host_python="$PWD/$host_dir/bin/python$short"
