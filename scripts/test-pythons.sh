@@ -15,8 +15,8 @@ cd "$(dirname "$0")/.."
 export UV_PYTHON_DOWNLOADS=never
 WORKERS="${UVKERNEL_TEST_WORKERS:-2}"
 HOST_TESTS=(
-  "tests/test_core_kernel.py::test_kernel_uses_host_torch_from_project_env"
-  "tests/test_core_kernel.py::test_env_without_system_site_is_repaired_keeping_packages"
+  "tests/test_provisioner.py::test_kernel_uses_host_torch_from_project_env"
+  "tests/test_provisioner.py::test_env_without_system_site_is_repaired_keeping_packages"
   "tests/test_preflight_cpu.py::test_cpu_torch_auto_passes_with_a_notice"
   "tests/test_preflight_cpu.py::test_torch_installed_into_the_env_is_shadowed"
   "tests/test_deps.py::test_locked_versions_are_honoured_and_the_lock_is_not_written"
@@ -29,7 +29,7 @@ DEV_TESTS=(
   tests/test_layers.py
   "tests/test_kernelspec.py::test_bad_host_python_refused_at_install"
   "tests/test_preflight_cpu.py::test_check_table_json_and_exit_codes"
-  "tests/test_core_kernel.py::test_kernel_uses_host_torch_from_project_env"
+  "tests/test_provisioner.py::test_kernel_uses_host_torch_from_project_env"
 )
 missing=()
 for short in 3.9 3.10 3.12 3.13; do
