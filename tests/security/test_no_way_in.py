@@ -223,6 +223,28 @@ def test_special_project_files_never_block_the_server(tmp_path, host_python, spe
         server.stop()
 
 
+@pytest.mark.e2e
+def test_the_provisioner_is_loaded_before_the_server_serves(tmp_path, host_python):
+    """jupyter_client imports a kernel provisioner on the server's event loop at the first start that names it:
+    uvkernel's modules took 0.2-0.4 s to import there (past 1 s on a loaded machine), and /api/status waited for
+    them.  The server extension loads them while the server starts, before it serves its first request."""
+    from e2e.support import server_environment, start_server
+
+    env = server_environment(tmp_path / "home", host_python)
+    root = tmp_path / "root"
+    root.mkdir()
+    log = tmp_path / "server.log"
+    server = start_server(root, env, log_path=log, extra_args=["--ServerApp.log_level=DEBUG"])
+    try:
+        assert server.get("/api/status").status_code == 200
+        text = log.read_text(errors="replace")
+        loaded, serving = text.find("uvkernel: kernel provisioner loaded in"), text.find("is running at")
+        assert loaded != -1, f"the server extension did not load the provisioner:\n{text[-3000:]}"
+        assert serving == -1 or loaded < serving, "the provisioner was loaded after the server started serving"
+    finally:
+        server.stop()
+
+
 def test_workspace_globs_as_uv_evaluates_them_bounded_to_the_root(tmp_path):
     from uvkernel.project import find_workspace, member_folders
 
