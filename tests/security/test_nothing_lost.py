@@ -305,3 +305,25 @@ def test_uv_killed_with_its_watcher_leaves_the_file_and_names_the_copy(tmp_path,
     assert project_files(project)["uv.lock"] == before["uv.lock"]
     kept = err.split("diff ", 1)[1].split(" ", 1)[0]
     assert Path(kept).read_bytes() == before["pyproject.toml"]
+
+
+def test_the_next_command_waits_for_uv_only_as_long_as_lock_timeout(tmp_path, host_python):
+    """uv still runs past the next command's lock_timeout: that command stops with EDIT_STILL_RUNNING, naming
+    uv's pid, and changes nothing; the one after uv ended rolls the add back."""
+    project, before, gate, proc = add_held_in_uv(tmp_path, host_python)
+    proc.kill()
+    proc.wait(30)
+    uv = record(project)["uv"][0]
+    env = {**os.environ, "UVKERNEL_SETTINGS": json.dumps({"lock_timeout": 2})}
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "uvkernel", "check", str(project), "--host-python", host_python],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done
+    assert_clear_error(done.stdout + done.stderr, "EDIT_STILL_RUNNING", f"uv (pid {uv})", str(project), f"kill {uv}")
+    assert time.monotonic() - t0 < 60
+    assert add_journal(project).exists(), "the journal of the add was dropped while uv still ran"
+    assert SLOW_BUILD.encode() in (project / "pyproject.toml").read_bytes()
+    (gate / "go").touch()
+    _out, err = next_command(project, host_python).communicate(timeout=600)
+    assert "[EDIT_RECOVERED]" in err and "[EDIT_NOT_RESTORED]" not in err, err
+    assert project_files(project) == before
