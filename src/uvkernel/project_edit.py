@@ -42,6 +42,7 @@ from .files import read_input, write_atomic
 from .settings import UvKernelSettings
 from .shared import canonical
 from .terminal import summary as env_summary
+from .uv_watch import boot_id
 from .uvbin import find_uv, run_uv
 
 PROJECT_FILES = ("pyproject.toml", "uv.lock")
@@ -137,6 +138,7 @@ class Backup:
     def _journal(self) -> None:
         write_atomic(self.folder / JOURNAL, json.dumps({
             "root": str(self.root), "verb": self.verb, "pid": os.getpid(), "start": process_start(os.getpid()),
+            "boot": boot_id(),
             "before": {n: _digest(d) for n, d in self.saved.items()}, "uv_wrote": self.written, "phase": self.phase,
             "runs": self.runs}), private=True, durable=True)
 
@@ -206,6 +208,8 @@ def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: floa
         if data.get("state") == "done" and isinstance(data.get("digests"), dict):
             return {files[p]: d for p, d in data["digests"].items() if p in files and (d is None or isinstance(d, str))}
         uv = data.get("uv")
+        if data.get("boot") != boot_id():  # written before a reboot (a power loss): nothing of it runs now
+            return {}
         if not _alive(data.get("watcher")) and not _alive(uv):
             if waited_for_uv:  # uv ended just now, its watcher gone before it: what uv left is what is there now
                 return {name: _digest(_current(root / name)) for name in PROJECT_FILES}
@@ -257,7 +261,8 @@ def recover(root: Path, cache_root: Path, wait: float = 0.0) -> list[str]:
     if not isinstance(data, dict) or data.get("root") != str(root):
         return []
     pid = data.get("pid")
-    if isinstance(pid, int) and pid != os.getpid() and data.get("start") and process_start(pid) == data.get("start"):
+    if (isinstance(pid, int) and pid != os.getpid() and data.get("start") and data.get("boot") == boot_id()
+            and process_start(pid) == data.get("start")):
         return []  # that command is still running
     verb = str(data.get("verb") or "add")
     before = data.get("before") if isinstance(data.get("before"), dict) else {}

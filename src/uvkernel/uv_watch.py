@@ -7,7 +7,7 @@ group stops uv with it, and uv is never left writing with nobody watching.
 
 RECORD (a JSON file, written whole and flushed to disk before each step counts) says, in turn:
 
-* ``{"state": "running", "watcher": [pid, start], "uv": null}`` before uv starts;
+* ``{"state": "running", "watcher": [pid, start], "uv": null, "boot": id}`` before uv starts;
 * the same with ``"uv": [pid, start]`` once uv runs;
 * ``{"state": "done", ..., "returncode": N, "digests": {FILE: sha256 or null}}`` once uv ended: the bytes uv left
   in each FILE (null: absent).
@@ -48,6 +48,15 @@ def process_start(pid: int) -> str | None:
         except OSError:
             return None
     return None
+
+
+def boot_id() -> str | None:
+    """This boot's id: a pid and a start time from before a reboot name no process of this one."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
 
 
 def digest(path: str) -> str | None:
@@ -103,7 +112,7 @@ def main(argv: list[str]) -> int:
     cut = argv.index("--")
     record, timeout, files, command = argv[0], float(argv[1]), argv[2:cut], argv[cut + 1:]
     me = [os.getpid(), process_start(os.getpid())]
-    state = {"state": "running", "watcher": me, "uv": None}
+    state = {"state": "running", "watcher": me, "uv": None, "boot": boot_id()}
     write_durably(record, state)
     # The terminal's or a closed session's signals are not the watcher's to act on (it has its own session);
     # a SIGTERM sent to it is passed to uv, and the watcher still records what uv left.

@@ -171,7 +171,8 @@ def test_a_cache_env_that_is_a_link_is_refused(tmp_path, host_python):
 # --- 2. project files that block or never end, through a real jupyter_server ---------------------------------
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("special", ["fifo-uv.toml", "zero-uv.lock", "fifo-pyproject", "escaping-members"])
+@pytest.mark.parametrize("special", ["fifo-uv.toml", "zero-uv.lock", "fifo-pyproject", "escaping-members",
+                                     "huge-uv.toml"])
 def test_special_project_files_never_block_the_server(tmp_path, host_python, special):
     from e2e.support import install_kernel_spec, server_environment, start_server
 
@@ -188,6 +189,11 @@ def test_special_project_files_never_block_the_server(tmp_path, host_python, spe
         (project / "pyproject.toml").unlink()
         os.mkfifo(project / "pyproject.toml")
         (project / "uv.lock").write_text("version = 1\n")
+    elif special == "huge-uv.toml":
+        # valid for uv, and 4.4 MB of TOML: Python's parser takes seconds over it
+        names = ",".join(f'"p{i:07d}"' for i in range(400_000))
+        (project / "uv.toml").write_text(f'required-version = ">=0.1"\nno-build-package = [{names}]\n')
+        expected = ""
     else:
         # a parent folder's workspace whose members glob walks the whole disk
         (root / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["../../../../../../../../**"]\n')
