@@ -16,6 +16,7 @@ import importlib
 import time
 from typing import Any
 
+from jupyter_client import localinterfaces
 from jupyter_client.provisioning import KernelProvisionerFactory
 
 from . import start_events
@@ -32,8 +33,10 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     importlib.import_module("uvkernel.provisioner")  # see the module's note: not on the loop at the first start
     # jupyter_client's provisioner registry reads every installed distribution's entry points when it is first
     # used (20-50 ms, at the first start, on the loop); made now, with the parent jupyter_client gives it
+    # Likewise the local interfaces a kernel's connection file names (their lookup imports psutil): 20-80 ms
     try:
         KernelProvisionerFactory.instance(parent=serverapp.kernel_manager)
+        localinterfaces.localhost()
     except Exception as exc:  # noqa: BLE001 - only an early start of what the first kernel start does anyway
         serverapp.log.debug("uvkernel: kernel provisioner registry not made early: %s", exc)
     serverapp.log.debug("uvkernel: kernel provisioner loaded in %.2f s", time.monotonic() - t0)
