@@ -201,7 +201,8 @@ def add_held_in_uv(tmp_path: Path, host_python: str, new_session: bool = False):
     before = project_files(project)
     gate = tmp_path / "gate"
     slow_sdist(tmp_path / "links", gate)
-    env = {**os.environ, "UV_FIND_LINKS": str(tmp_path / "links")}
+    # offline: the package comes from the local find-links folder only, whatever the network does
+    env = {**os.environ, "UV_FIND_LINKS": str(tmp_path / "links"), "UV_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "uvkernel", "add", "--host-python", host_python,
                              f"{SLOW_BUILD}==1.0"], cwd=project, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=new_session)
