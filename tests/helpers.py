@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -56,25 +58,26 @@ class CellResult:
     def text(self) -> str:
         return self.stdout + "".join(d.get("text/plain", "") for d in self.data)
 
+    def add(self, kind: str, content: dict[str, Any]) -> bool:
+        """One iopub message of this cell's (jupyter_client's or the websocket's); True once the kernel is idle."""
+        if kind == "stream":
+            if content["name"] == "stdout":
+                self.stdout += content["text"]
+            else:
+                self.stderr += content["text"]
+        elif kind in ("execute_result", "display_data"):
+            self.data.append(content["data"])
+        elif kind == "error":
+            self.error = content
+        return kind == "status" and content["execution_state"] == "idle"
+
 
 async def execute(kc, code: str, timeout: float = 120) -> CellResult:
     msg_id = kc.execute(code)
     result = CellResult()
     while True:
         msg = await kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "stream":
-            if content["name"] == "stdout":
-                result.stdout += content["text"]
-            else:
-                result.stderr += content["text"]
-        elif kind in ("execute_result", "display_data"):
-            result.data.append(content["data"])
-        elif kind == "error":
-            result.error = content
-        elif kind == "status" and content["execution_state"] == "idle":
+        if msg["parent_header"].get("msg_id") == msg_id and result.add(msg["msg_type"], msg["content"]):
             break
     reply = await kc.get_shell_msg(timeout=timeout)
     while reply["parent_header"].get("msg_id") != msg_id:
@@ -130,3 +133,18 @@ class Kernel:
 
 def run_async(coro):
     return asyncio.run(coro)
+
+
+def start_refusal(kernel_name: str, cwd: Path | str, env: dict[str, str] | None = None) -> str:
+    """The text a refused kernel start shows (the KernelStartError jupyter_server puts in JupyterLab's dialog);
+    the test fails when the kernel starts instead."""
+
+    async def start() -> str:
+        try:
+            async with Kernel(kernel_name, cwd, env=env):
+                pass
+        except Exception as exc:  # noqa: BLE001 - whatever the start raised is what a front end shows
+            return str(exc)
+        pytest.fail(f"the kernel {kernel_name} started in {cwd}, where its start should have been refused")
+
+    return run_async(start())

@@ -85,7 +85,7 @@ _SLOW_BACKEND = '''\
 """A PEP 517 backend in the sdist itself (no build requirement to download): sleeps, then writes the wheel."""
 import base64, hashlib, os, time, zipfile
 
-NAME, VERSION, SLEEP = {name!r}, {version!r}, {sleep!r}
+NAME, VERSION, SLEEP, COUNTER, FAIL = {name!r}, {version!r}, {sleep!r}, {counter!r}, {fail!r}
 META = f"Metadata-Version: 2.1\\nName: {{NAME}}\\nVersion: {{VERSION}}\\n"
 
 
@@ -94,7 +94,12 @@ def get_requires_for_build_wheel(config_settings=None):
 
 
 def build_wheel(folder, config_settings=None, metadata_directory=None):
+    if COUNTER:  # one line per build, for the tests that count builds
+        with open(COUNTER, "a") as out:
+            out.write(f"{{os.getpid()}}\\n")
     time.sleep(SLEEP)
+    if FAIL:
+        raise RuntimeError(FAIL)
     info = f"{{NAME}}-{{VERSION}}.dist-info"
     files = {{f"{{NAME}}/__init__.py": b"BUILT_SLOWLY = True\\n", f"{{info}}/METADATA": META.encode(),
              f"{{info}}/WHEEL": b"Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"}}
@@ -109,9 +114,11 @@ def build_wheel(folder, config_settings=None, metadata_directory=None):
 '''
 
 
-def slow_sdist(folder: Path, name: str, version: str, sleep: float) -> Path:
+def slow_sdist(folder: Path, name: str, version: str, sleep: float, counter: Path | None = None,
+               fail: str = "") -> Path:
     """An sdist whose build takes ``sleep`` seconds: a long first env build, offline.  uv keeps built wheels in
-    its cache, so each test run gives it a version of its own."""
+    its cache, so each test run gives it a version of its own.  ``counter``: a file each build adds a line to;
+    ``fail``: the build then fails with this message."""
     import io
     import tarfile
 
@@ -120,7 +127,8 @@ def slow_sdist(folder: Path, name: str, version: str, sleep: float) -> Path:
     files = {
         "pyproject.toml": f'[build-system]\nrequires = []\nbuild-backend = "slow_backend"\nbackend-path = ["."]\n'
                           f'[project]\nname = "{name}"\nversion = "{version}"\n',
-        "slow_backend.py": _SLOW_BACKEND.format(name=name, version=version, sleep=sleep),
+        "slow_backend.py": _SLOW_BACKEND.format(name=name, version=version, sleep=sleep,
+                                                  counter=str(counter) if counter else "", fail=fail),
         "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
     }
     path = folder / f"{stem}.tar.gz"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import requests
 
@@ -38,7 +38,50 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
         proc.wait(10)
 
 
-class JupyterServer:
+class LoggedServer:
+    """A server process in its own session whose output goes to ``log_path``: launched until it answers, its log's
+    tail for failure messages, stopped with its whole process group."""
+
+    stop_timeout = 10.0
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self._log: Any = None
+
+    def launch(self, args: list[str], *, cwd: Path, env: dict[str, str], ready: Callable[[], bool], what: str,
+               timeout: float, interval: float = 0.2) -> None:
+        """Start ``args``; return once ``ready()`` is true, raise with the log when it exits or times out first."""
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{what} exited:\n{self.log()}")
+            try:
+                if ready():
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(interval)
+        raise RuntimeError(f"{what} did not start in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=self.stop_timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class JupyterServer(LoggedServer):
     """``jupyter server`` (or ``jupyter lab``) from the dev env, serving ``root`` on 127.0.0.1."""
 
     def __init__(self, root: Path, app: str = "server", env: dict[str, str] | None = None,
@@ -49,31 +92,19 @@ class JupyterServer:
         self.token = "uvkernel-test-token"
         self.env = dict(env or os.environ)
         self.extra_args = extra_args or []
-        self.log_path = log_path or self.root.parent / f"jupyter-{self.port}.log"
-        self.proc: subprocess.Popen | None = None
+        super().__init__(log_path or self.root.parent / f"jupyter-{self.port}.log")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> "JupyterServer":
-        self._log = open(self.log_path, "wb")
         args = [sys.executable, "-m", "jupyter", self.app, "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                 f"--ServerApp.token={self.token}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={self.root}",
                 "--ServerApp.disable_check_xsrf=True", *self.extra_args]
-        self.proc = subprocess.Popen(args, cwd=self.root, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter {self.app} exited: {self.log()}")
-            try:
-                if self.get("/api/status", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"jupyter {self.app} did not start in {timeout}s: {self.log()}")
+        self.launch(args, cwd=self.root, env=self.env, what=f"jupyter {self.app}", timeout=timeout,
+                    ready=lambda: self.get("/api/status", timeout=2).status_code == 200)
+        return self
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = kwargs.pop("headers", {})
@@ -92,18 +123,6 @@ class JupyterServer:
 
     def delete(self, path: str, **kwargs: Any) -> requests.Response:
         return self.request("DELETE", path, **kwargs)
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-8000:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-        if getattr(self, "_log", None):
-            self._log.close()
 
     def __enter__(self) -> "JupyterServer":
         return self.start()

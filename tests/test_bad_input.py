@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from hardening_support import assert_clear_error, check, env_packages, file_hash, snapshot
-from helpers import Kernel, make_project, run_async
+from helpers import Kernel, make_project, run_async, start_refusal
 
 
 def _fails(folder: Path, code: str, *facts: str, args: tuple[str, ...] = ()) -> dict:
@@ -49,15 +49,7 @@ def test_kernel_json_config_wrong_types_and_unknown_keys_refused_at_a_real_start
     project = make_project(tmp_path / "proj")
     before = snapshot(project)
 
-    async def start() -> str:
-        try:
-            async with Kernel(name, project):
-                pass
-        except Exception as exc:  # KernelStartError: what jupyter_server shows in its dialog
-            return str(exc)
-        pytest.fail("a kernel started with an invalid provisioner config")
-
-    message = run_async(start())
+    message = start_refusal(name, project)
     assert_clear_error(message, "CONFIG_INVALID", str(spec_file), "min_gpus = 'two'",
                        "required_packages = 'torch'", "'preflight_timout'", "preflight_timeout")
     assert file_hash(spec_file) == spec_hash, "uvkernel rewrote kernel.json"
@@ -104,15 +96,7 @@ def test_bad_host_interpreter_through_a_real_start(tmp_path, install_spec):
     KernelSpecManager().install_kernel_spec(str(folder), "uvk-gonehost", user=True)
     project = make_project(tmp_path / "proj")
 
-    async def start() -> str:
-        try:
-            async with Kernel("uvk-gonehost", project):
-                pass
-        except Exception as exc:
-            return str(exc)
-        pytest.fail("a kernel started with a missing host interpreter")
-
-    assert_clear_error(run_async(start()), "HOST_PYTHON_MISSING", missing, "--host-python")
+    assert_clear_error(start_refusal("uvk-gonehost", project), "HOST_PYTHON_MISSING", missing, "--host-python")
 
 
 def test_env_path_is_a_file(tmp_path, host_python):

@@ -1,5 +1,5 @@
-"""Issue 13's named cases, one regression test each: inputs one step off the catalogue that crashed or were
-accepted where uv refuses them.  Real `uvkernel check`, real uv, a real kernel start."""
+"""Inputs one step off the catalogue, one regression test each: each once crashed, or was accepted where uv
+refuses it.  Real `uvkernel check`, real uv, a real kernel start."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hardening_support import assert_clear_error, check, snapshot
-from helpers import Kernel, run_async
+from helpers import start_refusal
 
 PROJECT = '[project]\nname = "p"\nversion = "0.1.0"\nrequires-python = ">=3.9"\n'
 
@@ -49,57 +49,41 @@ def test_non_utf8_pyproject_through_a_real_kernel_start(tmp_path, install_spec):
     project = _project(tmp_path, PROJECT.encode() + b"# \xff\n")
     name = install_spec()
 
-    async def start() -> str:
-        try:
-            async with Kernel(name, project):
-                pass
-        except Exception as exc:  # KernelStartError: what JupyterLab's dialog shows
-            return str(exc)
-        pytest.fail("the kernel started with a pyproject.toml that is not UTF-8")
-
-    message = run_async(start())
+    message = start_refusal(name, project)
     assert_clear_error(message, "PYPROJECT_INVALID", str(project / "pyproject.toml"), "not UTF-8")
     assert "UnicodeDecodeError" not in message
 
 
-def test_project_name_that_is_a_number(tmp_path, host_python, uv_bin):
-    project = _project(tmp_path, PROJECT.replace('name = "p"', "name = 5"))
-    _refused(project, host_python, "PYPROJECT_INVALID", "[project].name must be a string, not 5")
-    _uv_refuses(project, uv_bin, host_python, "invalid type: integer `5`, expected a string")
+UV_REASON = object()  # in a case's facts: uvkernel's message says it in uv's own words
+
+# what pyproject.toml says: (uvkernel's code, the facts its message names, uv's reason for refusing the same file)
+UV_REFUSES = {
+    PROJECT.replace('name = "p"', "name = 5"): (
+        "PYPROJECT_INVALID", ["[project].name must be a string, not 5"],
+        "invalid type: integer `5`, expected a string"),
+    PROJECT.replace('requires-python = ">=3.9"', "requires-python = 3.11"): (
+        "PYPROJECT_INVALID", ["[project].requires-python must be a string", "3.11"],
+        "invalid type: floating point `3.11`, expected a string"),
+    PROJECT + '[dependency-groups]\ndev = [{include-group = "dev"}]\n': (
+        "DEPENDENCY_TABLE_INVALID", [UV_REASON], "Detected a cycle in `dependency-groups`: `dev` -> `dev`"),
+    PROJECT + '[dependency-groups]\ndev = [{include-group = "nosuch"}]\n': (
+        "DEPENDENCY_TABLE_INVALID", [UV_REASON], "Failed to find group `nosuch` included by `dev`"),
+    PROJECT + '[tool.uv]\ndefault-groups = "nope"\n': (
+        "PYPROJECT_INVALID", ["[tool.uv].default-groups", UV_REASON],
+        'default-groups must be "all" or a ["list", "of", "groups"]'),
+    PROJECT + '[tool.uv]\ndefault-groups = ["nosuch"]\n': (
+        "PYPROJECT_INVALID", [UV_REASON], "Default group `nosuch` (from `tool.uv.default-groups`) is not defined"),
+}
 
 
-def test_requires_python_that_is_a_number(tmp_path, host_python, uv_bin):
-    project = _project(tmp_path, PROJECT.replace('requires-python = ">=3.9"', "requires-python = 3.11"))
-    _refused(project, host_python, "PYPROJECT_INVALID", "[project].requires-python must be a string", "3.11")
-    _uv_refuses(project, uv_bin, host_python, "invalid type: floating point `3.11`, expected a string")
-
-
-def test_dependency_group_that_includes_itself(tmp_path, host_python, uv_bin):
-    project = _project(tmp_path, PROJECT + '[dependency-groups]\ndev = [{include-group = "dev"}]\n')
-    reason = "Detected a cycle in `dependency-groups`: `dev` -> `dev`"
-    _refused(project, host_python, "DEPENDENCY_TABLE_INVALID", reason)
-    _uv_refuses(project, uv_bin, host_python, reason)
-
-
-def test_dependency_group_including_an_unknown_group(tmp_path, host_python, uv_bin):
-    project = _project(tmp_path, PROJECT + '[dependency-groups]\ndev = [{include-group = "nosuch"}]\n')
-    reason = "Failed to find group `nosuch` included by `dev`"
-    _refused(project, host_python, "DEPENDENCY_TABLE_INVALID", reason)
-    _uv_refuses(project, uv_bin, host_python, reason)
-
-
-def test_default_groups_that_is_neither_all_nor_a_list(tmp_path, host_python, uv_bin):
-    project = _project(tmp_path, PROJECT + '[tool.uv]\ndefault-groups = "nope"\n')
-    reason = 'default-groups must be "all" or a ["list", "of", "groups"]'
-    _refused(project, host_python, "PYPROJECT_INVALID", "[tool.uv].default-groups", reason)
-    _uv_refuses(project, uv_bin, host_python, reason)
-
-
-def test_default_group_that_is_not_defined(tmp_path, host_python, uv_bin):
-    project = _project(tmp_path, PROJECT + '[tool.uv]\ndefault-groups = ["nosuch"]\n')
-    reason = "Default group `nosuch` (from `tool.uv.default-groups`) is not defined"
-    _refused(project, host_python, "PYPROJECT_INVALID", reason)
-    _uv_refuses(project, uv_bin, host_python, reason)
+@pytest.mark.parametrize("text", list(UV_REFUSES), ids=["name-number", "requires-python-number",
+                                                        "group-includes-itself", "group-includes-unknown",
+                                                        "default-groups-string", "default-group-undefined"])
+def test_a_pyproject_uv_refuses_is_refused_with_the_field_and_the_reason(tmp_path, host_python, uv_bin, text):
+    code, facts, uv_reason = UV_REFUSES[text]
+    project = _project(tmp_path, text)
+    _refused(project, host_python, code, *(uv_reason if f is UV_REASON else f for f in facts))
+    _uv_refuses(project, uv_bin, host_python, uv_reason)
 
 
 def test_deeply_nested_arrays(tmp_path, host_python):

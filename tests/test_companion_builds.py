@@ -1,4 +1,4 @@
-"""Issue "Torch companions": companions of the host torch's build are selected from the variant's index.
+"""Torch companions of the host torch's build are selected from the variant's index.
 
 Routing only: a local ``file://`` index built here stands in for the PyTorch CPU index (unreachable from this
 machine).  It serves a small companion-shaped package, ``torchcomp`` (a real shared object built with gcc and linked

@@ -1,4 +1,4 @@
-"""Torch companions (issue 10, parts 1 and 4): env packages built against torch must load on the host's torch.
+"""Torch companions: env packages built against torch must load on the host's torch.
 
 The mismatch case is the real torchvision 0.28.0 from PyPI on the real ``2.13.0+cpu`` host: its compiled ops
 link libc10_cuda/libtorch_cuda, which a CPU build does not have.  The passing and cache cases use small real

@@ -7,6 +7,7 @@ down at the end, and the server is stopped with SIGTERM then SIGKILL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -20,6 +21,9 @@ import pytest
 from hardening_support import check, env_packages
 from helpers import make_project
 from servers import JupyterServer
+
+from uvkernel import env as stage2
+from uvkernel import progress
 
 KERNEL = "uvk-concurrent"
 TIMEOUT = 600  # 2 cores, many kernels and uv at once: generous
@@ -191,3 +195,31 @@ def test_8_sessions_for_8_projects_at_once(server):
         _stop(server, sessions)
     for project in projects:
         assert "tomli-w" in env_packages(project / ".venv")
+
+
+def test_a_start_that_waits_for_the_envs_lock_says_so_then_goes_on(tmp_path):
+    """Another start holds the env's lock (it is building the env): this one tells the phase hook it waits, and
+    goes back to preparing the env once it holds the lock; with the lock free it says nothing of the kind."""
+    env_path, cache = tmp_path / "proj" / ".venv", tmp_path / "cache"
+
+    async def main() -> list[str]:
+        heard: list[str] = []
+        reporter = progress.Reporter(lambda step: heard.append(step.phase) if step.kind == progress.PHASE else None)
+        with reporter.observing():
+            async with stage2.locked(env_path, cache, 30):
+                heard.append("inside (free lock)")
+            other = stage2.lock_for(env_path, cache)  # another start's hold: its own open file, so flock refuses us
+            other.acquire()
+
+            async def start() -> None:
+                async with stage2.locked(env_path, cache, 30):
+                    heard.append("inside")
+
+            task = asyncio.ensure_future(start())
+            await asyncio.sleep(0.5)
+            assert heard == ["inside (free lock)", "waiting for another start"], heard
+            other.release()
+            await asyncio.wait_for(task, 30)
+        return heard
+
+    assert asyncio.run(main()) == ["inside (free lock)", "waiting for another start", "preparing the env", "inside"]

@@ -1,4 +1,4 @@
-"""Issue "Project dependencies without a second torch": the stages, with real uv and the real CPU-torch host.
+"""A project's dependencies installed without a second torch: the stages, with real uv and the real CPU-torch host.
 
 No kernel here (see test_deps_kernel.py): the pipeline is run directly, as the provisioner and `uvkernel check`
 run it.

@@ -1,4 +1,4 @@
-"""Issue "Project dependencies without a second torch", end to end: real kernels started through the provisioner.
+"""A project's dependencies without a second torch, end to end: real kernels started through the provisioner.
 
 Each scenario ends in a kernel whose torch is the host's, with an env that holds no torch/nvidia/triton wheels.
 Downloads stay small because the exclusion works: torch itself is never fetched.

@@ -1,4 +1,4 @@
-"""Issue 11: the distribution `jupyter-uvkernel` (the PyPI name `uvkernel` is another project's), its version,
+"""The distribution `jupyter-uvkernel` (the PyPI name `uvkernel` is another project's), its version,
 the CLI's help, and a wheel built with `uv build` that works from a clean, non-editable install."""
 
 from __future__ import annotations

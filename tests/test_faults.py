@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from hardening_support import assert_clear_error, check, env_packages, remount, snapshot, tmpfs
-from helpers import Kernel, make_project, run_async
+from helpers import make_project, start_refusal
 
 PROJECT_DEPS = ["tomli-w", "tabulate", "text-unidecode", "toolz"]  # small, real, none of them on the host
 BY_HAND = "humanize"  # what the user installs into the env themselves
@@ -183,16 +183,8 @@ def test_hanging_probe_is_killed_at_its_timeout(tmp_path, host_python, uv_bin, i
     pidfile = tmp_path / "fake-torch-pids"
     env = dict(os.environ, UVKERNEL_TEST_FAKE_TORCH_HANG="1", UVKERNEL_TEST_FAKE_TORCH_PIDFILE=str(pidfile))
 
-    async def start() -> str:
-        try:
-            async with Kernel(name, project, env=env):
-                pass
-        except Exception as exc:
-            return str(exc)
-        pytest.fail("the kernel started although the preflight probe hung")
-
     t0 = time.monotonic()
-    message = run_async(start())
+    message = start_refusal(name, project, env=env)
     elapsed = time.monotonic() - t0
     assert_clear_error(message, "PROBE_TIMEOUT", "within 3 seconds", "preflight_timeout")
     assert 3 <= elapsed < 60, f"the start took {elapsed:.1f}s with a 3 s preflight timeout"

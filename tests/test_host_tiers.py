@@ -1,4 +1,4 @@
-"""The host's packages in two tiers, and the project shapes real projects have (issue "Real projects start").
+"""The host's packages in two tiers, and the project shapes real projects have.
 
 Each test stands for one cause found with published projects, made small: the whole host treated as
 untouchable (a distro's PyYAML, torch's pure-Python dependencies), placeholders that reached isolated builds, a
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from deps_support import assert_no_stack, cli, dists, host_dists, uv
 from helpers import make_project
-from index_support import make_wheel, tiny_shared_object, torch_linked_object
+from index_support import make_wheel, simple_index, tiny_shared_object, torch_linked_object
 
 from uvkernel import pipeline
 from uvkernel.errors import DependencyError, EnvError, ProjectError
@@ -232,3 +232,68 @@ def test_a_package_that_requires_torch_but_links_nothing_is_not_a_companion(tmp_
                        extra={"bnbish/native.so": tiny_shared_object(tmp_path / "so")})
     report = _checked_with(wheel, tmp_path, host_python)
     assert not [c for c in report["preflight"]["facts"]["companions"] if c["name"] == "bnbish"]
+
+
+# --- host packages the env's copies would break ------------------------------------------------------------------
+
+DEBIAN_HOST = "/usr/bin/python3.11"  # apt's httplib2 0.20.4 requires pyparsing>=2.4.2 (set-up: --corpus)
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["resolved", "locked"])
+def test_a_host_package_outside_the_projects_graph_gets_an_env_copy_when_the_envs_copies_break_it(tmp_path, locked):
+    # the project pins pyparsing below what Debian's httplib2 accepts; the project never names httplib2, yet the env
+    # still sees apt's copy: it must get an httplib2 of its own that accepts the env's pyparsing
+    host = host_dists(DEBIAN_HOST)
+    assert host.get("httplib2") == "0.20.4", "the Debian host lacks apt's httplib2: bash scripts/setup.sh --corpus"
+    project = make_project(tmp_path / "proj", ["pyparsing<2.4"])
+    if locked:
+        uv("lock", "--python", DEBIAN_HOST, cwd=project)
+        assert (project / "uv.lock").is_file()
+    prepared = prepare(DEBIAN_HOST, project)
+    env = project / ".venv"
+    mine = dists(env)
+    assert mine["pyparsing"].startswith("2.")
+    assert "httplib2" in mine and mine["httplib2"] != "0.20.4"
+    assert prepared.env.plan["host_replaced"]["httplib2"] == {"env": mine["httplib2"], "host": "0.20.4"}
+    report = json.dumps(prepared.report())
+    assert f"httplib2 {mine['httplib2']} in the env over the host's 0.20.4" in report
+    assert "HOST_PACKAGE_COPIED" in report
+    done = subprocess.run([str(env / "bin" / "python"), "-c",
+                           "import httplib2, pyparsing; from importlib.metadata import requires, version;"
+                           "print(httplib2.__file__, pyparsing.__version__)"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert str(env) in done.stdout.split()[0]  # the env's own copy, not apt's
+    assert_no_stack(env)
+
+
+def test_a_locked_package_that_does_not_fit_the_host_moves_and_the_rest_of_the_lock_stays(tmp_path, host_python):
+    # lockcomp 2.0.0 is locked but needs a newer torch than the host's; the only lockcomp that fits the host needs
+    # helperpkg<2, so the locked helperpkg must move too.  Every other locked version stays as `uv lock` keeps it:
+    # bystander 1.0.0, although 2.0.0 is out (a real project's lighteval dragged ~60 new packages in otherwise)
+    wheels = tmp_path / "wheels"
+    made = [make_wheel(wheels, "torch", "2.15.0", code="raise ImportError('index torch')\n"),
+            make_wheel(wheels, "lockcomp", "2.0.0", requires=["torch>=2.15"]),
+            make_wheel(wheels, "lockcomp", "1.0.0", requires=["torch>=2.0", "helperpkg<2"]),
+            make_wheel(wheels, "helperpkg", "1.0.0"), make_wheel(wheels, "helperpkg", "2.0.0"),
+            make_wheel(wheels, "bystander", "1.0.0")]
+    url = simple_index(tmp_path / "index", made)
+    sources = "".join(f'{n} = {{ index = "fit" }}\n' for n in ("torch", "lockcomp", "helperpkg", "bystander"))
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "proj"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
+        'dependencies = ["torch>=2.13", "lockcomp", "helperpkg", "bystander"]\n[tool.uv.sources]\n' + sources +
+        f'[[tool.uv.index]]\nname = "fit"\nurl = "{url}"\nexplicit = true\n')
+    uv("lock", "--python", host_python, cwd=project)
+    lock = (project / "uv.lock").read_text()
+    assert 'name = "lockcomp"\nversion = "2.0.0"' in lock and 'name = "helperpkg"\nversion = "2.0.0"' in lock
+    simple_index(tmp_path / "index", made + [make_wheel(wheels, "bystander", "2.0.0")])  # released after the lock
+    prepared = prepare(host_python, project)
+    mine = dists(project / ".venv")
+    assert (mine["lockcomp"], mine["helperpkg"], mine["bystander"]) == ("1.0.0", "1.0.0", "1.0.0"), mine
+    deviations = {d["name"]: d for d in prepared.env.plan["lock_deviations"]}
+    assert set(deviations) == {"lockcomp", "helperpkg"}, deviations
+    assert "torch>=2.15" in deviations["lockcomp"]["why"] and "lockcomp" in deviations["helperpkg"]["why"]
+    assert (project / "uv.lock").read_text() == lock
+    assert_no_stack(project / ".venv")

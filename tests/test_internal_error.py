@@ -12,9 +12,8 @@ import logging
 import re
 from pathlib import Path
 
-import pytest
 from hardening_support import assert_clear_error
-from helpers import Kernel, make_project, run_async
+from helpers import Kernel, make_project, run_async, start_refusal
 
 from uvkernel import cli, pipeline
 
@@ -70,16 +69,8 @@ def test_kernel_start_shows_internal_error_and_logs_the_traceback(tmp_path, monk
     project = make_project(tmp_path / "proj")
     name = install_spec()
 
-    async def start() -> str:
-        try:
-            async with Kernel(name, project):
-                pass
-        except Exception as exc:  # KernelStartError: what JupyterLab's dialog shows
-            return str(exc)
-        pytest.fail("the kernel started although preparing it raised")
-
     with caplog.at_level(logging.ERROR):
-        message = run_async(start())
+        message = start_refusal(name, project)
     assert_clear_error(message, "INTERNAL_ERROR", "Planted", "prepared the kernel's environment",
                        "the Jupyter server's log")
     assert "Traceback" not in message
@@ -93,15 +84,7 @@ def test_debug_env_shows_the_traceback_in_the_start_error(tmp_path, monkeypatch,
     project = make_project(tmp_path / "proj")
     name = install_spec()
 
-    async def start() -> str:
-        try:
-            async with Kernel(name, project):
-                pass
-        except Exception as exc:
-            return str(exc)
-        pytest.fail("the kernel started although preparing it raised")
-
-    message = run_async(start())
+    message = start_refusal(name, project)
     assert "[INTERNAL_ERROR]" in message and "Traceback (most recent call last)" in message and "_boom" in message
 
 

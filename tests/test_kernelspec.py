@@ -1,4 +1,4 @@
-"""Issue "Core": the kernel-spec generator, the shipped spec, settings from config, the argv-only path."""
+"""The kernel-spec generator, the shipped spec, settings from config, the argv-only path."""
 
 from __future__ import annotations
 

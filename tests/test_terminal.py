@@ -1,4 +1,4 @@
-"""Issue 11: the kernel's env from a terminal (`uvkernel sync`, `uvkernel run`, `uvkernel add/remove`), and
+"""The kernel's env from a terminal (`uvkernel sync`, `uvkernel run`, `uvkernel add/remove`), and
 `!uvkernel add` from a notebook cell.  Real uv, real host torch, real kernels through jupyter_client."""
 
 from __future__ import annotations

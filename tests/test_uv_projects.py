@@ -1,4 +1,4 @@
-"""Issue "Install the project exactly as uv would, minus what the host provides": real uv, real host torch.
+"""The project installed exactly as uv would, minus what the host provides: real uv, real host torch.
 
 The PyTorch indexes are unreachable here: a local ``file://`` simple index of small wheels made by the tests
 stands in for download.pytorch.org (``torch`` there is a fake that must never be installed: the host provides

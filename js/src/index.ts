@@ -35,6 +35,7 @@ interface IStartEvent {
 const PHASES: { [phase: string]: number } = {
   'finding the project': 0.03,
   'preparing the env': 0.08,
+  'waiting for another start': 0.1,
   'creating the env': 0.12,
   resolving: 0.25,
   downloading: 0.4,

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 # in ~0.1 s): the rest (asyncio, json, the pipeline, jupyter_client through kernelspec) is imported by the
 # commands that use it, at the top of their function.
 from . import distribution
-from .errors import DEBUG_ENV, ProjectError, SpecError, UvkernelError, debug_enabled, internal_error
+from .errors import DEBUG_ENV, ProjectError, SpecError, UvkernelError, debug_enabled, internal_error, notice
 from .shared import DEFAULT_DISPLAY_NAME, DEFAULT_NAME
 
 DESCRIPTION = ("Jupyter kernels in per-project uv environments that use the host's torch and CUDA. "
@@ -174,14 +174,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps({"kernelspecs": specs}, indent=1))
         return 0
     if not specs:
-        print("No uvkernel kernel specs installed. Install one with: uvkernel install --user")
+        print(notice("NO_SPECS_INSTALLED"))
         return 0
     width = max(len(s["name"]) for s in specs)
     for s in specs:
         mark = f"  STALE: {s['stale']}" if s["stale"] else ""
         print(f"{s['name']:<{width}}  {s['resource_dir']}  host: {s['host_python']}{mark}")
     if any(s["stale"] for s in specs):
-        print("Stale specs cannot start a kernel; remove them with: uvkernel uninstall --stale")
+        print(notice("STALE_SPECS_LISTED"))
     return 0
 
 
@@ -238,10 +238,13 @@ def _failure_report(exc: UvkernelError) -> dict[str, Any]:
 
 
 def _stderr_log(quiet: bool):
-    def log(message: str) -> None:
-        if not quiet:
-            print(f"uvkernel: {message}", file=sys.stderr)
-    return log
+    """The preparation's lines on stderr (none with ``quiet``), as a progress reporter the stages take as ``log``."""
+    from .progress import LINE, Reporter  # standard library only: check's first progress line stays early
+
+    def show(step) -> None:
+        if step.kind == LINE and not quiet:
+            print(f"uvkernel: {step.text}", file=sys.stderr)
+    return Reporter(show)
 
 
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
@@ -398,7 +401,7 @@ def _context_settings(raw: str) -> dict[str, Any]:
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        print(f"uvkernel: warning: ${SETTINGS_VAR} is not a JSON object; using the default settings", file=sys.stderr)
+        print("uvkernel: " + notice("SETTINGS_VAR_NOT_OBJECT", var=SETTINGS_VAR), file=sys.stderr)
         return {}
     return data
 
@@ -475,9 +478,8 @@ def cmd_change(args: argparse.Namespace) -> int:
         for text in left:  # files the user changed while the command ran: left as they are now
             print("uvkernel: " + text, file=sys.stderr)
         if not left:
-            print("uvkernel: " + (project_edit.RESTORED if getattr(exc, "restored", False)
-                                  else "nothing was recorded: pyproject.toml and uv.lock are unchanged"),
-                  file=sys.stderr)
+            print("uvkernel: " + (notice("EDIT_FILES_RESTORED") if getattr(exc, "restored", False)
+                                  else notice("EDIT_NOTHING_RECORDED")), file=sys.stderr)
         return 1
     print(project_edit.summary(change, outcome, progress.elapsed))
     return 0
@@ -521,7 +523,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
     for other in others:
         print(f"Not made by uvkernel, left alone: {other}")
     if any(e.folder_state == "gone" for e in envs):
-        print("Remove the envs of folders that are gone with: uvkernel gc")
+        print(notice("GONE_FOLDERS_LISTED"))
     return 0
 
 

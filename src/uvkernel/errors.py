@@ -1,8 +1,13 @@
-"""One family of exceptions, and every user-facing error text in one place.
+"""One family of exceptions, and every user-facing error and notice text in one place.
 
 Each error has a stable ``code``, a one-line summary, facts (``name: value`` lines) and the command or
-step that fixes it.  Commands stand in backquotes: renderers keep them whole on one line (a command split
-over lines breaks when pasted into a shell).  Texts avoid the percent sign: jupyter_server's REST layer doubles it.
+step that fixes it (:data:`MESSAGES`).  A notice is a line the report, ``uvkernel check``, ``%uvkernel`` and the
+terminal commands show while the start goes on (:data:`NOTICES`, filled by :func:`notice`); a catalogue message
+shown as a line rather than raised goes through :func:`note`.  Progress lines (the ``log`` parameter) and the labels
+of reports and summaries are written where they are used.
+
+Commands stand in backquotes: renderers keep them whole on one line (a command split over lines breaks when pasted
+into a shell).  Texts avoid the percent sign: jupyter_server's REST layer doubles it.
 """
 
 from __future__ import annotations
@@ -473,6 +478,18 @@ MESSAGES: dict[str, Message] = {
         "{root} was not trusted; nothing to revoke",
         "trust it with `uvkernel trust {root}`",
     ),
+    "HOST_PACKAGE_COPIED": Message(
+        "the host's {name} {version} requires {requirement}, which the env's {dep} {dep_version} (the project's) "
+        "does not meet: the env has its own {name}",
+        "nothing to do: the host's copy is untouched and serves every other env",
+    ),
+    "HOST_PACKAGE_BROKEN_BY_ENV": Message(
+        "the host's {name} {version} requires {requirement}, but the env holds {dep} {dep_version} for the "
+        "project, and the env could not get a release of {name} that accepts it (none fits, or it did not "
+        "install): importing {name} in this kernel may fail",
+        "if the notebook needs {name}, loosen the project's requirement on {dep} (`uvkernel add '{dep}'` records "
+        "what uv would), or add {name} to the project so that uv resolves both",
+    ),
     "EDIT_NOT_RESTORED": Message(
         "{path} changed while uvkernel {verb} ran (not by uv): it was left as it is now, not put back",
         "compare it with the copy from before the command, `diff {backup} {path}`, and keep what you want "
@@ -488,6 +505,63 @@ MESSAGES: dict[str, Message] = {
         "check the project's files (`git diff` in {root}); the copies from before that command are in {backup}",
     ),
 }
+
+
+# code -> a notice's template (str.format with its fields), one line each.  A notice is no failure: it is shown
+# without its code, and says itself what the user may do about it.
+NOTICES: dict[str, str] = {
+    # --- the preflight: the kernel starts, with these said about the host stack --------------------------
+    "PREFLIGHT_DISABLED": "preflight disabled (preflight = false)",
+    "PREFLIGHT_CACHE_UNWRITABLE": "the preflight cache could not be written: {error}",
+    "SHADOWING_ALLOWED": "{name} comes from {location} ({origin}), not the host: allowed by allow_shadowing",
+    "NVIDIA_SAME_VERSION_COPY": "the env has its own copy of {names} (same version as the host's)",
+    "CUDA_NOT_CHECKED": "CUDA is not checked (require_cuda = false)",
+    "TORCH_WITHOUT_CUDA": "torch {version} is a {build}: the kernel runs without CUDA (require_cuda = auto)",
+    "CUDA_BUILD_WITHOUT_GPU": "torch {version} is a CUDA {cuda} build, but {reason}: the kernel runs without a GPU "
+                              "(require_cuda = auto; set it to true to make this an error)",
+    "NVIDIA_UVM_MISSING": "{dev}/nvidia-uvm does not exist yet (CUDA creates it on first use through "
+                          "nvidia-modprobe; if CUDA then fails, load the nvidia_uvm module)",
+    "CUDA_MINOR_VERSION_COMPATIBILITY": "torch was built for CUDA {torch_cuda}, the driver {driver} supports CUDA "
+                                        "{driver_cuda}: this works through CUDA minor version compatibility, but code "
+                                        "compiled at run time (PTX) may fail; a newer driver avoids it",
+    "MIG_MODE": "GPU {index} ({name}) is in MIG mode: CUDA uses one MIG instance at a time; choose one with "
+                "CUDA_VISIBLE_DEVICES=MIG-... (instances: {uuids})",
+    "COMPANION_MISMATCH_ALLOWED": "{name} {version} was not loaded: allowed by allow_companion_mismatch (it may not "
+                                  "work on the host's torch)",
+    "PROBE_SECTION_UNREAD": "the probe could not read {section}: {error}",
+    "COMPANION_SYSTEM_LIBRARIES_MISSING": "{name} {version}: some of its optional native modules need {libraries}, "
+                                          "which this system lacks (a system library, not a mismatch with torch); "
+                                          "install it with the system's package manager if you use that feature",
+    # --- the project and its env -----------------------------------------------------------------------------
+    "MEMBER_VENV_UNUSED": "{member_env} is left from before: uv (and uvkernel) use the workspace's env at "
+                          "{workspace_env}; the member's own .venv is not used and not deleted",
+    "LOCK_OUT_OF_DATE": "{lock} is out of date with pyproject.toml: resolved again, preferring its versions as "
+                        "`uv lock` would; run `uv lock` in {where} to update it (uvkernel never writes it)",
+    "DYNAMIC_DEPENDENCIES": "[project].dependencies is dynamic: uvkernel installs only what pyproject.toml lists",
+    "PROJECT_NOT_MANAGED": "{pyproject} sets managed = false under [tool.uv]: its dependencies are yours to install "
+                           "(pip's install magic in the kernel keeps the host's packages)",
+    "NO_LOCK_RESOLVED": "no uv.lock: resolved against the host (kept in uvkernel's cache, not in the project)",
+    "UNMET_PIN": "the project requires {requirement}, the host provides {name} {host_version}: the host's copy is "
+                 "used (host_version_conflicts = warn)",
+    "ENV_HIDES_HOST_PACKAGES": "warning: the env has its own copies of host packages ({names}); remove them with "
+                               "`uvkernel unshadow {folder}`",
+    # --- uvkernel add / remove -----------------------------------------------------------------------------
+    "EDIT_FILES_RESTORED": "pyproject.toml and uv.lock are back as they were before this command (byte for byte)",
+    "EDIT_NOTHING_RECORDED": "nothing was recorded: pyproject.toml and uv.lock are unchanged",
+    "EDIT_ROLLED_BACK": "its changes were rolled back (pyproject.toml and uv.lock are as before it)",
+    "EDIT_PARTLY_ROLLED_BACK": "what uv wrote was rolled back where the file still held it",
+    # --- the listing commands (uvkernel list / envs) ---------------------------------------------------------
+    "NO_SPECS_INSTALLED": "No uvkernel kernel specs installed. Install one with: uvkernel install --user",
+    "STALE_SPECS_LISTED": "Stale specs cannot start a kernel; remove them with: uvkernel uninstall --stale",
+    "GONE_FOLDERS_LISTED": "Remove the envs of folders that are gone with: uvkernel gc",
+    # --- settings --------------------------------------------------------------------------------------------
+    "SETTINGS_VAR_NOT_OBJECT": "warning: ${var} is not a JSON object; using the default settings",
+}
+
+
+def notice(code: str, **fields: Any) -> str:
+    """A notice from the catalogue, filled with its fields."""
+    return fill(NOTICES[code], fields)
 
 
 def note(code: str, **fields: Any) -> str:

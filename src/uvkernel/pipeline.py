@@ -21,12 +21,13 @@ from . import cache_envs, distribution, host as host_mod, launch, preflight, pro
 from . import env as stage2
 from . import settings as settings_mod
 from .env import HOST_CONSTRAINTS, HOST_EXCLUDES, Env
-from .errors import PreflightError, ProjectError, UvError, UvkernelError
+from .errors import PreflightError, ProjectError, UvError, UvkernelError, notice
 from .files import CACHE_FOLDERS, check_private_dirs, off_loop, read_input, write_atomic
 from .host import HostPython
 from .project import Project
 from .settings import UvKernelSettings
-from .shared import Log, canonical, phase
+from .progress import phase
+from .shared import Log, canonical
 from .uvbin import find_uv, uv_environment
 
 REPORT_FILE = ".uvkernel-report.json"
@@ -244,7 +245,7 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
                 env.plan.setdefault("companion_refits", []).extend(refits)
                 result = await _preflight(prepared, settings, True)
     else:
-        result = preflight.PreflightResult(skipped=True, notices=["preflight disabled (preflight = false)"])
+        result = preflight.PreflightResult(skipped=True, notices=[notice("PREFLIGHT_DISABLED")])
     result.notices[0:0] = unmet_pin_notices(env.plan)
     prepared.preflight = result
     prepared.timings["preflight"] = time.monotonic() - t0
@@ -262,8 +263,8 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
     _write_report(env.path / REPORT_FILE, report)
     if error is not None:
         raise error
-    for notice in result.notices:
-        say(f"preflight: {notice}")
+    for text in result.notices:
+        say(f"preflight: {text}")
     return result
 
 
@@ -281,8 +282,8 @@ def _failed_companions(result: preflight.PreflightResult) -> set[str]:
 
 def unmet_pin_notices(plan: Mapping[str, Any]) -> list[str]:
     """One line per project requirement the host does not meet, kept under host_version_conflicts = warn."""
-    return [f"the project requires {pin['requirement']}, the host provides {pin['name']} {pin['host_version']}: "
-            f"the host's copy is used (host_version_conflicts = warn)" for pin in plan.get("unmet_pins") or []]
+    return [notice("UNMET_PIN", requirement=pin["requirement"], name=pin["name"], host_version=pin["host_version"])
+            for pin in plan.get("unmet_pins") or []]
 
 
 def _existing(path: Path) -> Path | None:

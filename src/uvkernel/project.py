@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from .errors import EnvError, ProjectError, note
+from .errors import EnvError, ProjectError, note, notice
 from .files import read_input
 from .shared import canonical
 
@@ -250,8 +250,7 @@ def find_project(
     top, workspace = found if found else (root, data)
     notices = []
     if top != root and os.path.lexists(root / ".venv"):
-        notices.append(f"{root / '.venv'} is left from before: uv (and uvkernel) use the workspace's env at "
-                       f"{top / '.venv'}; the member's own .venv is not used and not deleted")
+        notices.append(notice("MEMBER_VENV_UNUSED", member_env=root / ".venv", workspace_env=top / ".venv"))
 
     def make(env_path: Path, reason: str, in_cache: bool = False) -> Project:
         return Project(notebook_dir, root, env_path, reason, data, in_cache=in_cache,

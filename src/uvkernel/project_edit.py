@@ -37,7 +37,7 @@ from packaging.version import InvalidVersion, Version
 from . import pipeline, project as project_mod, trust
 from .cache_envs import process_start
 from .env import declarations, host_distributions, lock_for, private_dir, protection, resolve
-from .errors import DependencyError, ProjectError, UvError, UvkernelError, note
+from .errors import DependencyError, ProjectError, UvError, UvkernelError, note, notice
 from .files import read_input, write_atomic
 from .settings import UvKernelSettings
 from .shared import canonical
@@ -46,9 +46,6 @@ from .uv_watch import boot_id
 from .uvbin import find_uv, run_uv
 
 PROJECT_FILES = ("pyproject.toml", "uv.lock")
-RESTORED = "pyproject.toml and uv.lock are back as they were before this command (byte for byte)"
-
-
 @dataclass
 class Change:
     verb: str  # "add" or "remove"
@@ -276,8 +273,7 @@ def recover(root: Path, cache_root: Path, wait: float = 0.0) -> list[str]:
                 written[name].append(digest)
     notes = _roll_back(root, folder, verb, before, written)
     _forget(folder, runs)
-    outcome = ("its changes were rolled back (pyproject.toml and uv.lock are as before it)" if not notes else
-               "what uv wrote was rolled back where the file still held it")
+    outcome = notice("EDIT_PARTLY_ROLLED_BACK") if notes else notice("EDIT_ROLLED_BACK")
     return [note("EDIT_RECOVERED", verb=verb, root=str(root), outcome=outcome, backup=str(folder)), *notes]
 
 

@@ -10,7 +10,6 @@ and runs no code.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import textwrap
 import traceback
@@ -21,7 +20,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from tornado.web import HTTPError
 from traitlets.config import Config, LazyConfigValue
 
-from . import cache_envs, fallback_kernel, pipeline, start_events
+from . import cache_envs, fallback_kernel, pipeline, progress, start_events
 from .errors import SpecError, UvkernelError, debug_enabled, internal_error
 from .launch import KERNEL_VAR
 from .settings import SETTING_NAMES, validate_config
@@ -168,7 +167,6 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         self.prepared: pipeline.Prepared | None = None
         self.last_error: UvkernelError | None = None
         self._liveness = cache_envs.Liveness()  # marks a cache env in use while this kernel runs (uvkernel gc)
-        self._progress: start_events.StartProgress | None = None  # this start's events, inside a Jupyter server
 
     async def cleanup(self, restart: bool = False) -> None:
         self._restarting = restart
@@ -189,10 +187,9 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         return internal_error(exc, doing=doing, log="the Jupyter server's log (the terminal or service log of "
                               "jupyter lab / jupyter server)", traceback_text=text)
 
-    def _log(self, message: str) -> None:
-        self.log.info("uvkernel: %s", message)
-        if self._progress is not None:
-            self._progress.on_log(message)
+    def _server_log(self, step: progress.Step) -> None:  # the start's lines, in the server's log
+        if step.kind == progress.LINE:
+            self.log.info("uvkernel: %s", step.text)
 
     def _wants_fallback(self, restarting: bool) -> bool:
         return self.fallback_kernel == "always" or (restarting and self.fallback_kernel == "restart")
@@ -211,13 +208,14 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
         cwd = kwargs.get("cwd")
         error: UvkernelError | None = self._config_error
         self.last_error = None
-        progress = self._progress = start_events.for_provisioner(self, incoming_env)
-        if progress is not None:
-            progress.start()
+        reporter = progress.Reporter(self._server_log)
+        events = start_events.for_provisioner(self, incoming_env, reporter)
+        if events is not None:
+            events.start()
         if error is None:
             try:
-                with progress.observing() if progress is not None else contextlib.nullcontext():
-                    self.prepared = await pipeline.prepare(self, cwd=cwd, environ=incoming_env, log=self._log,
+                with reporter.observing():
+                    self.prepared = await pipeline.prepare(self, cwd=cwd, environ=incoming_env, log=reporter,
                                                            liveness=self._liveness)
             except UvkernelError as exc:
                 error = exc
@@ -225,15 +223,13 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[m
                 error = self._internal(exc, "prepared the kernel's environment", incoming_env)
             except BaseException:
                 self._liveness.clear()
-                self._progress = None
                 raise
-        self._progress = None
-        if progress is not None:
+        if events is not None:
             if error is not None:
-                progress.failed(error)
+                events.failed(error)
             else:
                 assert self.prepared is not None
-                progress.ready(self.prepared.timings, list(self.prepared.env.actions))
+                events.ready(self.prepared.timings, list(self.prepared.env.actions))
         if error is not None:
             self._liveness.clear()
             refusal = self._refuse(error)

@@ -1,24 +1,16 @@
-"""The small things every layer of uvkernel uses: the log callback's type, the phase hook, the canonical package
-name, and the kernel spec's names and launcher (here, not in kernelspec.py, so the CLI's parser and the launch
-code need no jupyter_client)."""
+"""The small things every layer of uvkernel uses: the ``log`` parameter's type, the canonical package name, and
+the kernel spec's names and launcher (here, not in kernelspec.py, so the CLI's parser and the launch code need no
+jupyter_client)."""
 
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
 from typing import Callable
 
-Log = Callable[[str], None]  # one line for the user (the CLI's stderr, the server's log)
-
-# Told when a start enters a stage ("finding the project", "preparing the env", "checking the host stack"): the
-# provisioner's progress events name the phase without reading it out of the log lines' wording.
-PHASE: "ContextVar[Callable[[str], None] | None]" = ContextVar("uvkernel_phase", default=None)
-
-
-def phase(name: str) -> None:
-    hook = PHASE.get()
-    if hook is not None:
-        hook(name)
+# What every stage takes as ``log``: a line for the user.  In a start it is a progress.Reporter, which hands the
+# line with the phase, uv's counts and the elapsed time to the terminal, the server's log and the start events;
+# a stage only ever calls it with the line.
+Log = Callable[[str], None]
 
 
 def canonical(name: str) -> str:

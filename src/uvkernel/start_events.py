@@ -13,18 +13,14 @@ a failed emit is logged at debug level and forgotten.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import re
 import threading
-import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
-from .shared import PHASE
-from .uvbin import UV_OBSERVER, UV_OUTPUT
+from . import progress
 
 SCHEMA_FILE = Path(__file__).parent / "resources" / "kernel-start-event.json"
 SCHEMA_ID = "https://jupyter-uvkernel.invalid/events/kernel-start/v1"
@@ -72,38 +68,18 @@ def notebook_path(environ: Mapping[str, str], root_dir: str | None) -> str:
     return name
 
 
-# uv's lines while it works (its summary lines are printed whether or not it shows progress bars)
-_COUNT = re.compile(r"^(Resolved|Prepared|Installed|Audited) (\d+) packages?\b")
-_BUILDING = re.compile(r"^\s*Building (\S.*)$")
-_BUILT = re.compile(r"^\s*Built (\S.*)$")
-_DOWNLOADING = re.compile(r"^\s*Downloading (\S.*)$")
-_DOWNLOADED = re.compile(r"^\s*Downloaded (\S.*)$")
-
-
-def uv_phase(argv: list[str]) -> str:
-    """The phase a uv command stands for, from its subcommand."""
-    words = [a for a in argv[1:3] if not a.startswith("-")]
-    command = " ".join(words)
-    if command.startswith("venv"):
-        return "creating the env"
-    if command in ("pip compile", "lock", "export") or command.startswith("export"):
-        return "resolving"
-    if command in ("pip uninstall", "remove"):
-        return "removing"
-    return "installing"
-
-
 class StartProgress:
-    """One start's progress, published as events; every hook is cheap and runs on the server's loop."""
+    """One start's progress, published as events: a sink of the start's :class:`progress.Reporter`, which works out
+    the phase, uv's counts and the elapsed time.  Every hook is cheap and runs on the server's loop."""
 
-    def __init__(self, event_logger: Any, *, kernel_id: str, kernel_name: str, path: str,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(self, event_logger: Any, reporter: progress.Reporter, *, kernel_id: str, kernel_name: str,
+                 path: str) -> None:
         self.event_logger = event_logger
         self.base = {"kernel_id": kernel_id or "", "kernel_name": kernel_name or "", "path": path or ""}
-        self.clock = clock
-        self.t0 = clock()
-        self.phase = "finding the project"
-        self.step = "starting"
+        self.reporter = reporter
+        self.clock = reporter.clock
+        self.phase = reporter.phase_name
+        self.step = reporter.text
         self.counts: dict[str, int] = {}
         self.last_sent = float("-inf")
         self.pending: asyncio.TimerHandle | None = None
@@ -113,57 +89,28 @@ class StartProgress:
         except RuntimeError:
             self.loop = None
         self.thread = threading.get_ident()
+        reporter.add(self.show)
 
     @property
     def elapsed(self) -> float:
-        return self.clock() - self.t0
+        return self.reporter.elapsed
 
     # --- what the start tells ------------------------------------------------------------------------------------
     def start(self) -> None:
         self._emit("start")
 
-    def on_phase(self, name: str) -> None:  # shared.PHASE
-        self._flush()
-        self.phase, self.counts = name, {}
-        self.step = name
-        self._emit("progress")
-
-    def on_log(self, message: str) -> None:  # the pipeline's log callback
-        self.step = message.splitlines()[0][:STEP_WIDTH] if message else self.step
-        self._changed()
-
-    def on_uv(self, argv: list[str], step: str) -> None:  # uvbin.UV_OBSERVER
-        self._flush()
-        self.phase, self.counts = uv_phase(argv), {}
-        words = " ".join(a for a in argv[1:3] if not a.startswith("-"))
-        self.step = f"uv {words}: {step}"[:STEP_WIDTH]
-        self._changed()
-
-    def on_uv_line(self, line: str) -> None:  # uvbin.UV_OUTPUT
-        match = _COUNT.match(line)
-        if match:
-            what = match.group(1).lower()
-            if what == "audited":  # nothing to install: everything is there already
-                what = "installed"
-            self.counts[what] = int(match.group(2))
-            n = int(match.group(2))
-            self.step = f"{what} {n} package{'s' if n != 1 else ''}"
-            if what == "resolved" and self.phase in ("building", "downloading"):
-                self.phase = "installing"
+    def show(self, step: progress.Step) -> None:  # the reporter's sink
+        if step.kind in (progress.PHASE, progress.UV):
+            # a change held back by the rate limit goes out before a new phase or command clears the counts it
+            # carries (uv's "Installed N packages" comes just before the next command starts)
+            self._flush()
+        self.phase, self.counts = step.phase, step.counts
+        if step.text:
+            self.step = step.text.splitlines()[0][:STEP_WIDTH]
+        if step.kind == progress.PHASE:
+            self._emit("progress")
+        else:
             self._changed()
-            return
-        for pattern, phase, key, verb in ((_BUILDING, "building", "", "building"),
-                                          (_BUILT, "installing", "built", "built"),
-                                          (_DOWNLOADING, "downloading", "", "downloading"),
-                                          (_DOWNLOADED, "installing", "downloaded", "downloaded")):
-            match = pattern.match(line)
-            if match:
-                self.phase = phase
-                if key:
-                    self.counts[key] = self.counts.get(key, 0) + 1
-                self.step = f"{verb} {match.group(1).strip()}"[:STEP_WIDTH]
-                self._changed()
-                return
 
     def ready(self, timings: Mapping[str, float], actions: list[str]) -> None:
         parts = [f"{label} {timings[key]:.1f} s" for key, label in
@@ -192,8 +139,6 @@ class StartProgress:
             self._later(wait)
 
     def _flush(self) -> None:
-        """A change held back by the rate limit goes out before a new command clears the counts it carries
-        (uv's "Installed N packages" comes just before the next command starts)."""
         if self.pending is not None:
             self.pending.cancel()
             self.pending = None
@@ -234,26 +179,16 @@ class StartProgress:
         except Exception as exc:  # noqa: BLE001 - progress never costs a start
             _log.debug("uvkernel: start event not published: %s", exc)
 
-    @contextlib.contextmanager
-    def observing(self) -> Iterator["StartProgress"]:
-        """Hear the pipeline's phases and uv's commands and lines while the start runs in this context."""
-        tokens = (PHASE.set(self.on_phase), UV_OBSERVER.set(self.on_uv), UV_OUTPUT.set(self.on_uv_line))
-        try:
-            yield self
-        finally:
-            UV_OUTPUT.reset(tokens[2])
-            UV_OBSERVER.reset(tokens[1])
-            PHASE.reset(tokens[0])
 
-
-def for_provisioner(provisioner: Any, environ: Mapping[str, str]) -> StartProgress | None:
-    """The progress of the start ``provisioner`` is about to make, or None outside a Jupyter server."""
+def for_provisioner(provisioner: Any, environ: Mapping[str, str], reporter: progress.Reporter) -> StartProgress | None:
+    """The events of the start ``provisioner`` is about to make, told by ``reporter``; None outside a Jupyter
+    server."""
     parent = getattr(provisioner, "parent", None)
     event_logger = getattr(parent, "event_logger", None) if parent is not None else None
     if event_logger is None or not register(event_logger):
         return None
     manager = getattr(parent, "parent", None)
     root = getattr(manager, "root_dir", None)
-    return StartProgress(event_logger, kernel_id=getattr(provisioner, "kernel_id", "") or "",
+    return StartProgress(event_logger, reporter, kernel_id=getattr(provisioner, "kernel_id", "") or "",
                          kernel_name=getattr(parent, "kernel_name", "") or "",
                          path=notebook_path(environ, root if isinstance(root, str) else None))

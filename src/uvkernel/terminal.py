@@ -13,13 +13,12 @@ import os
 import shutil
 import sys
 import threading
-import time
 from typing import Any, Mapping, NoReturn, Sequence, TextIO
 
 from . import launch, pipeline
-from .errors import ProjectError, UvkernelError
+from .errors import ProjectError, UvkernelError, notice
+from .progress import LINE, UV, Reporter, Step
 from .settings import UvKernelSettings
-from .uvbin import UV_OBSERVER
 
 
 def project_folder(value: str | None, command: str) -> str:
@@ -32,7 +31,9 @@ def project_folder(value: str | None, command: str) -> str:
 
 class Progress:
     """What the preparation is doing, on a terminal: a line per step and uv command, and a status line with the
-    elapsed time.  Silent when the stream is not a terminal (scripts, CI, a notebook cell's captured output)."""
+    elapsed time and what uv is doing now.  Silent when the stream is not a terminal (scripts, CI, a notebook
+    cell's captured output).  A sink of its own :class:`~uvkernel.progress.Reporter`, which is what the stages take as
+    ``log``."""
 
     def __init__(self, stream: TextIO | None = None, enabled: bool | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -40,7 +41,7 @@ class Progress:
         # `!uvkernel add X` in a notebook cell: IPython gives the command a pty, but the cell's output is no
         # terminal a status line can redraw; plain step lines only
         self.live = self.enabled and not os.environ.get(launch.KERNEL_VAR) and not os.environ.get("JPY_PARENT_PID")
-        self.t0 = time.monotonic()
+        self.log = Reporter(self.show)
         self.current = "starting"
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -48,7 +49,7 @@ class Progress:
 
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self.t0
+        return self.log.elapsed
 
     def __enter__(self) -> "Progress":
         if self.live:
@@ -83,20 +84,19 @@ class Progress:
                 self._status()
 
     def line(self, text: str) -> None:
-        """A step: printed once with its time, and shown in the status line while it runs."""
+        """A step of the command's own, told like the preparation's."""
+        self.log(text)
+
+    def show(self, step: Step) -> None:  # the reporter's sink
+        """A line or a uv command: printed once with its time; any step: shown in the status line while it runs."""
         if not self.enabled:
             return
         with self._lock:
-            self.current = text
-            self._write(("\r\x1b[2K" if self._ticker is not None else "") + f"[{self.elapsed:6.1f} s] {text}\n")
+            self.current = step.text.splitlines()[0] if step.text else self.current
+            if step.kind in (LINE, UV):
+                clear = "\r\x1b[2K" if self._ticker is not None else ""
+                self._write(f"{clear}[{step.elapsed:6.1f} s] {step.text}\n")
             self._status()
-
-    def log(self, message: str) -> None:  # the pipeline's log callback
-        self.line(message)
-
-    def uv(self, argv: list[str], step: str) -> None:  # uvbin.UV_OBSERVER
-        words = [a for a in argv[1:3] if not a.startswith("-")]
-        self.line(f"uv {' '.join(words)}: {step}")
 
 
 def _isatty(stream: Any) -> bool:
@@ -106,21 +106,13 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-async def _observed(progress: Progress, coro: Any) -> Any:
-    token = UV_OBSERVER.set(progress.uv)
-    try:
-        return await coro
-    finally:
-        UV_OBSERVER.reset(token)
-
-
 def run_blocking(make_coro: Any, progress: Progress, folder: str) -> Any:
     """Run one async preparation from the CLI; Ctrl-C becomes INTERRUPTED (uv's process groups are killed by
     process.run; the env keeps what was done, and its creation marker or missing state file makes the next start
     resume it)."""
     try:
-        with progress:
-            return asyncio.run(_observed(progress, make_coro()))
+        with progress, progress.log.observing():
+            return asyncio.run(make_coro())
     except KeyboardInterrupt:
         raise UvkernelError("INTERRUPTED", project=folder) from None
 
@@ -147,10 +139,10 @@ def summary(prepared: pipeline.Prepared, elapsed: float, title: str = "uvkernel 
     lines.append("  this run: " + ("; ".join(env.actions) if env.actions else "nothing to change"))
     hiding = [s["name"] for s in env.shadowing if not s.get("on_purpose")]
     if hiding:
-        lines.append(f"  warning: the env has its own copies of host packages ({', '.join(hiding)}); "
-                     f"remove them with `uvkernel unshadow {project.root or project.notebook_dir}`")
-    for notice in prepared.preflight.notices:
-        lines.append(f"  notice: {notice}")
+        lines.append("  " + notice("ENV_HIDES_HOST_PACKAGES", names=", ".join(hiding),
+                                   folder=project.root or project.notebook_dir))
+    for text in prepared.preflight.notices:
+        lines.append(f"  notice: {text}")
     return "\n".join(lines)
 
 

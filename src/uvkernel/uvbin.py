@@ -10,10 +10,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-from contextvars import ContextVar
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
-from . import process
+from . import process, progress
 from .errors import EnvError, UvError
 
 
@@ -61,12 +60,6 @@ def uv_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-# Told about each uv command as it starts (argv, step): the terminal's progress display sets it (uvkernel sync).
-UV_OBSERVER: "ContextVar[Callable[[list[str], str], None] | None]" = ContextVar("uvkernel_uv_observer", default=None)
-# Told each line uv writes, as it writes it: a kernel start's progress events count "Resolved / Prepared /
-# Installed N" and name "Building X" from them while uv runs.
-UV_OUTPUT: "ContextVar[Callable[[str], None] | None]" = ContextVar("uvkernel_uv_output", default=None)
-
 GENERIC_FIX = "read uv's message above; run uvkernel check in the notebook's folder for the full report"
 
 
@@ -84,12 +77,12 @@ async def run_uv(args: list[str], *, step: str, timeout: float, cwd: "os.PathLik
     ``extra_env``: variables set for this uv run only (e.g. UV_PROJECT_ENVIRONMENT for `uv add`); ``via``: a
     command uv runs under (the watcher of `uv add`), which takes uv's arguments after its own.
     """
-    observer = UV_OBSERVER.get()
-    if observer is not None:
-        observer([str(a) for a in args], step)
+    # the preparation's progress hears the command, then each line uv writes as it writes it ("Resolved N
+    # packages", "Building X"), so a long build shows what it is doing while it runs
+    on_line = progress.uv_started([str(a) for a in args], step)
     try:
         done = await process.run([*via, *args], env={**uv_environment(), **(extra_env or {})}, timeout=timeout,
-                                 cwd=cwd, on_line=UV_OUTPUT.get())
+                                 cwd=cwd, on_line=on_line)
     except OSError as exc:  # uv_path names something that cannot be executed
         raise UvError("UV_FAILED", step=step, returncode=exc.errno or -1, detail=f"{args[0]}: {exc.strerror or exc}",
                       fix="point uv_path at a working uv binary, or remove the setting") from None

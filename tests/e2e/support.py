@@ -117,23 +117,14 @@ class WsKernel:
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                if content["name"] == "stdout":
-                    result.stdout += content["text"]
-                else:
-                    result.stderr += content["text"]
-                if on_busy is not None:
-                    on_busy(result)
-                    on_busy = None
-            elif kind in ("execute_result", "display_data"):
-                result.data.append(content["data"])
-            elif kind == "error":
-                result.error = content
-            elif kind == "status" and content["execution_state"] == "idle":
-                idle = True
-            elif kind == "execute_reply":
+            if kind == "execute_reply":
                 result.status = content["status"]
                 reply = True
+            elif result.add(kind, content):
+                idle = True
+            elif kind == "stream" and on_busy is not None:
+                on_busy(result)
+                on_busy = None
         return result
 
     def close(self) -> None:

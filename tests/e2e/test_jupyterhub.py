@@ -19,8 +19,10 @@ import signal
 import stat
 import subprocess
 import sys
+import re
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,8 @@ import requests
 
 from e2e.support import WsKernel, keep_log, write_notebook
 from helpers import REPO, make_project
-from servers import free_port, stop_process
+from index_support import slow_sdist
+from servers import LoggedServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-jupyterhub")]
 
@@ -129,15 +132,17 @@ class HubUser:
         return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-class Hub:
+class Hub(LoggedServer):
+    stop_timeout = 20.0
+
     def __init__(self, base: Path, users: list[str], host_python: str):
+        super().__init__(base / "hub" / "jupyterhub.log")
         self.base = base
         self.users = users
         self.port, self.hub_port, self.api_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)
-        self.log_path = base / "hub" / "jupyterhub.log"
-        self.proc: subprocess.Popen | None = None
+        self.password = secrets.token_hex(8)  # the dummy login's, for the browser test
         self.system = base / "system"  # stands for --sys-prefix: a root-owned folder every user can read
         done = subprocess.run([sys.executable, "-m", "uvkernel", "install", "--prefix", str(self.system),
                                "--name", SPEC, "--display-name", DISPLAY, "--host-python", host_python],
@@ -160,7 +165,7 @@ c.ConfigurableHTTPProxy.pid_file = {str(hub_dir / "proxy.pid")!r}
 c.JupyterHub.db_url = "sqlite:///{hub_dir}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = {str(hub_dir / "cookie_secret")!r}
 c.JupyterHub.authenticator_class = "dummy"
-c.DummyAuthenticator.password = {secrets.token_hex(8)!r}
+c.DummyAuthenticator.password = {self.password!r}
 c.Authenticator.allowed_users = set({self.users!r})
 c.JupyterHub.services = [{{"name": "e2e", "api_token": {self.token!r}}}]
 c.JupyterHub.load_roles = [{{"name": "e2e", "services": ["e2e"],
@@ -175,23 +180,13 @@ c.Spawner.environment["JUPYTER_PATH"] = {str(self.system / "share" / "jupyter")!
         hub_dir = self.base / "hub"
         hub_dir.mkdir(mode=0o700)
         config = self.config()
-        self._log = open(self.log_path, "wb")
         env = dict(os.environ)
         for var in ("JUPYTER_PATH", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR"):
             env.pop(var, None)
-        self.proc = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(config)], cwd=hub_dir, env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited:\n{self.log()}")
-            try:
-                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"jupyterhub did not start:\n{self.log()}")
+        self.launch([str(BIN / "jupyterhub"), "-f", str(config)], cwd=hub_dir, env=env, what="jupyterhub",
+                    timeout=90, interval=0.3,
+                    ready=lambda: requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200)
+        return self
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         kwargs.setdefault("timeout", 60)
@@ -201,6 +196,9 @@ c.Spawner.environment["JUPYTER_PATH"] = {str(self.system / "share" / "jupyter")!
     def spawn(self, name: str) -> HubUser:
         if self.api("GET", f"/users/{name}").status_code == 404:
             assert self.api("POST", f"/users/{name}").status_code == 201
+        server = (self.api("GET", f"/users/{name}").json().get("servers") or {}).get("")
+        if server and server.get("ready"):  # an earlier test of the module started it
+            return HubUser(self, name)
         r = self.api("POST", f"/users/{name}/server")
         assert r.status_code in (201, 202), r.text
         deadline = time.monotonic() + 120
@@ -211,23 +209,14 @@ c.Spawner.environment["JUPYTER_PATH"] = {str(self.system / "share" / "jupyter")!
             time.sleep(0.5)
         raise AssertionError(f"the server of {name} did not become ready:\n{self.log()}")
 
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-8000:]
-        except OSError:
-            return ""
-
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=20)
+        super().stop()
         pid_file = self.base / "hub" / "proxy.pid"
         if pid_file.exists():  # a proxy left behind by a hub that had to be killed
             try:
                 os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
             except (ValueError, ProcessLookupError):
                 pass
-        if getattr(self, "_log", None):
-            self._log.close()
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +332,73 @@ def test_two_users_each_get_private_envs(hub, host_torch_file):
         result = reader.run(sessions[0]["kernel"]["id"], probe)
         assert result.error is None, result.error
         assert set(json.loads(result.stdout.strip().splitlines()[-1]).values()) == {"denied"}
+
+
+CHROMIUM = "/usr/bin/chromium"
+TOASTS = ("() => [...document.querySelectorAll('.Toastify__toast')].map(t => t.innerText)"
+          ".filter(t => t.includes('uvkernel'))")
+
+
+def test_long_first_start_shows_its_progress_in_the_hub_users_lab(hub, screenshots):
+    """A user logs in to the hub in Chromium and opens a notebook whose env needs a 20 s build: JupyterLab in the
+    user's single-user server (behind the hub's proxy) shows the start's progress, then the summary, then the
+    kernel answers."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --e2e", pytrace=False)
+    user = hub.spawn(hub.users[0])
+    version = f"4.0.{uuid.uuid4().int % 10**9}"  # uv caches built wheels: a version of its own each run
+    sdist = slow_sdist(user.home / "wheels", "slowhub", version, 20)
+    project = make_project(user.home / "slowhub", [f"slowhub @ {sdist.as_uri()}"])
+    write_notebook(project / "nb.ipynb", "import slowhub; print('built', slowhub.BUILT_SLOWLY)", kernel=SPEC,
+                   display_name=DISPLAY)
+    _give(user.home / "wheels", user)
+    _give(project, user)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                                     "--no-first-run", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.set_default_timeout(120_000)
+            page.goto(f"{hub.url}/hub/login")
+            page.fill("#username_input", user.name)
+            page.fill("#password_input", hub.password)
+            page.click("#login_submit")
+            page.wait_for_url("**/user/**")
+            page.goto(f"{user.url}/lab/tree/slowhub/nb.ipynb?reset")
+            page.wait_for_selector(".jp-Notebook")
+            seen: list[str] = []
+            clocks: list[int] = []
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                texts = page.evaluate(TOASTS)
+                for text in texts:
+                    match = re.search(r"uvkernel: (.*) · (\d+):(\d\d)", text)
+                    if match:
+                        if not seen or seen[-1] != match.group(1):
+                            seen.append(match.group(1))
+                            if "building slowhub" in match.group(1):
+                                page.screenshot(path=str(screenshots / "jupyterhub-start-progress-building.png"))
+                        clocks.append(int(match.group(2)) * 60 + int(match.group(3)))
+                if any("env ready in" in t for t in texts):
+                    break
+                page.wait_for_timeout(250)
+            page.screenshot(path=str(screenshots / "jupyterhub-start-progress-ready.png"))
+            final = [t for t in page.evaluate(TOASTS) if "env ready in" in t]
+            assert final and "installed slowhub" in final[0], (seen, page.evaluate(TOASTS))
+            assert any("building slowhub" in step for step in seen), seen
+            assert clocks and max(clocks) - min(clocks) >= 10, clocks  # the clock advanced during the build
+            page.wait_for_function(
+                """(display) => {
+                    const name = document.querySelector('.jp-NotebookPanel .jp-Toolbar-kernelName');
+                    const ind = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator');
+                    return name && ind && name.textContent.trim() === display && ind.dataset.status === 'idle';
+                }""", arg=DISPLAY)
+            page.locator(".jp-Cell").first.locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Shift+Enter")
+            page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                                   ".some(o => o.innerText.includes('built True'))")
+        finally:
+            browser.close()
+    assert (project / ".venv").stat().st_uid == user.pw.pw_uid  # built as the user, in the user's project

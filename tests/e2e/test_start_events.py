@@ -11,7 +11,8 @@ import uuid
 import pytest
 import websocket
 
-from e2e.support import install_kernel_spec, keep_log, new_session, server_environment, start_server, write_notebook
+from e2e.support import (WsKernel, install_kernel_spec, keep_log, new_session, server_environment, start_server,
+                         write_notebook)
 from helpers import make_project
 from index_support import slow_sdist
 
@@ -115,3 +116,78 @@ def test_a_refused_start_publishes_the_coded_error_with_its_fix(server):
     assert last["path"] == "bad/nb.ipynb" and last["phase"] == "failed"
     assert "[REQUIRES_PYTHON_EXCLUDES_HOST]" in last["message"] and "How to fix:" in last["message"]
     assert last["fix"] and last["fix"] in " ".join(last["message"].split())
+
+
+WAIT_BUILD_SECONDS = 20
+
+
+def test_a_second_start_during_the_build_waits_for_it_and_builds_nothing(server):
+    """A user retries a start that is still building (a proxy gave up on the first request): the second POST
+    /api/sessions for the same notebook waits on the env's lock and then starts at once; the env is built once."""
+    version = f"1.1.{uuid.uuid4().int % 10**9}"
+    builds = server.root / "twice-builds.txt"
+    sdist = slow_sdist(server.root / "wheels", "slowtwice", version, WAIT_BUILD_SECONDS, counter=builds)
+    project = make_project(server.root / "twice", [f"slowtwice @ {sdist.as_uri()}"])
+    write_notebook(project / "nb.ipynb", "import slowtwice")
+    ws = _subscribe(server)
+    answers: dict[str, object] = {}
+
+    def post(key: str) -> None:
+        answers[key] = new_session(server, "twice/nb.ipynb", "uvk")
+
+    threads = [threading.Thread(target=post, args=("first",), daemon=True)]
+    threads[0].start()
+    events: list[dict] = []
+    arrived: list[float] = []
+    deadline = time.monotonic() + 400
+    first_id = ""
+    ended: dict[str, float] = {}
+    try:
+        while time.monotonic() < deadline and len(ended) < 2:
+            try:
+                event = json.loads(ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            if event.get("schema_id") != SCHEMA or event.get("path") != "twice/nb.ipynb":
+                continue
+            events.append(event)
+            arrived.append(time.monotonic())
+            if event["phase"] == "building" and len(threads) == 1:
+                first_id = event["kernel_id"]  # the build is under way: the user tries again
+                threads.append(threading.Thread(target=post, args=("second",), daemon=True))
+                threads[1].start()
+            if event["state"] in ("ready", "error"):
+                ended[event["kernel_id"]] = time.monotonic()
+    finally:
+        ws.close()
+    for t in threads:
+        t.join(300)
+    assert len(threads) == 2, f"the build never began: {events}"
+    first, second = answers.get("first"), answers.get("second")
+    assert first is not None and first.status_code == 201, first and first.text
+    assert second is not None and second.status_code == 201, second and second.text
+    first_kernel, second_kernel = first.json()["kernel"]["id"], second.json()["kernel"]["id"]
+    try:
+        assert first_kernel == first_id and second_kernel != first_kernel
+        mine = [e for e in events if e["kernel_id"] == second_kernel]
+        phases = [e["phase"] for e in mine]
+        assert mine and mine[-1]["state"] == "ready", mine
+        # it said it waited, and did none of the build's work itself
+        assert "waiting for another start" in phases, phases
+        for busy in ("creating the env", "resolving", "building", "installing"):
+            assert busy not in phases, phases
+        # one build of the sdist, one creation of the env
+        assert len(builds.read_text().splitlines()) == 1, builds.read_text()
+        env = project / ".venv"
+        assert server.log_path.read_text(errors="replace").count(f"uvkernel: creating {env} from ") == 1
+        # it waited during the build, and was ready soon after the first: far sooner than another build
+        waiting_at = arrived[events.index(next(e for e in mine if e["phase"] == "waiting for another start"))]
+        assert waiting_at < ended[first_kernel], "the second start did not wait for the first"
+        assert ended[second_kernel] - ended[first_kernel] < WAIT_BUILD_SECONDS, (ended, first_kernel)
+        # and it is a working kernel on the env the first built
+        with WsKernel(server, second_kernel, timeout=240) as kernel:
+            result = kernel.execute("import slowtwice, sys; print(sys.prefix, slowtwice.BUILT_SLOWLY)")
+        assert result.stdout.strip() == f"{env} True", result
+    finally:
+        for answer in (first, second):
+            server.delete(f"/api/sessions/{answer.json()['id']}")

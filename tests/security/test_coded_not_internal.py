@@ -1,4 +1,4 @@
-"""Issue 21, items 5 and 8: inputs that used to end in INTERNAL_ERROR, a raw traceback or a wrong code now get a
+"""Inputs that used to end in INTERNAL_ERROR, a raw traceback or a wrong code now get a
 coded message (what, where, the command that fixes it) or just work.  Each runs the real CLI against real files,
 a real second user's folder, real uv; each checks that nothing outside changed and nothing hung."""
 

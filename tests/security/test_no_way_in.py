@@ -1,4 +1,4 @@
-"""Issue 21: the attacks on uvkernel's own files, its project-file reading and its add/remove/uninstall, each run
+"""The attacks on uvkernel's own files, its project-file reading and its add/remove/uninstall, each run
 for real (git clone, jupyter_server, a second Unix user, a killed `uvkernel add`) and checked for what matters:
 nothing outside changed (hash and mode), nothing hung, nothing the user wrote was lost."""
 

@@ -1,4 +1,4 @@
-"""Issue 21, item 7: with require_trust, a project's build backend runs only after `uvkernel trust DIR`, and again
+"""With require_trust, a project's build backend runs only after `uvkernel trust DIR`, and again
 only after the user trusts its changed dependency files.  A real in-tree build backend that leaves a mark when it
 runs, real uv, the real CLI."""
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from ..errors import DependencyError, ProjectError
+from ..errors import DependencyError, ProjectError, notice
 from ..project import Project, matches_workspace_glob, member_folders, read_pyproject, workspace_globs
 from ..shared import Log, canonical
 from ..uvbin import run_uv
@@ -96,7 +96,7 @@ def declared(project: Project, settings: Any) -> tuple[list[str], list[str]]:
                 for k, v in (table.get("optional-dependencies") or {}).items()}
     notes: list[str] = []
     if "dependencies" in (table.get("dynamic") or []):
-        notes.append("[project].dependencies is dynamic: uvkernel installs only what pyproject.toml lists")
+        notes.append(notice("DYNAMIC_DEPENDENCIES"))
     reqs: list[str] = [r for r in _strings(table.get("dependencies"), "[project].dependencies", project)
                        if isinstance(r, str)]
     for extra in settings.extras:

@@ -157,6 +157,38 @@ def broken_requirements(env_dists: dict[str, EnvDist], host: dict[str, HostDist]
     return broken
 
 
+def host_broken_by_env(env_dists: dict[str, EnvDist], host: dict[str, HostDist], python_version: tuple[int, ...],
+                       skip: Iterable[str] = ()) -> list[tuple[HostDist, str, EnvDist]]:
+    """(host distribution, its requirement, the env's distribution) for each host distribution still seen through
+    the env (the env holds no copy of it) whose requirement the env's copy misses where the host's own copy met it:
+    what the env's copies would break in the host.  ``skip``: names not to report (the protected stack, checked
+    on its own)."""
+    marker_env = {**marker_environment(python_version), "extra": ""}
+    left_out = set(skip)
+    broken = []
+    for key, theirs in sorted(host.items()):
+        if key in env_dists or key in left_out:
+            continue
+        for text in theirs.requires:
+            name = requirement_name(text)
+            if not name or name not in env_dists:
+                continue  # most requirements name no package the env holds: not parsed
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.url or (req.marker is not None and not req.marker.evaluate(marker_env)):
+                continue
+            mine = env_dists[name]
+            hosts_own = host.get(name)
+            if satisfied(req.specifier, mine.version):
+                continue
+            if hosts_own is not None and not satisfied(req.specifier, hosts_own.version):
+                continue  # broken in the host already: not the env's doing
+            broken.append((theirs, str(req), mine))
+    return broken
+
+
 def site_of(env_python: str) -> Path:
     """The env's site-packages, from its python's path (bin/python -> lib/pythonX.Y/site-packages)."""
     env = Path(env_python).parent.parent

@@ -39,7 +39,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from ..errors import DependencyError, ProjectError, UvError
+from ..errors import DependencyError, ProjectError, UvError, note, notice
 from ..files import off_loop, read_input, write_atomic
 from ..project import Project, member_folders
 from ..shared import Log, canonical
@@ -364,7 +364,9 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
                 pinned = await _compile(project, env_python, host, settings, uv, tmp, log, constraints=others,
                                         diagnose=False, waived=waived)
             except DependencyError:
-                pinned = await _compile(project, env_python, host, settings, uv, tmp, log, waived=waived)
+                # as `uv lock` moves a lock: the locked versions stay preferred, so only what has to move moves
+                pinned = await _compile(project, env_python, host, settings, uv, tmp, log, preferences=others,
+                                        waived=waived)
             # every resolved version the env does not hold yet: the broken ones and whatever their new versions need
             new = []
             for line in pinned.splitlines():
@@ -382,6 +384,9 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
                     names.add(key)
             await _install_resolved(project, env_python, keep, new, settings, uv, tmp, log,
                                     what="replaced locked versions that do not fit the host", host=host)
+            moved_for = ", ".join(sorted({canonical(n) for n, _r, _v in broken}))
+            for line in new:
+                why.setdefault(canonical(requirements.line_name(line)), f"moved with {moved_for}, resolved again")
             lines = [line for line in lines if canonical(requirements.line_name(line)) not in names] + new
             # a broken locked package the host's versions do not need at all (pulled in only by a newer version
             # of something else): not kept; removed when this start installed it
@@ -400,6 +405,14 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
         fixed.setdefault(key, "not installed")
     for key, version in sorted(fixed.items()):
         entry = locked.get(key)
+        dist = host.get(key)
+        if dist is not None and key not in keep:
+            # the report's "in the env over the host's" lines follow the versions that replaced locked ones
+            result.host_replaced.pop(dist.name, None)
+            if version == requirements.normal_version(dist.version):
+                result.from_host[dist.name] = dist.version
+            elif version != "not installed":
+                result.host_replaced[dist.name] = {"env": version, "host": dist.version}
         result.deviations.append({"name": key, "locked": entry.version if entry else "", "installed": version,
                                   "why": why.get(key, "needs other versions of host packages (found by an "
                                                       "earlier start)")})
@@ -493,11 +506,9 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
     keep = provided(host, settings.allow_shadowing)
     result = SyncResult(how="resolved against the host (uv pip compile on pyproject.toml)")
     if stale_lock:
-        result.notes.append(f"{project.lock_path} is out of date with pyproject.toml: resolved again, preferring "
-                            f"its versions as `uv lock` would; run `uv lock` in {_where(project)} to update it "
-                            "(uvkernel never writes it)")
+        result.notes.append(notice("LOCK_OUT_OF_DATE", lock=project.lock_path, where=_where(project)))
     elif project.top is not None:
-        result.notes.append("no uv.lock: resolved against the host (kept in uvkernel's cache, not in the project)")
+        result.notes.append(notice("NO_LOCK_RESOLVED"))
     cached = kept(cache_root, "resolved", key)
     with tempfile.TemporaryDirectory(prefix="uvkernel-sync-") as tmp_name:
         tmp = Path(tmp_name)
@@ -711,8 +722,7 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     """Install the project into ``env`` as ``uv sync`` would, leaving the host's packages to the host."""
     if project.tool_uv().get("managed") is False:
         return SyncResult(how="nothing: [tool.uv] managed = false (uv does not manage this project either)",
-                          notes=[f"{project.root}/pyproject.toml sets managed = false under [tool.uv]: its "
-                                 "dependencies are yours to install (`%pip install` in the kernel keeps the host's)"])
+                          notes=[notice("PROJECT_NOT_MANAGED", pyproject=f"{project.root}/pyproject.toml")])
     check_sources(project)
     direct = check_direct(project, host, host_python.version, settings)
     waived = direct if direct.unmet_pins else None  # host_version_conflicts = warn: pins that give way to the host
@@ -752,12 +762,98 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
         project.root, env.python, env.site_packages, host, settings, uv,
         declared={canonical(s.name) for s in declared_sources(project)},
         cached=kept(cache_root, "companions", key), log=log)
+    await keep_host_packages_working(project, env, host, settings, uv=uv, result=result, log=log)
     result.own_code_shadows.update(shadows)
     result.shadowed_on_purpose = direct.shadowed_on_purpose
     result.unmet_pins = direct.unmet_pins
     for name, version in result.own_code_shadows.items():
         log(f"notice: the project's own {name} (a local source) hides the host's {name} {version}")
     return result
+
+
+async def keep_host_packages_working(project: Project, env: Any, host: dict[str, HostDist], settings: Any, *,
+                                     uv: str, result: SyncResult, log: Log, rounds: int = 3) -> None:
+    """Host packages outside the stack that the env's own copies would break get env copies of their own.
+
+    The env still sees every host distribution it holds no copy of.  When the project needs another version of
+    one of their dependencies (Debian's httplib2 requires pyparsing>=2.4.2; the project pins pyparsing 2.3), the
+    host's copy would import against a version it does not accept.  As uv would for a package in the project's
+    own graph, the env gets a version of it that accepts what the env holds, resolved with everything the env
+    holds fixed; a new copy's own dependencies can break others in turn, hence a few rounds.  A protected host
+    package is never replaced (its requirements took part in every resolution already); one for which no
+    release fits gets a note and stays as it is.
+    """
+    keep = provided(host, settings.allow_shadowing)
+    python_version = _python_version(env.python, env.site_packages)
+    unfixable: set[str] = set()
+    for _round in range(rounds):
+        env_dists = await installed.env_distributions(env.site_packages)
+        broken = [b for b in installed.host_broken_by_env(env_dists, host, python_version, skip=keep)
+                  if canonical(b[0].name) not in unfixable]
+        if not broken:
+            return
+        names = sorted({canonical(theirs.name) for theirs, _req, _mine in broken})
+        log("the env's copies break host packages it still sees: " +
+            "; ".join(f"{theirs.name} {theirs.version} requires {req} (the env has {mine.name} {mine.version})"
+                      for theirs, req, mine in broken))
+        fixed = [f"{d.name}=={d.version}" for k, d in sorted(env_dists.items())
+                 if k not in keep and not d.editable and _plain_version(d.version)]
+        pins: list[str] = []
+        # together first (one resolution); one at a time when that fails, so one that cannot fit spoils no other
+        for group in ([names] + [[n] for n in names] if len(names) > 1 else [names]):
+            try:
+                resolved = await resolve.resolve([host[n].name for n in group], uv=uv, env_python=str(env.python),
+                                                 host=host, python_version=python_version,
+                                                 allow_shadowing=settings.allow_shadowing, locked=fixed,
+                                                 root=_where(project), cwd=project.root, timeout=settings.uv_timeout)
+            except DependencyError:
+                if len(group) == 1:
+                    unfixable.add(group[0])
+                continue
+            for req, _via in resolved:
+                key = canonical(req.name)
+                version = requirements.exact_versions([req]).get(key)
+                if key in keep or req.url or version is None:
+                    continue
+                have = env_dists.get(key)
+                if have is not None and requirements.normal_version(have.version) == version:
+                    continue
+                if have is None and key in host and requirements.normal_version(host[key].version) == version:
+                    continue  # the host's copy is that version
+                pins.append(f"{req.name}=={version}")
+            if len(group) == len(names):
+                break
+        for key in sorted(unfixable & set(names)):
+            theirs, req, mine = next(b for b in broken if canonical(b[0].name) == key)
+            text = note("HOST_PACKAGE_BROKEN_BY_ENV", name=theirs.name, version=theirs.version, requirement=req,
+                        dep=mine.name, dep_version=mine.version)
+            log("notice: " + text)
+            result.notes.append(text)
+        if not pins:
+            return
+        pins = sorted(set(pins))
+        try:
+            await install.install_pinned(pins, uv=uv, env_python=str(env.python), host=host,
+                                         allow_shadowing=settings.allow_shadowing, cwd=project.root,
+                                         timeout=settings.uv_timeout, log=log,
+                                         what="installed env copies of host packages the env's copies would break")
+        except (UvError, DependencyError):
+            # the project's own packages are in place: a host package it never named does not stop the start
+            for theirs, req, mine in broken:
+                text = note("HOST_PACKAGE_BROKEN_BY_ENV", name=theirs.name, version=theirs.version,
+                            requirement=req, dep=mine.name, dep_version=mine.version)
+                log("notice: " + text)
+                result.notes.append(text)
+            return
+        result.installed += pins
+        for line in pins:
+            key = canonical(requirements.line_name(line))
+            if key in host:
+                result.host_replaced[host[key].name] = {"env": line.split("==", 1)[1], "host": host[key].version}
+        for theirs, req, mine in broken:
+            if canonical(theirs.name) in {canonical(requirements.line_name(p)) for p in pins}:
+                result.notes.append(note("HOST_PACKAGE_COPIED", name=theirs.name, version=theirs.version,
+                                         requirement=req, dep=mine.name, dep_version=mine.version))
 
 
 async def refit_companions(project: Project, env: Any, host_python: Any, settings: Any, *, uv: str,

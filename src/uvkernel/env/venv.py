@@ -30,6 +30,7 @@ from ..files import private_dir as _private_dir
 from ..host import HostPython
 from ..project import Project
 from ..settings import UvKernelSettings
+from ..progress import phase
 from ..shared import Log
 from ..uvbin import no_space, run_uv
 from . import install, installed, protection, sync
@@ -290,18 +291,29 @@ async def _uv(args: list[str], step: str, settings: UvKernelSettings) -> None:
     await run_uv(args, step=step, timeout=settings.uv_timeout, disk=str(args[-1]))
 
 
+WAITING = "waiting for another start"  # the phase while another start holds the env's lock
+
+
 async def _acquire(lock: FileLock, timeout: float, env: Path) -> None:
     """Wait for the env's lock without holding a thread: many starts of one project (16 notebooks opened at once)
     would otherwise fill the server's default executor while they wait."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    waited = False
     while True:
         try:
             lock.acquire(timeout=0)
+            if waited:  # back to the stage the wait interrupted
+                phase("preparing the env")
             return
         except Timeout:
             if loop.time() >= deadline:
                 raise EnvError("LOCK_TIMEOUT", env=str(env), timeout=int(timeout), lock=lock.lock_file) from None
+            if not waited:
+                # a start that found another one building this env says so: a user who retried a start (a
+                # proxy gave up on the first) sees this one wait for that build instead of starting another
+                phase(WAITING)
+                waited = True
             await asyncio.sleep(0.05)
 
 

@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from ..torch_builds import index_for, variant
+from ..errors import notice
 from ..shared import canonical
 from .result import Failure
 
@@ -89,8 +90,7 @@ def check_packages(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -> 
         elif origin == "host":
             continue
         elif canonical(name) in allowed or "*" in allowed:
-            verdict.notices.append(f"{name} comes from {info['location']} ({origin}), not the host: allowed by "
-                                   "allow_shadowing")
+            verdict.notices.append(notice("SHADOWING_ALLOWED", name=name, location=info["location"], origin=origin))
         elif not info.get("host_copy"):
             verdict.fail("TORCH_NOT_FOUND", [("host interpreter", ctx.host_python)] + listing, package=name,
                          host_python=ctx.host_python,
@@ -126,8 +126,7 @@ def check_nvidia_shadowing(facts: Mapping[str, Any], ctx: Context, verdict: Verd
                                           f"{h['version']} in {h['location']}") for d, h in different],
                      names=", ".join(d["name"] for d, _ in different), project=ctx.project)
     elif clashes:
-        verdict.notices.append("the env has its own copy of " + ", ".join(d["name"] for d, _ in clashes)
-                               + " (same version as the host's)")
+        verdict.notices.append(notice("NVIDIA_SAME_VERSION_COPY", names=", ".join(d["name"] for d, _ in clashes)))
 
 
 def _gpu_device_nodes(files: Mapping[str, Any]) -> list[str]:
@@ -141,7 +140,7 @@ def decide_gpu(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -> None
     devices = nvml.get("devices") or []
     if ctx.mode == "false":
         verdict.gpu_expected, verdict.why = False, "require_cuda = false"
-        verdict.notices.append("CUDA is not checked (require_cuda = false)")
+        verdict.notices.append(notice("CUDA_NOT_CHECKED"))
         return
     if ctx.mode == "true":
         verdict.gpu_expected, verdict.why = True, "require_cuda = true"
@@ -155,8 +154,7 @@ def decide_gpu(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -> None
     version = torch.get("version")
     if build != "cuda":
         verdict.why = f"torch {version} is a {_build_name(torch)}"
-        verdict.notices.append(f"torch {version} is a {_build_name(torch)}: the kernel runs without CUDA "
-                               "(require_cuda = auto)")
+        verdict.notices.append(notice("TORCH_WITHOUT_CUDA", version=version, build=_build_name(torch)))
         return
     if devices:
         verdict.gpu_expected, verdict.why = True, (f"torch is a CUDA {torch.get('cuda')} build and the driver sees "
@@ -170,8 +168,7 @@ def decide_gpu(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -> None
     reason = ("no NVIDIA driver is reachable" if not nvml.get("loaded") else
               f"NVML failed ({nvml.get('init_error_text')})" if nvml.get("init_error") else "the driver sees no GPU")
     verdict.why = f"torch is a CUDA build but {reason}"
-    verdict.notices.append(f"torch {version} is a CUDA {torch.get('cuda')} build, but {reason}: the kernel runs "
-                           "without a GPU (require_cuda = auto; set it to true to make this an error)")
+    verdict.notices.append(notice("CUDA_BUILD_WITHOUT_GPU", version=version, cuda=torch.get("cuda"), reason=reason))
 
 
 def _build_name(torch: Mapping[str, Any]) -> str:
@@ -234,8 +231,7 @@ def check_cuda_cheap(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -
         verdict.fail("NO_DEVICE_FILES", driver_facts, problem=problem, dev=files.get("dir"))
         return
     if "nvidia-uvm" not in present:
-        verdict.notices.append(f"{files.get('dir')}/nvidia-uvm does not exist yet (CUDA creates it on first use "
-                               "through nvidia-modprobe; if CUDA then fails, load the nvidia_uvm module)")
+        verdict.notices.append(notice("NVIDIA_UVM_MISSING", dev=files.get("dir")))
     driver_cuda, torch_cuda = _version_tuple(nvml.get("cuda_driver_version")), _version_tuple(torch.get("cuda"))
     if driver_cuda and torch_cuda:
         if torch_cuda[0] > driver_cuda[0]:
@@ -244,10 +240,9 @@ def check_cuda_cheap(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -
                          torch_cuda=torch.get("cuda"), torch_major=torch_cuda[0])
             return
         if torch_cuda > driver_cuda:
-            verdict.notices.append(
-                f"torch was built for CUDA {torch.get('cuda')}, the driver {nvml.get('driver_version')} supports "
-                f"CUDA {nvml.get('cuda_driver_version')}: this works through CUDA minor version compatibility, "
-                "but code compiled at run time (PTX) may fail; a newer driver avoids it")
+            verdict.notices.append(notice("CUDA_MINOR_VERSION_COMPATIBILITY", torch_cuda=torch.get("cuda"),
+                                          driver=nvml.get("driver_version"),
+                                          driver_cuda=nvml.get("cuda_driver_version")))
     count = visible.get("count", 0)
     cvd = visible.get("CUDA_VISIBLE_DEVICES")
     if visible.get("kind") == "invalid" or count == 0:
@@ -265,8 +260,7 @@ def check_cuda_cheap(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -
     for d in devices:
         if d.get("mig") and visible.get("kind") != "mig":
             uuids = ", ".join(m.get("uuid") or "?" for m in d.get("mig_devices") or []) or "none created"
-            verdict.notices.append(f"GPU {d['index']} ({d.get('name')}) is in MIG mode: CUDA uses one MIG instance "
-                                   f"at a time; choose one with CUDA_VISIBLE_DEVICES=MIG-... (instances: {uuids})")
+            verdict.notices.append(notice("MIG_MODE", index=d["index"], name=d.get("name"), uuids=uuids))
 
 
 # --- deep layer ---------------------------------------------------------------------------------------
@@ -417,15 +411,13 @@ def check_companions(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, c
     for companion in found:
         name = companion.get("name", "")
         if companion_allowed(name, ctx):
-            verdict.notices.append(f"{name} {companion.get('version')} was not loaded: allowed by "
-                                   "allow_companion_mismatch (it may not work on the host's torch)")
+            verdict.notices.append(notice("COMPANION_MISMATCH_ALLOWED", name=name, version=companion.get("version")))
             continue
         result = loaded.get(name)
         if result is not None and result.get("missing_system_libraries"):
-            verdict.notices.append(
-                f"{name} {companion.get('version')}: some of its optional native modules need "
-                f"{', '.join(result['missing_system_libraries'])}, which this system lacks (a system library, not "
-                "a mismatch with torch); install it with the system's package manager if you use that feature")
+            verdict.notices.append(notice("COMPANION_SYSTEM_LIBRARIES_MISSING", name=name,
+                                          version=companion.get("version"),
+                                          libraries=", ".join(result["missing_system_libraries"])))
         if deep is None or result is None or result.get("ok"):
             continue
         version = str(companion.get("version") or "")
@@ -473,5 +465,5 @@ def evaluate(facts: Mapping[str, Any], deep: Mapping[str, Any] | None, ctx: Cont
     check_deep(facts, deep, ctx, verdict)
     check_companions(facts, deep, ctx, verdict)
     for error in facts.get("errors") or []:
-        verdict.notices.append(f"the probe could not read {error.get('section')}: {error.get('error')}")
+        verdict.notices.append(notice("PROBE_SECTION_UNREAD", section=error.get("section"), error=error.get("error")))
     return verdict

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 from filelock import FileLock, Timeout
 
 from .. import process
+from ..errors import notice
 from . import cache, policy, verdicts
 from .probe import MARK
 from .result import Failure, PreflightResult
@@ -176,7 +177,7 @@ async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any,
         try:  # the next start reuses these facts while nothing they were read from changes
             await asyncio.to_thread(verdicts.store, cache_root, env_path, cheap_config, env, result.facts)
         except OSError as exc:
-            result.notices.append(f"the preflight cache could not be written: {exc}")
+            result.notices.append(notice("PREFLIGHT_CACHE_UNWRITABLE", error=exc))
     return result
 
 
@@ -278,5 +279,5 @@ async def _finish(result: PreflightResult, entry: dict[str, Any] | None, facts: 
             cache.store(cache_root, env_path, cache_key, deep)
             result.cache["stored"] = True
         except OSError as exc:  # an unwritable cache costs time, never the start
-            result.notices.append(f"the preflight cache could not be written: {exc}")
+            result.notices.append(notice("PREFLIGHT_CACHE_UNWRITABLE", error=exc))
     return result

@@ -1,4 +1,4 @@
-"""Issue "Core": real kernels started through the provisioner from specs written by `uvkernel install`."""
+"""The provisioner: real kernels started through the provisioner from specs written by `uvkernel install`."""
 
 from __future__ import annotations
 

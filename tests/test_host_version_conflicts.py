@@ -1,4 +1,4 @@
-"""Issue 10, part 3: host_version_conflicts and the per-project [tool.uvkernel] policy.
+"""A project's pins the host's versions miss: host_version_conflicts and the per-project [tool.uvkernel] policy.
 
 nanochat pins ``torch==2.9.1``; the host has 2.13.0+cpu.  Default: refused (DEPENDENCY_CONFLICT, now with a
 fourth way out).  With ``warn`` (per project or in the kernel spec) the kernel starts on the host's torch and

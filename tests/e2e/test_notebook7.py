@@ -1,0 +1,170 @@
+"""Notebook 7 (``jupyter notebook``) in headless Chromium: the extension's start progress in its UI too.
+
+Notebook 7 is built from JupyterLab's components and loads the same prebuilt extension; these tests open a
+notebook in its single-document UI and read what a user sees: the progress notification during a slow first
+start, the summary at the end, the kernel answering; and a refused start's notification with its fix.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from e2e.support import install_kernel_spec, keep_log, server_environment, start_server, write_notebook
+from helpers import make_project
+from index_support import slow_sdist
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-notebook7")]
+
+DISPLAY = "Python (uvkernel nb7)"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 120_000
+BUILD_SECONDS = 20
+TOASTS = ("() => [...document.querySelectorAll('.Toastify__toast')].map(t => t.innerText)"
+          ".filter(t => t.includes('uvkernel'))")
+
+
+@pytest.fixture(scope="module")
+def notebook7(tmp_path_factory, host_python):
+    try:
+        import notebook  # noqa: F401
+    except ImportError:
+        pytest.fail("the notebook package (Notebook 7) is missing: run scripts/setup.sh", pytrace=False)
+    base = tmp_path_factory.mktemp("nb7")
+    env = server_environment(base / "home", host_python)
+    install_kernel_spec(env, "uvk", host_python, display_name=DISPLAY)
+    settings = base / "settings"
+    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
+    root = base / "root"
+    root.mkdir()
+    server = start_server(root, env, app="notebook", log_path=base / "notebook.log")
+    yield server
+    server.stop()
+    keep_log(server.log_path, "jupyter-notebook7.log")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --e2e", pytrace=False)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(notebook7, browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    yield context.new_page()
+    context.close()
+    for session in notebook7.get("/api/sessions").json():  # each test leaves no kernel behind
+        notebook7.delete(f"/api/sessions/{session['id']}")
+
+
+def _open(page, server, path: str) -> None:
+    page.goto(f"{server.url}/notebooks/{quote(path)}?token={server.token}")
+    page.wait_for_selector(".jp-Notebook")
+    # Notebook 7's own single-document page, not JupyterLab's
+    assert page.evaluate("() => document.body.dataset.notebook") == "notebooks", page.url
+
+
+def _wait_kernel_idle(page) -> None:
+    """Until the kernel named DISPLAY is idle (Notebook 7's toolbar shows the name and the execution indicator)."""
+    page.wait_for_function(
+        """(display) => {
+            const name = document.querySelector('.jp-NotebookPanel .jp-Toolbar-kernelName');
+            const ind = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator');
+            return name && ind && name.textContent.trim() === display && ind.dataset.status === 'idle';
+        }""", arg=DISPLAY)
+
+
+def _shot(page, screenshots: Path, name: str) -> None:
+    page.screenshot(path=str(screenshots / f"notebook7-{name}.png"))
+
+
+def test_long_first_start_shows_its_progress_in_notebook7(page, notebook7, screenshots):
+    version = f"3.0.{uuid.uuid4().int % 10**9}"  # uv caches built wheels: a version of its own each run
+    sdist = slow_sdist(notebook7.root / "wheels", "slownb7", version, BUILD_SECONDS)
+    project = make_project(notebook7.root / "slow", [f"slownb7 @ {sdist.as_uri()}"])
+    write_notebook(project / "nb.ipynb", "import slownb7; print('built', slownb7.BUILT_SLOWLY)", kernel="uvk",
+                   display_name=DISPLAY)
+    _open(page, notebook7, "slow/nb.ipynb")
+    seen: list[str] = []
+    clocks: list[int] = []
+    shot = False
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        texts = page.evaluate(TOASTS)
+        for text in texts:
+            match = re.search(r"uvkernel: (.*) · (\d+):(\d\d)", text)
+            if match:
+                if not seen or seen[-1] != match.group(1):
+                    seen.append(match.group(1))
+                clocks.append(int(match.group(2)) * 60 + int(match.group(3)))
+                if "building slownb7" in match.group(1) and not shot:
+                    page.wait_for_timeout(2500)  # the clock moves while nothing else does
+                    _shot(page, screenshots, "start-progress-building")
+                    shot = True
+        if any("env ready in" in t for t in texts):
+            break
+        page.wait_for_timeout(250)
+    _shot(page, screenshots, "start-progress-ready")
+    final = [t for t in page.evaluate(TOASTS) if "env ready in" in t]
+    assert final, (seen, page.evaluate(TOASTS))
+    assert "installed slownb7" in final[0], final
+    assert len(set(seen)) >= 3, seen
+    assert any("building slownb7" in step for step in seen), seen
+    assert clocks and max(clocks) - min(clocks) >= 10, clocks  # the clock advanced during the build
+    assert shot
+    _wait_kernel_idle(page)
+    page.locator(".jp-Cell").first.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                           ".some(o => o.innerText.includes('built True'))")
+    _shot(page, screenshots, "kernel-ran")
+
+
+def test_failed_start_shows_the_error_and_its_fix_in_notebook7(page, notebook7, screenshots):
+    """A start that fails after a while (a build that breaks): the progress notification turns into the coded
+    error, whose button opens the whole message with its fix.  (The failure comes after the page has subscribed
+    to the server's events: a start refused before that is shown by Notebook's own error dialog alone.)"""
+    version = f"3.1.{uuid.uuid4().int % 10**9}"
+    sdist = slow_sdist(notebook7.root / "wheels", "brokennb7", version, 6, fail="brokennb7 cannot be built here")
+    project = make_project(notebook7.root / "broken", [f"brokennb7 @ {sdist.as_uri()}"])
+    write_notebook(project / "nb.ipynb", "print('never')", kernel="uvk", display_name=DISPLAY)
+    _open(page, notebook7, "broken/nb.ipynb")
+    progress = page.locator(".Toastify__toast", has_text="building brokennb7")
+    progress.first.wait_for()
+    toast = page.locator(".Toastify__toast", has_text="[BUILD_FAILED]")
+    toast.first.wait_for()
+    dialog = page.locator(".jp-Dialog", has=page.locator(".jp-Dialog-header", has_text="Error Starting Kernel"))
+    dialog.wait_for()  # Notebook's own dialog, then closed as a user would
+    _shot(page, screenshots, "error-dialog")
+    for _ in range(5):
+        if not page.locator(".jp-Dialog").count():
+            break
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+    assert "brokennb7" in toast.first.inner_text()
+    _shot(page, screenshots, "error-notification")
+    toast.first.get_by_role("button", name="Show the fix").click()
+    fix_dialog = page.locator(".jp-Dialog", has=page.locator(".jp-Dialog-header",
+                                                             has_text="uvkernel could not start the kernel"))
+    fix = fix_dialog.locator(".jp-uvkernel-error").inner_text()
+    _shot(page, screenshots, "error-fix")
+    assert "[BUILD_FAILED]" in fix and "How to fix:" in fix and "brokennb7 cannot be built here" in fix, fix
