@@ -9,14 +9,20 @@
 #   - with --corpus: the two hosts the real-project corpus tier (tests/corpus) starts kernels on: Debian's own
 #     /usr/bin/python3.11 with CPU torch 2.13.0 installed globally by pip, and a venv holding PyPI's CUDA torch
 #     2.14.1 + torchvision 0.29.1 + numpy at ${UVKERNEL_CUDA_HOST:-/opt/uvkernel-hosts/pypi-cuda}; plus Debian's
-#     FFmpeg 5 libraries, which torchcodec loads.
+#     FFmpeg 5 libraries, which torchcodec loads;
+#   - with --pythons: the other Pythons the test command runs on (scripts/test-pythons.sh), pyenv's 3.9, 3.10, 3.12
+#     and 3.13: a host of each under build/hosts/ (a hard-linked copy of the pyenv installation, so pyenv's own
+#     stays untouched, with ipykernel and the fake torch double: no torch wheel is on disk for those Pythons) and
+#     a dev env of uvkernel itself on 3.10 and on 3.13 (.venv-py3.10, .venv-py3.13).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 E2E=0
 CORPUS=0
+PYTHONS=0
 for arg in "$@"; do
   [ "$arg" = "--e2e" ] && E2E=1
   [ "$arg" = "--corpus" ] && CORPUS=1
+  [ "$arg" = "--pythons" ] && PYTHONS=1
 done
 
 HOST="${UVKERNEL_TEST_HOST:-$(command -v python3)}"
@@ -151,6 +157,43 @@ PY
     cuda_ok "$CUDA_HOST" || { echo "setup: the CUDA host $CUDA_HOST does not import torch 2.14.1" >&2; exit 1; }
   fi
   "$CUDA_HOST/bin/python" -c 'import torch; print("setup: CUDA host torch", torch.__version__, "at", torch.__file__)'
+fi
+if [ "$PYTHONS" = 1 ]; then
+  PYENV_VERSIONS="${PYENV_ROOT:-/root/.pyenv}/versions"
+  for version in 3.9.18 3.10.13 3.12.1 3.13.0; do
+    short="${version%.*}"
+    base="$PYENV_VERSIONS/$version/bin/python$short"
+    if ! "$base" -c 'import sys' >/dev/null 2>&1; then
+      # pyenv builds from python.org's source tarballs, which this machine cannot download
+      echo "setup: $base is missing: this machine kind has pyenv's $version; elsewhere run \`pyenv install $version\`" \
+           "where python.org is reachable (or put Python-$version.tar.xz into \$PYENV_ROOT/cache first)" >&2
+      exit 1
+    fi
+    # The host: a plain installation like the standard host, at its own prefix. Hard links cost no disk, and what
+    # is installed here (new files) never reaches pyenv's folder.
+    host_dir="build/hosts/py$short"
+    if [ ! -x "$host_dir/bin/python$short" ]; then
+      rm -rf "$host_dir" "$host_dir.partial"
+      mkdir -p build/hosts
+      # a plain copy where hard links cannot cross file systems
+      cp -al "$PYENV_VERSIONS/$version" "$host_dir.partial" 2>/dev/null \
+        || { rm -rf "$host_dir.partial"; cp -a "$PYENV_VERSIONS/$version" "$host_dir.partial"; }
+      mv "$host_dir.partial" "$host_dir"
+    fi
+    host_python="$PWD/$host_dir/bin/python$short"
+    if ! "$host_python" -I -c 'import ipykernel' >/dev/null 2>&1; then
+      "$UV" pip install -q --python "$host_python" ipykernel
+    fi
+    site="$("$host_python" -I -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    .venv/bin/python tests/doubles/fake_torch.py "$site" --version 2.13.0+cpu --cuda none | sed 's/^/setup: /'
+    # uvkernel itself on the oldest and the newest Python it supports: the fast tests' own tools only
+    if [ "$short" = 3.10 ] || [ "$short" = 3.13 ]; then
+      dev=".venv-py$short"
+      [ -x "$dev/bin/python" ] || "$UV" venv -q "$dev" --python "$base"
+      "$UV" pip install -q --python "$dev/bin/python" -e . --group test-core
+    fi
+  done
+  echo "setup: other Pythons ready (hosts under build/hosts, dev envs .venv-py3.10 .venv-py3.13)"
 fi
 echo "$HOST" > .venv/uvkernel-test-host
 echo "setup: done (dev env .venv, host $HOST)"

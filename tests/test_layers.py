@@ -66,3 +66,19 @@ def test_nothing_outside_env_reaches_a_private_name_in_it():
 def test_no_private_access_suppressions():
     for path in _sources():
         assert "SLF001" not in path.read_text(), f"{path.relative_to(SRC)} silences a private-name access"
+
+
+def test_every_module_imports_on_this_python():
+    """Run on each Python uvkernel supports (scripts/test-pythons.sh): a name newer than the oldest fails here."""
+    import importlib
+
+    skip = {"uvkernel.__main__", "uvkernel.kernel_magic_stub"}  # the CLI's entry, and a file IPython execs
+    failed = {}
+    for path in _sources():
+        name = _module(path)
+        if name not in skip:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # every failure, listed at once
+                failed[name] = repr(exc)
+    assert not failed, failed

@@ -361,7 +361,8 @@ def list_envs(cache_root: Path, *, sizes: bool = True) -> tuple[list[CacheEnv], 
     """(uvkernel's cache envs, other entries of <cache>/envs that uvkernel did not make)."""
     folder = cache_root / "envs"
     live = live_markers(cache_root)
-    envs, others = [], []
+    envs: list[CacheEnv] = []
+    others: list[str] = []
     try:
         entries = sorted(folder.iterdir())
     except OSError:
@@ -376,7 +377,7 @@ def list_envs(cache_root: Path, *, sizes: bool = True) -> tuple[list[CacheEnv], 
 
 def list_projects(cache_root: Path) -> list[dict[str, Any]]:
     """Project envs uvkernel started kernels from (listed only: they belong to their projects)."""
-    out = []
+    out: list[dict[str, Any]] = []
     folder = cache_root / "projects"
     try:
         names = sorted(os.listdir(folder))
@@ -499,13 +500,13 @@ def parse_days(value: str) -> float:
     return days
 
 
-def human_size(n: int | None) -> str:
+def human_size(n: float | None) -> str:
     if n is None:
         return "?"
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
+        n /= 1024
     return f"{n} B"
 
 

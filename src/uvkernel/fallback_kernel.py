@@ -70,8 +70,8 @@ def kernel_app() -> Any:
         implementation_version = "1"
         language_info = {"name": "python", "mimetype": "text/x-python", "file_extension": ".py"}
 
-        @property  # type: ignore[override]
-        def banner(self) -> str:
+        @property
+        def banner(self) -> str:  # type: ignore[override]  # read-only here, an attribute in the base class
             return cell_text(message())
 
         @property
@@ -90,7 +90,7 @@ def kernel_app() -> Any:
                     "evalue": (error_message or text).splitlines()[0], "traceback": [text]}
 
     class UvkernelErrorApp(IPKernelApp):
-        kernel_class = UvkernelErrorKernel  # type: ignore[assignment]
+        kernel_class = UvkernelErrorKernel
 
     return UvkernelErrorApp
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from . import process
 from .errors import HostError
@@ -105,9 +105,10 @@ class HostPython:
         return data
 
 
-def choose(explicit: str | None, environ: dict[str, str] | None = None) -> tuple[str, str]:
+def choose(explicit: str | None, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     """Apply the documented rule; return (path, reason)."""
-    environ = os.environ if environ is None else environ
+    if environ is None:
+        environ = os.environ
     if explicit:
         return explicit, "set by host_python in the kernel spec or configuration"
     from_env = environ.get(HOST_ENV_VAR)
@@ -145,7 +146,7 @@ def _parse(path: str, reason: str, returncode: int, stdout: str, stderr: str) ->
         raise HostError("HOST_PYTHON_NOT_PYTHON", path=path,
                         detail=f"it did not answer like a Python interpreter ({problem})")
     version = tuple(data["version"])
-    host = HostPython(path=path, reason=reason, executable=data["executable"], version=version,  # type: ignore[arg-type]
+    host = HostPython(path=path, reason=reason, executable=data["executable"], version=version,
                       implementation=data["implementation"], prefix=data["prefix"],
                       base_prefix=data["base_prefix"], base_executable=data["base_executable"],
                       site_packages=data["site_packages"], conda=data["conda"],

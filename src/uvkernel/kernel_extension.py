@@ -50,7 +50,7 @@ def _torch_rows(facts):
     if build:
         kind = build.get("build")
         label = {"cuda": "CUDA %s build" % build.get("cuda"), "cpu": "CPU-only build",
-                 "rocm": "ROCm %s build" % build.get("hip")}.get(kind, "%s build" % kind)
+                 "rocm": "ROCm %s build" % build.get("hip")}.get(str(kind), "%s build" % kind)
         rows.append(("torch", "version", "%s (%s, read from version.py)" % (build.get("version"), label), ""))
     for name, info in sorted((deep.get("imports") or {}).items()):
         if info.get("ok"):

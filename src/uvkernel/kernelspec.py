@@ -96,7 +96,8 @@ def uninstall(name: str, *, user: bool = False, prefix: str | None = None) -> st
     validate_name(name)  # the names install accepts: no "/", no "..", so nothing outside the kernels folder
     manager = KernelSpecManager()
     if user or prefix:
-        base = Path(manager.user_kernel_dir) if user else Path(prefix) / "share" / "jupyter" / "kernels"  # type: ignore[arg-type]
+        base = (Path(manager.user_kernel_dir) if user or prefix is None
+                else Path(prefix) / "share" / "jupyter" / "kernels")
         folder = base / name
         if not _inside(folder, base) or not (folder / "kernel.json").is_file():
             raise SpecError("KERNEL_NOT_FOUND", name=name, where=f" in {base}")

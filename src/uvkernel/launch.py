@@ -13,11 +13,11 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from .errors import UvkernelError
 from .files import private_dir, write_atomic
-from .settings import SETTING_NAMES
+from .settings import SETTING_NAMES, UvKernelSettings
 from .shared import LAUNCHER
 
 # Variables that would make the env's python load another installation's stdlib or packages.
@@ -86,7 +86,7 @@ def insert_after_env(path_value: str, env_path: Path, tools_dir: Path | None, di
     return os.pathsep.join(keep + [d for d in dirs if d not in keep] + rest)
 
 
-def settings_context(settings: Any, host_python: str) -> dict[str, str]:
+def settings_context(settings: UvKernelSettings, host_python: str) -> dict[str, str]:
     """``UVKERNEL_SETTINGS`` for the kernel's environment: every setting's effective value, the host resolved."""
     values = {name: getattr(settings, name) for name in SETTING_NAMES}
     values["host_python"] = host_python

@@ -116,7 +116,7 @@ def check_requires_python(project: Project, host: HostPython) -> None:
     try:
         spec = SpecifierSet(requires)
     except InvalidSpecifier:
-        raise ProjectError("PYPROJECT_INVALID", path=str(project.root / "pyproject.toml"),  # type: ignore[operator]
+        raise ProjectError("PYPROJECT_INVALID", path=str(project.pyproject_path),
                            detail=f"requires-python = {requires!r} is not a valid version specifier") from None
     if not spec.contains(host.version_str, prereleases=True):
         raise ProjectError("REQUIRES_PYTHON_EXCLUDES_HOST", root=str(project.root), requires=requires,

@@ -57,6 +57,13 @@ class Project:
         return self.workspace_root or self.root
 
     @property
+    def pyproject_path(self) -> Path:
+        """The project's pyproject.toml: asked only of a project, never of a notebook outside one."""
+        if self.root is None:
+            raise ValueError(f"{self.notebook_dir} is not in a project: it has no pyproject.toml")
+        return self.root / "pyproject.toml"
+
+    @property
     def lock_path(self) -> Path | None:
         return self.top / "uv.lock" if self.top is not None else None
 

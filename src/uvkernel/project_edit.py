@@ -114,7 +114,7 @@ class Backup:
         self.verb = verb
         self.folder = edits_folder(root, cache_root)
         self.saved: dict[str, bytes | None] = {}
-        self.written: dict[str, list[str]] = {name: [] for name in PROJECT_FILES}
+        self.written: dict[str, list[str | None]] = {name: [] for name in PROJECT_FILES}  # None: uv removed it
         self.notes: list[str] = []  # files left as the user changed them (EDIT_NOT_RESTORED)
         self.phase = "uv"  # "uv" while uv may write, "prepare" once every uv call returned
         self.runs: list[str] = []  # the watchers' record files, one per uv run
@@ -154,7 +154,7 @@ class Backup:
         for name in PROJECT_FILES:
             digest = _digest(_current(self.root / name))
             if digest != _digest(self.saved[name]) and digest not in self.written[name]:
-                self.written[name].append(digest)  # type: ignore[arg-type]
+                self.written[name].append(digest)
         self._journal()
 
     def restore(self) -> bool:
@@ -218,7 +218,7 @@ def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: floa
         time.sleep(0.05)
 
 
-def _roll_back(root: Path, folder: Path, verb: str, before: dict[str, Any], written: dict[str, list[str]]) -> list[str]:
+def _roll_back(root: Path, folder: Path, verb: str, before: dict[str, Any], written: dict[str, list[str | None]]) -> list[str]:
     """Put each file back when it holds what uv wrote; ``before`` maps names to bytes (a live command) or to
     digests (a journal), the bytes then coming from the copies in ``folder``."""
     notes = []
@@ -262,9 +262,11 @@ def recover(root: Path, cache_root: Path, wait: float = 0.0) -> list[str]:
             and process_start(pid) == data.get("start")):
         return []  # that command is still running
     verb = str(data.get("verb") or "add")
-    before = data.get("before") if isinstance(data.get("before"), dict) else {}
-    written = data.get("uv_wrote") if isinstance(data.get("uv_wrote"), dict) else {}
-    written = {name: [d for d in written.get(name, []) if isinstance(d, str)] for name in PROJECT_FILES}
+    found_before, found_written = data.get("before"), data.get("uv_wrote")
+    before: dict[str, Any] = found_before if isinstance(found_before, dict) else {}
+    given: dict[str, Any] = found_written if isinstance(found_written, dict) else {}
+    written: dict[str, list[str | None]] = {name: [d for d in given.get(name) or [] if isinstance(d, str)]
+                                     for name in PROJECT_FILES}
     runs = [r for r in data.get("runs") or [] if isinstance(r, str) and re.fullmatch(r"uv-\d+\.json", r)]
     deadline = time.monotonic() + wait
     for run in runs:  # what uv wrote after this command's last look: its watcher's record says
@@ -349,7 +351,8 @@ async def bounds(change: Change, *, settings: UvKernelSettings, host: Any, proje
                 versions[canonical(req.name)] = spec.version
         if canonical(req.name) in keep:
             held |= {canonical(v.strip()) for v in via.split(",") if v.strip() and not v.strip().startswith("-")}
-    bounded, pins = [], []
+    bounded: list[str] = []
+    pins: list[str] = []
     for text, req in zip(change.packages, reqs):
         version = versions.get(canonical(req.name)) if req in open_ended and canonical(req.name) in held else None
         if version is None:
@@ -400,7 +403,7 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
         except UvkernelError:
             if not env_python.exists():
                 raise
-    specs, pins = list(change.packages), []
+    specs, pins = list(change.packages), list[str]()
     if change.verb == "add":
         log("finding versions that work with the host's packages")
         specs, pins = await bounds(change, settings=settings, host=host, project=project, cache_root=cache_root,
@@ -432,8 +435,8 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
             if guarded and whole:  # the files are as the user trusted them again
                 trust.grant(project, cache_root)
             if isinstance(exc, UvkernelError):
-                exc.restored = whole  # type: ignore[attr-defined]
-                exc.left = backup.notes  # type: ignore[attr-defined]
+                exc.restored = whole  # type: ignore[attr-defined]  # for the CLI's text only, read with getattr
+                exc.left = backup.notes  # type: ignore[attr-defined]  # likewise
             raise
         backup.finish()
     recorded = _recorded(project.root, specs) if change.verb == "add" else specs
@@ -447,7 +450,8 @@ def _recorded(root: Path, specs: list[str]) -> list[str]:
         data = project_mod.read_pyproject(root / "pyproject.toml")
     except UvkernelError:
         return specs
-    table = data.get("project") if isinstance(data.get("project"), dict) else {}
+    found = data.get("project")
+    table: dict[str, Any] = found if isinstance(found, dict) else {}
     lists = [table.get("dependencies"), *((table.get("optional-dependencies") or {}).values()),
              *((data.get("dependency-groups") or {}).values())]
     written = [item for value in lists if isinstance(value, list) for item in value if isinstance(item, str)]

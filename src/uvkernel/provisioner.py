@@ -80,7 +80,7 @@ class KernelStartError(HTTPError):
         # tornado >= 6.5 doubles it in ``log_message``, which jupyter_server sends to the client).
         super().__init__(500, self.text, reason="uvkernel: kernel not started")
 
-    def __str__(self) -> PlainText:  # type: ignore[override]
+    def __str__(self) -> PlainText:
         return PlainText(self.text)
 
     def __repr__(self) -> str:
@@ -134,7 +134,7 @@ def _sources(provisioner: Any, *, spec_keys: list[str], spec: str) -> dict[str, 
     return sources
 
 
-class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):  # type: ignore[misc]
+class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
     """Starts ipykernel from the notebook project's uv env, which inherits the host's site-packages."""
 
     def __init__(self, **kwargs: Any) -> None:

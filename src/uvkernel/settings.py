@@ -151,8 +151,42 @@ def describe(setting: Setting) -> str:
             "enum": choices, "enum_or_bool": f"{choices} or a boolean"}[setting.kind]
 
 
+# How each kind of setting is held, for the type checker's declarations below (test_settings_types checks that
+# they agree with the table).
+KIND_TYPES = {"str": "str", "bool": "bool", "int": "int", "float": "float", "list": "list[str]", "enum": "str",
+              "enum_or_bool": "str | bool"}
+
+
 class UvKernelSettings:
     """The settings as plain attributes (the CLI's); the provisioner is the same shape, made of traits."""
+
+    # Set by __init__ from SETTINGS; declared (without class values, so the provisioner's traits stay traits) for
+    # the type checker.
+    host_python: str
+    uv_path: str
+    require_cuda: str | bool
+    required_packages: list[str]
+    min_gpus: int
+    preflight: bool
+    preflight_timeout: float
+    preflight_cache_ttl: float
+    install_ipykernel: bool
+    project_dependencies: bool
+    dependency_groups: list[str]
+    extras: list[str]
+    allow_shadowing: list[str]
+    host_packages: str
+    protected_packages: list[str]
+    no_default_groups: bool
+    no_groups: list[str]
+    allow_companion_mismatch: list[str]
+    companion_index: str
+    host_version_conflicts: str
+    uv_timeout: float
+    lock_timeout: float
+    cache_dir: str
+    require_trust: bool
+    fallback_kernel: str
 
     def __init__(self, **values: Any) -> None:
         unknown = sorted(set(values) - set(BY_NAME) - {"setting_sources"})

@@ -94,3 +94,39 @@ def device(name: str = "NVIDIA A100-SXM4-80GB", capability: str = "8.0", uuid: s
            total_memory: int = 85_100_000_000, multi_processor_count: int = 108) -> dict[str, Any]:
     return {"name": name, "capability": capability, "uuid": uuid, "total_memory": total_memory,
             "multi_processor_count": multi_processor_count}
+
+
+def matches(site_packages: Path, version: str, cuda: str | None, hip: str | None = None) -> bool:
+    """Is this build of the fake, from the current template, what site_packages holds?"""
+    target = Path(site_packages) / "torch"
+    for source in TEMPLATE.rglob("*"):
+        if source.is_file() and "__pycache__" not in source.parts:
+            copy = target / source.relative_to(TEMPLATE)
+            if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+                return False
+    version_py = target / "version.py"
+    return (version_py.is_file() and version_py.read_text() == VERSION_PY.format(version=version, cuda=cuda, hip=hip)
+            and (Path(site_packages) / f"torch-{version}.dist-info" / "RECORD").is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tests/doubles/fake_torch.py SITE_PACKAGES [--version V] [--cuda C|none]``: make the fake a host's
+    torch (scripts/setup.sh, for the interpreters no real torch wheel is on disk for); nothing when it already is."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("site_packages", type=Path)
+    parser.add_argument("--version", default="2.13.0+cpu")
+    parser.add_argument("--cuda", default="none", help="torch.version.cuda, or none for a CPU build")
+    args = parser.parse_args(argv)
+    cuda = None if args.cuda.lower() == "none" else args.cuda
+    if matches(args.site_packages, args.version, cuda):
+        print(f"fake torch {args.version} already in {args.site_packages}")
+    else:
+        install(args.site_packages, version=args.version, cuda=cuda)
+        print(f"installed the fake torch {args.version} (TEST DOUBLE) into {args.site_packages}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

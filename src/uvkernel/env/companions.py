@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from packaging.version import Version
 
 from ..errors import DependencyError
 from ..files import write_atomic
+from ..settings import UvKernelSettings
 from ..shared import Log, canonical
 from ..uvbin import run_uv
 from . import installed, requirements
@@ -51,7 +51,7 @@ def mismatched(env_dists: dict[str, installed.EnvDist], host: dict[str, HostDist
 
 
 async def select(project_root: Path | None, env_python: Path, site_packages: Path, host: dict[str, HostDist],
-                 settings: Any, uv: str, declared: set[str], cached: Path, log: Log) -> list[dict[str, str]]:
+                 settings: UvKernelSettings, uv: str, declared: set[str], cached: Path, log: Log) -> list[dict[str, str]]:
     """Replace companions of another build by the host variant's; returns one record per replacement."""
     env_dists = await installed.env_distributions(site_packages)
     # allowed by name (allow_companion_mismatch): kept as uv installed it
@@ -96,7 +96,7 @@ async def select(project_root: Path | None, env_python: Path, site_packages: Pat
 
 
 async def _resolve(pins: list[str], wrong: list[installed.EnvDist], env_python: Path, host: dict[str, HostDist],
-                   settings: Any, uv: str, index: str, cwd: Path | None, log: Log, torch: HostDist) -> list[str]:
+                   settings: UvKernelSettings, uv: str, index: str, cwd: Path | None, log: Log, torch: HostDist) -> list[str]:
     """The same releases of the host's variant, resolved against the host (their torch requirement included)."""
     keep = provided(host, settings.allow_shadowing)
     with tempfile.TemporaryDirectory(prefix="uvkernel-companions-") as tmp_name:

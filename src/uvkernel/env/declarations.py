@@ -26,6 +26,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from ..errors import DependencyError, ProjectError, notice
 from ..project import Project, matches_workspace_glob, member_folders, read_pyproject, workspace_globs
+from ..settings import UvKernelSettings
 from ..shared import Log, canonical
 from ..uvbin import run_uv
 from .requirements import requirement_name
@@ -86,7 +87,7 @@ def _missing(kind: str, name: str, available: list[str], root: Any) -> Dependenc
                            available=", ".join(sorted(available)) or "none")
 
 
-def declared(project: Project, settings: Any) -> tuple[list[str], list[str]]:
+def declared(project: Project, settings: UvKernelSettings) -> tuple[list[str], list[str]]:
     """(requirements, notes) from pyproject.toml for the configured extras and groups."""
     data = project.pyproject
     table = data.get("project") or {}
@@ -140,7 +141,7 @@ async def locked_pins(project: Project, uv: str, timeout: float) -> list[str]:
     return pins
 
 
-async def requirements(project: Project, settings: Any, uv: str, log: Log = lambda _m: None) -> ProjectRequirements:
+async def requirements(project: Project, settings: UvKernelSettings, uv: str, log: Log = lambda _m: None) -> ProjectRequirements:
     reqs, notes = declared(project, settings)
     for note in notes:
         log(note)
@@ -264,7 +265,8 @@ def declared_in(project: Project, name: str) -> list[tuple[str, str]]:
     key = canonical(name)
     out: list[tuple[str, str]] = []
     for _path, data in _pyprojects(project):
-        table = data.get("project") if isinstance(data.get("project"), dict) else {}
+        found = data.get("project")
+        table: dict[str, Any] = found if isinstance(found, dict) else {}
         places: list[tuple[str, str, Any]] = [("dependencies", "", table.get("dependencies"))]
         optional = table.get("optional-dependencies")
         places += [("extra", k, v) for k, v in optional.items()] if isinstance(optional, dict) else []
@@ -282,7 +284,8 @@ def used_names(project: Project) -> set[str]:
     group.  A ``[tool.uv.sources]`` entry for any other name is ignored, as uv ignores it."""
     names: set[str] = set()
     for _path, data in _pyprojects(project):
-        table = data.get("project") if isinstance(data.get("project"), dict) else {}
+        found = data.get("project")
+        table: dict[str, Any] = found if isinstance(found, dict) else {}
         lists: list[Any] = [table.get("dependencies")]
         optional = table.get("optional-dependencies")
         lists += list(optional.values()) if isinstance(optional, dict) else []

@@ -15,7 +15,7 @@ import json
 import tempfile
 import urllib.parse
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from packaging.requirements import Requirement
 
@@ -74,7 +74,7 @@ async def install(
     python_version: tuple[int, ...],
     env_site_packages: str | Path | None = None,
     allow_shadowing: Iterable[str] = (),
-    locked: list[str] = (),
+    locked: Sequence[str] = (),
     root: str = "",
     cwd: Path | None = None,
     timeout: float = 900,
@@ -215,11 +215,11 @@ async def kept_editables(lines: list[str], env_python: str, cache_root: Path | N
     site = site_of(env_python)
     for line in lines:
         root = _editable_root(line) if cache_root is not None else None
-        if root is None:
+        if root is None or cache_root is None:
             rest.append(line)
             continue
         key = await asyncio.to_thread(editables.cache_key, root, site)
-        wheel = editables.kept_wheel(cache_root / "editables" / key) if key else None  # type: ignore[operator]
+        wheel = editables.kept_wheel(cache_root / "editables" / key) if key else None
         if wheel is None:
             rest.append(line)
             if key:
@@ -230,7 +230,7 @@ async def kept_editables(lines: list[str], env_python: str, cache_root: Path | N
 
 
 async def install_kept_editables(hits: dict[str, tuple[Path, Path]], *, uv: str, env_python: str, excludes: Path,
-                                 cwd: Path, timeout: float, log: Log) -> None:
+                                 cwd: Path | None, timeout: float, log: Log) -> None:
     """The kept builds, installed as wheels (no build), each then marked as the editable of its folder."""
     if not hits:
         return

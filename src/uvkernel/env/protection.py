@@ -61,6 +61,7 @@ from packaging.version import InvalidVersion, Version
 from .. import process
 from ..files import write_atomic
 from ..host import HostPython, stamp
+from ..settings import UvKernelSettings
 from ..shared import canonical
 
 # Runs in the host (stdlib only).  Reads the site-packages folders passed as arguments, nothing else, so a
@@ -125,7 +126,7 @@ def _applies(req: Requirement, env: Mapping[str, str], extras: Iterable[str]) ->
 def closure(host: Mapping[str, Any], roots: Iterable[str], marker_env: Mapping[str, str] | None = None) -> set[str]:
     """Canonical names reachable from ``roots`` through the host's ``Requires-Dist`` (markers evaluated for the
     host, extras followed), among the host's own distributions."""
-    env = dict(marker_env or default_environment())
+    env = dict(marker_env) if marker_env else {k: str(v) for k, v in default_environment().items()}
     seen: set[str] = set()
     todo: list[tuple[str, frozenset[str]]] = [(canonical(r), frozenset()) for r in roots]
     visited: set[tuple[str, frozenset[str]]] = set()
@@ -168,14 +169,14 @@ class Protection:
     rule: str = "stack"
 
 
-def mark(host: Mapping[str, HostDist], settings: Any, marker_env: Mapping[str, str] | None = None
+def mark(host: Mapping[str, HostDist], settings: UvKernelSettings, marker_env: Mapping[str, str] | None = None
          ) -> dict[str, HostDist]:
     """The host's distributions, each a copy with ``protected`` set by the rule of the module's doc."""
     tiers = split(host, settings, marker_env)
     return {k: replace(d, protected=k in tiers.protected) for k, d in host.items()}
 
 
-def split(host: Mapping[str, Any], settings: Any, marker_env: Mapping[str, str] | None = None) -> Protection:
+def split(host: Mapping[str, Any], settings: UvKernelSettings, marker_env: Mapping[str, str] | None = None) -> Protection:
     """The host's distributions in two tiers (see the module's doc)."""
     rule = str(getattr(settings, "host_packages", "stack") or "stack").lower()
     allow = list(getattr(settings, "allow_shadowing", []) or [])

@@ -18,7 +18,7 @@ from ..shared import canonical
 
 
 def marker_environment(python_version: tuple[int, ...]) -> dict[str, str]:
-    env = default_environment()
+    env = {k: str(v) for k, v in default_environment().items()}  # every value is a string
     env["python_version"] = f"{python_version[0]}.{python_version[1]}"
     env["python_full_version"] = ".".join(map(str, python_version[:3]))
     return env
@@ -55,10 +55,12 @@ def normal_version(version: str) -> str:
         return version
 
 
-def exact_versions(reqs: Iterable[Requirement]) -> dict[str, str]:
-    """canonical name -> version for ``name==version`` requirements."""
+def exact_versions(reqs: Iterable[Requirement | None]) -> dict[str, str]:
+    """canonical name -> version for ``name==version`` requirements (None, a line that did not parse, names none)."""
     out = {}
     for req in reqs:
+        if req is None:
+            continue
         for spec in req.specifier:
             if spec.operator in ("==", "===") and "*" not in spec.version:
                 out[canonical(req.name)] = normal_version(spec.version)

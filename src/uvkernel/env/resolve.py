@@ -33,7 +33,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
@@ -190,7 +190,7 @@ class _Compile:
         return str(path)
 
     async def __call__(self, requirements: list[str], *, host: dict[str, HostDist] | None = None,
-                       keep: dict[str, HostDist] | None = None, locked: list[str] = ()) -> tuple[process.Completed, str]:
+                       keep: dict[str, HostDist] | None = None, locked: Sequence[str] = ()) -> tuple[process.Completed, str]:
         """(uv's run, the pinned output); without ``host`` the resolution ignores the host altogether."""
         argv = [self.uv, "pip", "compile", "--python", self.env_python, "--no-header", "--annotation-style", "line",
                 self._file("requirements", requirements)]
@@ -218,7 +218,7 @@ async def resolve(
     host: dict[str, HostDist],
     python_version: tuple[int, ...],
     allow_shadowing: Iterable[str] = (),
-    locked: list[str] = (),
+    locked: Sequence[str] = (),
     root: str = "",
     cwd: Path | None = None,
     timeout: float = 900,

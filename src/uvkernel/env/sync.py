@@ -35,13 +35,15 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import AbstractSet, Any, Protocol, Sequence
 
 from packaging.version import InvalidVersion, Version
 
 from ..errors import DependencyError, ProjectError, UvError, note, notice
 from ..files import off_loop, read_input, write_atomic
+from ..host import HostPython
 from ..project import Project, member_folders
+from ..settings import UvKernelSettings
 from ..shared import Log, canonical
 from ..uvbin import run_uv
 from . import companions, declarations, install, installed, protection, requirements, resolve
@@ -56,6 +58,14 @@ else:  # pragma: no cover
 
 LOCAL_SOURCES = ("editable", "path", "directory", "virtual", "git", "url")
 STALE_LOCK = "needs to be updated"
+
+
+class EnvPlace(Protocol):
+    """Where the env is, all sync needs of it (venv.Env, which comes after this module, is one)."""
+
+    path: Path
+    python: Path
+    site_packages: Path
 
 
 @dataclass
@@ -83,7 +93,7 @@ class SyncResult:
                                        for name, v in sorted(self.host_replaced.items())]}
 
 
-def selection(project: Project, settings: Any) -> list[str]:
+def selection(project: Project, settings: UvKernelSettings) -> list[str]:
     """``--extra``/``--group`` flags for the configured extras and groups (uv applies its default groups)."""
     args: list[str] = []
     for extra in settings.extras:
@@ -129,7 +139,8 @@ def read_lock(path: Path) -> dict[str, Locked]:
     out: dict[str, Locked] = {}
     for table in data.get("package") or []:
         if isinstance(table, dict) and isinstance(table.get("name"), str):
-            source = table.get("source") if isinstance(table.get("source"), dict) else {}
+            given = table.get("source")
+            source: dict[str, Any] = given if isinstance(given, dict) else {}
             out.setdefault(canonical(table["name"]), Locked(next(iter(source), "registry"),
                                                             str(table.get("version", ""))))
     return out
@@ -149,7 +160,7 @@ def _where(project: Project) -> str:
     return str(project.top)
 
 
-async def _exported_names(project: Project, settings: Any, uv: str, prune: list[str]) -> set[str]:
+async def _exported_names(project: Project, settings: UvKernelSettings, uv: str, prune: list[str]) -> set[str]:
     argv = [uv, "export", "--frozen", "--format", "pylock.toml", "--project", str(project.root),
             *selection(project, settings)]
     for name in prune:
@@ -170,8 +181,8 @@ async def _exported_names(project: Project, settings: Any, uv: str, prune: list[
 
 
 async def sync_locked(project: Project, env_python: Path, env_path: Path, host: dict[str, HostDist],
-                      settings: Any, uv: str, log: Log, locked: dict[str, Locked],
-                      refitted: set[str] = frozenset(), kept_export: Path | None = None) -> SyncResult | None:
+                      settings: UvKernelSettings, uv: str, log: Log, locked: dict[str, Locked],
+                      refitted: AbstractSet[str] = frozenset(), kept_export: Path | None = None) -> SyncResult | None:
     """Steps 1-2 of the module doc; None when uv says the lock is out of date with pyproject.toml.
 
     ``refitted``: locked names an earlier start found not to fit the host; step 3 installs them, so uv skips them.
@@ -333,7 +344,7 @@ def read_fit(path: Path) -> tuple[list[str], set[str]]:
 
 
 async def fit_to_host(project: Project, env_python: Path, site_packages: Path, host: dict[str, HostDist],
-                      settings: Any, uv: str, result: SyncResult, log: Log, *, locked: dict[str, Locked],
+                      settings: UvKernelSettings, uv: str, result: SyncResult, log: Log, *, locked: dict[str, Locked],
                       cached: Path, fitted: list[str], dropped: set[str], waived: resolve.InstallPlan | None = None) -> None:
     """Step 3: locked versions that need another host version are re-resolved against the host and installed.
 
@@ -372,7 +383,7 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
             for line in pinned.splitlines():
                 req = requirements.parse_requirement(line)
                 key = canonical(req.name) if req is not None else ""
-                if not key or key in keep or req.url:
+                if req is None or not key or key in keep or req.url:
                     continue
                 dist = host.get(key)
                 if dist is not None and requirements.exact_versions([req]).get(key) == \
@@ -437,7 +448,7 @@ def _python_version(env_python: Path, site_packages: Path) -> tuple[int, ...]:
 
 # --- without a (current) lock: uv pip compile on the project, cached in uvkernel's own state --------------
 
-def default_groups(project: Project, settings: Any) -> list[str]:
+def default_groups(project: Project, settings: UvKernelSettings) -> list[str]:
     """The groups ``uv sync`` installs here: ``[tool.uv] default-groups`` (else ``dev``) plus the configured ones."""
     tool_uv = project.tool_uv()
     groups = project.pyproject.get("dependency-groups")
@@ -452,8 +463,8 @@ def default_groups(project: Project, settings: Any) -> list[str]:
     return [g for g in out if g not in left_out]
 
 
-def _compile_args(project: Project, settings: Any) -> list[str]:
-    args = [str(project.root / "pyproject.toml")]  # type: ignore[operator]
+def _compile_args(project: Project, settings: UvKernelSettings) -> list[str]:
+    args = [str(project.pyproject_path)]
     for extra in settings.extras:
         args += ["--extra", extra]
     for group in default_groups(project, settings):
@@ -461,7 +472,7 @@ def _compile_args(project: Project, settings: Any) -> list[str]:
     return args
 
 
-def resolution_key(project: Project, host_sig: str, settings: Any) -> str:
+def resolution_key(project: Project, host_sig: str, settings: UvKernelSettings) -> str:
     h = hashlib.sha256()
     for path in sorted(project_files(project)):
         try:
@@ -501,7 +512,7 @@ def project_files(project: Project) -> list[Path]:
 
 
 async def sync_resolved(project: Project, env_python: Path, env_path: Path, host: dict[str, HostDist],
-                        key: str, settings: Any, uv: str, cache_root: Path, log: Log,
+                        key: str, settings: UvKernelSettings, uv: str, cache_root: Path, log: Log,
                         stale_lock: bool, waived: resolve.InstallPlan | None = None) -> SyncResult:
     keep = provided(host, settings.allow_shadowing)
     result = SyncResult(how="resolved against the host (uv pip compile on pyproject.toml)")
@@ -549,7 +560,7 @@ def _keep(path: Path, text: str) -> None:
         pass
 
 
-async def _locked_preferences(project: Project, settings: Any, uv: str) -> list[str]:
+async def _locked_preferences(project: Project, settings: UvKernelSettings, uv: str) -> list[str]:
     """A stale lock's versions, which ``uv pip compile`` prefers (as ``uv lock`` keeps them)."""
     done = await run_uv([uv, "export", "--frozen", "--format", "requirements.txt", "--no-hashes", "--no-header",
                          "--no-annotate", "--no-emit-workspace", "--all-groups", "--all-extras", "--project",
@@ -561,7 +572,7 @@ async def _locked_preferences(project: Project, settings: Any, uv: str) -> list[
 
 
 async def _install_resolved(project: Project, env_python: Path, keep: dict[str, HostDist], lines: list[str],
-                            settings: Any, uv: str, tmp: Path, log: Log, what: str,
+                            settings: UvKernelSettings, uv: str, tmp: Path, log: Log, what: str,
                             host: dict[str, HostDist] | None = None, cache_root: Path | None = None) -> list[str]:
     """Exactly the resolved versions (``--no-deps``), with the project's pyproject.toml beside them so its
     ``[tool.uv.sources]`` say where each direct dependency comes from; never a host package (``--excludes``)."""
@@ -593,7 +604,7 @@ async def _install_resolved(project: Project, env_python: Path, keep: dict[str, 
     return _installed_lines(done.output) + [f"{name} @ {root} (editable)" for name, (root, _w) in kept_builds.items()]
 
 
-async def _check_waiver(output: str, env_python: Path, keep: dict[str, HostDist], settings: Any, uv: str,
+async def _check_waiver(output: str, env_python: Path, keep: dict[str, HostDist], settings: UvKernelSettings, uv: str,
                         project: Project, waived: resolve.InstallPlan) -> None:
     """An override waives the pin for every package, so check that the versions resolved under it need nothing
     but the host's versions themselves: a torchvision made for the waived torch still cannot use the host's."""
@@ -609,8 +620,8 @@ async def _check_waiver(output: str, env_python: Path, keep: dict[str, HostDist]
         raise resolve.with_waived_pins(exc, waived) from None
 
 
-async def _compile(project: Project, env_python: Path, host: dict[str, HostDist], settings: Any, uv: str,
-                   tmp: Path, log: Log, *, constraints: list[str] = (), preferences: list[str] = (),
+async def _compile(project: Project, env_python: Path, host: dict[str, HostDist], settings: UvKernelSettings, uv: str,
+                   tmp: Path, log: Log, *, constraints: Sequence[str] = (), preferences: Sequence[str] = (),
                    diagnose: bool = True, waived: resolve.InstallPlan | None = None) -> str:
     """``uv pip compile`` of the project against the host: its protected packages fixed, the rest preferred."""
     keep = provided(host, settings.allow_shadowing)
@@ -638,7 +649,7 @@ async def _compile(project: Project, env_python: Path, host: dict[str, HostDist]
                         timeout=settings.uv_timeout, cwd=project.root, check=False, extra_env=host_env)
     if done.returncode == 0:
         text = output.read_text()
-        if overrides:
+        if overrides and waived is not None:  # overrides come from waived's pins
             await _check_waiver(text, env_python, keep, settings, uv, project, waived)
         return text
     text = done.output
@@ -708,7 +719,7 @@ def _local_names(project: Project) -> set[str]:
 
 
 def check_direct(project: Project, host: dict[str, HostDist], python_version: tuple[int, ...],
-                 settings: Any) -> resolve.InstallPlan:
+                 settings: UvKernelSettings) -> resolve.InstallPlan:
     """A direct requirement the host's version does not meet: DEPENDENCY_CONFLICT before anything is installed."""
     reqs, _notes = declarations.declared(project, settings)
     own = _local_names(project)
@@ -717,7 +728,7 @@ def check_direct(project: Project, host: dict[str, HostDist], python_version: tu
                              extras=settings.extras, on_conflict=getattr(settings, "host_version_conflicts", "fail"))
 
 
-async def sync(project: Project, env: Any, host: dict[str, HostDist], host_python: Any, settings: Any, *, uv: str,
+async def sync(project: Project, env: EnvPlace, host: dict[str, HostDist], host_python: HostPython, settings: UvKernelSettings, *, uv: str,
                cache_root: Path, log: Log) -> SyncResult:
     """Install the project into ``env`` as ``uv sync`` would, leaving the host's packages to the host."""
     if project.tool_uv().get("managed") is False:
@@ -735,8 +746,8 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     host_sig = protection.signature(host_python.site_packages)
     # off the loop: both read the project's files whole (uv.lock and uv.toml may be megabytes)
     key = await off_loop("reading the project's files", resolution_key, project, host_sig, settings)
-    if project.has_lock:
-        locked = await off_loop("reading uv.lock", read_lock, project.lock_path)  # type: ignore[arg-type]
+    if project.has_lock and project.lock_path is not None:  # has_lock: a lock_path that is a file
+        locked = await off_loop("reading uv.lock", read_lock, project.lock_path)
         cached = kept(cache_root, "fit", key)  # versions that replace locked ones, from an earlier start
         fitted, dropped = read_fit(cached)
         refitted = {canonical(requirements.line_name(line)) for line in fitted} | dropped
@@ -751,7 +762,7 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     if result is None:
         result = await sync_resolved(project, env.python, env.path, host, key, settings, uv, cache_root,
                                      log, stale_lock=stale, waived=waived)
-        if declarations.is_package(project):
+        if declarations.is_package(project) and project.root is not None:  # a package has a root
             # as uv sync does for a packaged project: the project itself, editable, its dependencies handled above
             await install.install_editable(project.root, uv=uv, env_python=str(env.python), host=host,
                                                 allow_shadowing=settings.allow_shadowing,
@@ -771,7 +782,8 @@ async def sync(project: Project, env: Any, host: dict[str, HostDist], host_pytho
     return result
 
 
-async def keep_host_packages_working(project: Project, env: Any, host: dict[str, HostDist], settings: Any, *,
+async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict[str, HostDist],
+                                     settings: UvKernelSettings, *,
                                      uv: str, result: SyncResult, log: Log, rounds: int = 3) -> None:
     """Host packages outside the stack that the env's own copies would break get env copies of their own.
 
@@ -824,8 +836,8 @@ async def keep_host_packages_working(project: Project, env: Any, host: dict[str,
             if len(group) == len(names):
                 break
         for key in sorted(unfixable & set(names)):
-            theirs, req, mine = next(b for b in broken if canonical(b[0].name) == key)
-            text = note("HOST_PACKAGE_BROKEN_BY_ENV", name=theirs.name, version=theirs.version, requirement=req,
+            theirs, wants, mine = next(b for b in broken if canonical(b[0].name) == key)
+            text = note("HOST_PACKAGE_BROKEN_BY_ENV", name=theirs.name, version=theirs.version, requirement=wants,
                         dep=mine.name, dep_version=mine.version)
             log("notice: " + text)
             result.notes.append(text)
@@ -839,9 +851,9 @@ async def keep_host_packages_working(project: Project, env: Any, host: dict[str,
                                          what="installed env copies of host packages the env's copies would break")
         except (UvError, DependencyError):
             # the project's own packages are in place: a host package it never named does not stop the start
-            for theirs, req, mine in broken:
+            for theirs, wants, mine in broken:
                 text = note("HOST_PACKAGE_BROKEN_BY_ENV", name=theirs.name, version=theirs.version,
-                            requirement=req, dep=mine.name, dep_version=mine.version)
+                            requirement=wants, dep=mine.name, dep_version=mine.version)
                 log("notice: " + text)
                 result.notes.append(text)
             return
@@ -850,13 +862,13 @@ async def keep_host_packages_working(project: Project, env: Any, host: dict[str,
             key = canonical(requirements.line_name(line))
             if key in host:
                 result.host_replaced[host[key].name] = {"env": line.split("==", 1)[1], "host": host[key].version}
-        for theirs, req, mine in broken:
+        for theirs, wants, mine in broken:
             if canonical(theirs.name) in {canonical(requirements.line_name(p)) for p in pins}:
                 result.notes.append(note("HOST_PACKAGE_COPIED", name=theirs.name, version=theirs.version,
-                                         requirement=req, dep=mine.name, dep_version=mine.version))
+                                         requirement=wants, dep=mine.name, dep_version=mine.version))
 
 
-async def refit_companions(project: Project, env: Any, host_python: Any, settings: Any, *, uv: str,
+async def refit_companions(project: Project, env: EnvPlace, host_python: HostPython, settings: UvKernelSettings, *, uv: str,
                            cache_root: Path, failed: set[str], log: Log) -> list[dict[str, str]]:
     """Companions the preflight found not to load on the host's torch (``failed``: canonical names), replaced by
     the newest release the project admits, resolved against the host; one record per replacement ([] when none

@@ -414,7 +414,7 @@ def _state_host_dists(state: dict[str, Any]) -> dict[str, HostDist]:
     listing = state.get("host_dists")
     if not isinstance(listing, dict):
         return {}
-    return {k: HostDist(*v[:3], requires=[], protected=bool(v[3]) if len(v) == 4 else True)
+    return {k: HostDist(v[0], v[1], v[2], requires=[], protected=bool(v[3]) if len(v) == 4 else True)
             for k, v in listing.items()
             if isinstance(v, list) and len(v) in (3, 4) and all(isinstance(x, str) for x in v[:3])}
 
@@ -534,14 +534,19 @@ async def _prepare_locked(env: Env, project: Project, host: HostPython, settings
     listing = asyncio.ensure_future(host_distributions(host, marker.parent.parent))
     try:
         await _restore_pyvenv_cfg(env, host, settings, uv, log)
-        await _prepare_env_locked(env, project, host, settings, uv, wanted, log, marker, listing)
+        if not await _make_or_repair(env, project, host, settings, uv, wanted, log, marker):
+            await _install_missing(env, project, host, settings, uv, wanted, log, marker.parent.parent, listing)
     finally:
         if not listing.done():
             listing.cancel()
 
 
-async def _prepare_env_locked(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
-                              wanted: str, log: Log, marker: Path, listing: "asyncio.Future[dict[str, HostDist]]") -> None:
+async def _make_or_repair(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
+                          wanted: str, log: Log, marker: Path) -> bool:
+    """The venv itself: created (or its interrupted creation finished), refused when another interpreter made it,
+    its state put back (system-site flag, interpreter links, host layer, bin/pip).  True when its contents are
+    already right for ``wanted`` (another start finished them while this one waited for the lock): nothing is
+    installed then."""
     env_path = env.path
     interrupted = marker.exists()
     check_path(env_path, interrupted=interrupted)
@@ -566,7 +571,7 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
             await _repair(env, host, settings, uv, log)
             _from_state(env, read_state(env_path))
             env.reused = True
-            return
+            return True
     else:
         if project.root is None or project.in_cache:
             private_dir(env_path.parent)
@@ -586,7 +591,15 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
         marker.unlink()
         env.actions.append("created")
     await _repair(env, host, settings, uv, log)
+    return False
 
+
+async def _install_missing(env: Env, project: Project, host: HostPython, settings: UvKernelSettings, uv: str,
+                           wanted: str, log: Log, cache_root: Path,
+                           listing: "asyncio.Future[dict[str, HostDist]]") -> None:
+    """What the env lacks, leaving the host's packages to the host: the project's dependencies, ipykernel and pip
+    where the host has none; then the state file, last, so a start killed before it is resumed by the next."""
+    env_path = env.path
     # the host's distributions in two tiers: the protected stack, and preferences (protection's doc)
     host_dists: dict[str, HostDist] = protection.mark(await listing, settings)
     install.write_host_files(env_path, host_dists, settings.allow_shadowing)
@@ -601,8 +614,7 @@ async def _prepare_env_locked(env: Env, project: Project, host: HostPython, sett
         extra.append("pip")  # %pip runs the env's python -m pip: the host has none to inherit
     try:
         if settings.project_dependencies and project.root is not None:
-            synced = await sync.sync(project, env, host_dists, host, settings, uv=uv,
-                                             cache_root=marker.parent.parent, log=log)
+            synced = await sync.sync(project, env, host_dists, host, settings, uv=uv, cache_root=cache_root, log=log)
             env.plan = synced.to_json()
             if synced.installed:
                 env.actions.append("installed " + ", ".join(synced.installed))

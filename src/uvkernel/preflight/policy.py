@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -23,6 +23,9 @@ from ..torch_builds import index_for, variant
 from ..errors import notice
 from ..shared import canonical
 from .result import Failure
+
+if TYPE_CHECKING:  # types only: the preflight imports nothing of the stages that hand it these
+    from ..settings import UvKernelSettings
 
 
 @dataclass
@@ -38,7 +41,7 @@ class Context:
     env_python: str = ""
 
     @classmethod
-    def from_settings(cls, settings: Any, *, host_python: str, project: str, env_python: str = "") -> "Context":
+    def from_settings(cls, settings: UvKernelSettings, *, host_python: str, project: str, env_python: str = "") -> "Context":
         return cls(mode=settings.require_cuda_mode, required=list(settings.required_packages),
                    min_gpus=int(settings.min_gpus), allow_shadowing=list(settings.allow_shadowing),
                    host_python=host_python, project=project,
@@ -100,7 +103,7 @@ def check_packages(facts: Mapping[str, Any], ctx: Context, verdict: Verdict) -> 
                 "env": f"remove the env's copy and keep the host's: uvkernel unshadow {ctx.project}",
                 "user": f"remove the user-site copy: {ctx.host_python} -m pip uninstall --user {name} "
                         "(or keep PYTHONNOUSERSITE=1 in the kernel's environment)",
-            }.get(origin, f"remove {info['location']} from PYTHONPATH (or from the .pth file that adds it)")
+            }.get(str(origin), f"remove {info['location']} from PYTHONPATH (or from the .pth file that adds it)")
             verdict.fail("TORCH_SHADOWED", listing + [("origin of that copy", origin),
                                                       ("host copy", info["host_copy"])],
                          package=name, found=info["location"], origin=origin, host=info["host_copy"], remedy=remedy)

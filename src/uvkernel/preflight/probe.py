@@ -178,7 +178,7 @@ def _canonical(name):
     return text
 
 
-_LISTINGS = {}
+_LISTINGS = {}  # type: dict
 
 
 def _listing(folder):
@@ -283,7 +283,7 @@ def local_shadows(folder, names):
     """Modules in the notebook's folder that the kernel (cwd first on sys.path) would import instead."""
     import importlib.machinery
 
-    found = []
+    found = []  # type: list
     if not folder or not os.path.isdir(folder):
         return found
     for name in names:
@@ -640,7 +640,7 @@ def nvml_facts():
     """The driver as NVML sees it (NVML ignores CUDA_VISIBLE_DEVICES; the mask is applied afterwards)."""
     import ctypes
 
-    out = {"loaded": False}
+    out = {"loaded": False}  # type: dict
     try:
         lib = ctypes.CDLL("libnvidia-ml.so.1")
     except OSError as exc:
@@ -728,7 +728,7 @@ def nvml_facts():
 def _mig_devices(lib, handle, text_of):
     import ctypes
 
-    found = []
+    found = []  # type: list
     most = ctypes.c_uint(0)
     if lib.nvmlDeviceGetMaxMigDeviceCount(handle, ctypes.byref(most)) != 0:
         return found
@@ -753,7 +753,7 @@ def _guard(errors, section, fn, *args):
 def cheap(config, out=None):
     started = _clock()
     stage = out.emit if out is not None else (lambda kind, data: None)
-    errors = []
+    errors = []  # type: list
     env = config.get("env") or sys.prefix
     origins = Origins(env, config.get("host_site_packages") or [])
     entries = [p for p in sys.path if p and os.path.isdir(p)]
@@ -815,7 +815,7 @@ def deep(config, out):
     import warnings
 
     started = _clock()
-    facts = {"imports": {}, "warnings": []}
+    facts = {"imports": {}, "warnings": []}  # type: dict
     modules = {}
     names = list(config.get("deep_packages") or [])
     names.sort(key=lambda n: n != "torch")  # torch first: the others usually import it
@@ -942,7 +942,7 @@ def _step(what, fn, arg):
 def torch_deep(torch, config, out):
     version = getattr(torch, "version", None)
     facts = {"version": str(getattr(torch, "__version__", "")), "file": getattr(torch, "__file__", None),
-             "cuda": getattr(version, "cuda", None), "hip": getattr(version, "hip", None)}
+             "cuda": getattr(version, "cuda", None), "hip": getattr(version, "hip", None)}  # type: dict
     try:
         facts["cudnn"] = torch.backends.cudnn.version()
     except Exception as exc:
@@ -966,7 +966,7 @@ def torch_deep(torch, config, out):
         facts["arch_list_error"] = _error_text(exc)
     devices = []
     for index in range(facts["device_count"]):
-        device = {"index": index}
+        device = {"index": index}  # type: dict
         try:
             props = cuda.get_device_properties(index)
             device.update(name=props.name, capability="{}.{}".format(props.major, props.minor),

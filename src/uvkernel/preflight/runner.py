@@ -18,7 +18,7 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from filelock import FileLock, Timeout
 
@@ -27,6 +27,10 @@ from ..errors import notice
 from . import cache, policy, verdicts
 from .probe import MARK
 from .result import Failure, PreflightResult
+
+if TYPE_CHECKING:  # types only: the preflight imports nothing of the stages that hand it these
+    from ..host import HostPython
+    from ..settings import UvKernelSettings
 
 PROBE = Path(__file__).with_name("probe.py")
 
@@ -69,8 +73,8 @@ class ProbeOutput:
         return f"it exited with status {code}"
 
 
-def _config(settings: Any, host: Any, env_path: Path, cwd: Path, *, deep: bool, init_cuda: bool,
-            companions: list[dict[str, Any]] = ()) -> dict[str, Any]:
+def _config(settings: UvKernelSettings, host: HostPython, env_path: Path, cwd: Path, *, deep: bool, init_cuda: bool,
+            companions: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     required = list(settings.required_packages)
     needs_torch = (init_cuda or bool(companions)) and "torch" not in required
     return {"env": str(env_path), "host_site_packages": list(host.site_packages), "notebook_dir": str(cwd),
@@ -79,7 +83,7 @@ def _config(settings: Any, host: Any, env_path: Path, cwd: Path, *, deep: bool, 
             "init_cuda": init_cuda, "smoke": True, "companions": list(companions)}
 
 
-def _request(settings: Any, verdict: policy.Verdict, facts: Mapping[str, Any], ctx: policy.Context,
+def _request(settings: UvKernelSettings, verdict: policy.Verdict, facts: Mapping[str, Any], ctx: policy.Context,
              env_path: Path) -> dict[str, Any]:
     """What the deep layer is asked to do: part of the cache key.
 
@@ -105,7 +109,7 @@ async def _probe(python: Path, config: Mapping[str, Any], env: Mapping[str, str]
     return ProbeOutput(done)
 
 
-def _problem(out: ProbeOutput, settings: Any, project: str, layer: str) -> Failure | None:
+def _problem(out: ProbeOutput, settings: UvKernelSettings, project: str, layer: str) -> Failure | None:
     """A failure for a probe run that did not finish, or None when it did."""
     if out.done.timed_out:
         return Failure("PROBE_TIMEOUT", {"timeout": _seconds(settings.preflight_timeout), "stage": out.stage},
@@ -144,7 +148,7 @@ def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any, host: Any, env_path: Path,
+async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: UvKernelSettings, host: HostPython, env_path: Path,
               project_root: Path | None, cache_root: Path, recheck: bool = False) -> PreflightResult:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + float(settings.preflight_timeout)
@@ -182,7 +186,7 @@ async def run(*, python: Path, env: Mapping[str, str], cwd: Path, settings: Any,
 
 
 async def _checked(result: PreflightResult, facts: dict[str, Any], ctx: policy.Context, *, recheck: bool,
-                   python: Path, env: Mapping[str, str], cwd: Path, settings: Any, host: Any, env_path: Path,
+                   python: Path, env: Mapping[str, str], cwd: Path, settings: UvKernelSettings, host: HostPython, env_path: Path,
                    project: str, cache_root: Path, deadline: float) -> PreflightResult:
     """The policy on the cheap facts, then the deep layer (from the cache or a run)."""
     loop = asyncio.get_running_loop()
@@ -242,7 +246,7 @@ async def _acquire(lock: FileLock, timeout: float) -> None:
 
 async def _finish(result: PreflightResult, entry: dict[str, Any] | None, facts: dict[str, Any],
                   verdict: policy.Verdict, request: dict[str, Any], cache_key: str, ctx: policy.Context, *,
-                  python: Path, env: Mapping[str, str], cwd: Path, settings: Any, host: Any, env_path: Path,
+                  python: Path, env: Mapping[str, str], cwd: Path, settings: UvKernelSettings, host: HostPython, env_path: Path,
                   project: str, cache_root: Path, remaining: float, caching: bool) -> PreflightResult:
     """Deep facts from the cache entry or a deep probe run, then the policy on everything, then the store."""
     if entry is not None:

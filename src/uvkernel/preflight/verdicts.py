@@ -125,8 +125,7 @@ def paths_to_check(facts: Mapping[str, Any], env_path: Path, environ: Mapping[st
         paths += [library, os.path.realpath(library)]
     paths.append(LOADER_CACHE)
     paths += [d for d in environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d]
-    seen: set[str] = set()
-    return [p for p in paths if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
+    return list(dict.fromkeys(paths))  # each once, in order
 
 
 def _devices(folder: str) -> dict[str, Any]:
