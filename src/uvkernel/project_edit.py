@@ -266,7 +266,7 @@ def recover(root: Path, cache_root: Path, wait: float = 0.0) -> list[str]:
     before: dict[str, Any] = found_before if isinstance(found_before, dict) else {}
     given: dict[str, Any] = found_written if isinstance(found_written, dict) else {}
     written: dict[str, list[str | None]] = {name: [d for d in given.get(name) or [] if isinstance(d, str)]
-                                     for name in PROJECT_FILES}
+                                           for name in PROJECT_FILES}
     runs = [r for r in data.get("runs") or [] if isinstance(r, str) and re.fullmatch(r"uv-\d+\.json", r)]
     deadline = time.monotonic() + wait
     for run in runs:  # what uv wrote after this command's last look: its watcher's record says

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 LIMIT = 32 * 1024 * 1024  # larger than any real pyproject.toml or uv.lock
 
@@ -82,7 +83,7 @@ def digest(path: str) -> str | None:
         os.close(fd)
 
 
-def write_durably(path: str, data: dict) -> None:
+def write_durably(path: str, data: dict[str, Any]) -> None:
     """Whole or not at all, and on disk before it counts (a power loss leaves the old record or the new one)."""
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(prefix=".record.", suffix=".uvkernel-tmp", dir=folder)
@@ -112,7 +113,7 @@ def main(argv: list[str]) -> int:
     cut = argv.index("--")
     record, timeout, files, command = argv[0], float(argv[1]), argv[2:cut], argv[cut + 1:]
     me = [os.getpid(), process_start(os.getpid())]
-    state = {"state": "running", "watcher": me, "uv": None, "boot": boot_id()}
+    state: dict[str, Any] = {"state": "running", "watcher": me, "uv": None, "boot": boot_id()}
     write_durably(record, state)
     # The terminal's or a closed session's signals are not the watcher's to act on (it has its own session);
     # a SIGTERM sent to it is passed to uv, and the watcher still records what uv left.
