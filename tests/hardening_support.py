@@ -123,3 +123,72 @@ def add_journal(project: Path) -> Path:
     from uvkernel.project_edit import edits_folder
 
     return edits_folder(project, Path(os.environ["XDG_CACHE_HOME"]) / "uvkernel") / "journal.json"
+
+
+SLOW_BUILD = "uvkernel-slow-build"
+
+
+def slow_sdist(links: Path, gate: Path, version: str = "1.0") -> Path:
+    """A source distribution of ``uvkernel-slow-build`` in the find-links folder ``links`` whose metadata uv must
+    build (its dependencies are dynamic), with an in-tree build backend (nothing to download) that writes
+    ``gate/building`` (its pid) and then waits for ``gate/go``: uv is held mid-run, after `uv add` wrote
+    pyproject.toml and before uv.lock, for as long as the test wants."""
+    import io
+    import tarfile
+    import textwrap
+    import time
+
+    norm = SLOW_BUILD.replace("-", "_")
+    base = f"{norm}-{version}"
+    meta = f"Metadata-Version: 2.1\\nName: {SLOW_BUILD}\\nVersion: {version}\\n"
+    backend = textwrap.dedent(f'''\
+        import os, pathlib, time, zipfile
+
+        GATE = pathlib.Path({str(gate)!r})
+        DIST = "{base}.dist-info"
+
+        def _held():
+            GATE.mkdir(parents=True, exist_ok=True)
+            (GATE / "building").write_text(str(os.getpid()))
+            deadline = time.monotonic() + 600
+            while not (GATE / "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+        def get_requires_for_build_wheel(config_settings=None):
+            return []
+
+        def prepare_metadata_for_build_wheel(directory, config_settings=None):
+            _held()
+            (pathlib.Path(directory) / DIST).mkdir()
+            (pathlib.Path(directory) / DIST / "METADATA").write_text("{meta}")
+            return DIST
+
+        def build_wheel(directory, config_settings=None, metadata_directory=None):
+            _held()
+            name = "{base}-py3-none-any.whl"
+            with zipfile.ZipFile(pathlib.Path(directory) / name, "w") as zf:
+                zf.writestr(DIST + "/METADATA", "{meta}")
+                zf.writestr(DIST + "/WHEEL", "Wheel-Version: 1.0\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n")
+                zf.writestr(DIST + "/RECORD", "")
+            return name
+        ''')
+    pyproject = textwrap.dedent(f'''\
+        [build-system]
+        requires = []
+        build-backend = "slow_backend"
+        backend-path = ["."]
+
+        [project]
+        name = "{SLOW_BUILD}"
+        version = "{version}"
+        dynamic = ["dependencies"]
+        ''')
+    links.mkdir(parents=True, exist_ok=True)
+    out = links / f"{base}.tar.gz"
+    with tarfile.open(out, "w:gz") as tf:
+        for rel, text in (("pyproject.toml", pyproject), ("slow_backend.py", backend)):
+            data = text.encode()
+            info = tarfile.TarInfo(f"{base}/{rel}")
+            info.size, info.mtime = len(data), int(time.time())
+            tf.addfile(info, io.BytesIO(data))
+    return out

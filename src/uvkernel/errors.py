@@ -495,6 +495,11 @@ MESSAGES: dict[str, Message] = {
         "compare it with the copy from before the command, `diff {backup} {path}`, and keep what you want "
         "(`cp {backup} {path}` puts the old one back)",
     ),
+    "EDIT_STILL_RUNNING": Message(
+        "uv (pid {pid}), started by an interrupted `uvkernel {verb}` in {root}, was still writing pyproject.toml "
+        "and uv.lock after {timeout} seconds; uvkernel puts back what it wrote once it ends",
+        "wait for it to end, or stop it (`kill {pid}`), then run the command again",
+    ),
     "EDIT_RECOVERED": Message(
         "an earlier `uvkernel {verb}` in {root} was interrupted; {outcome}",
         "check the project's files (`git diff` in {root}); the copies from before that command are in {backup}",

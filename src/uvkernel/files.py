@@ -35,11 +35,13 @@ CACHE_FOLDERS = ("envs", "running", "logs", "resolutions", "locks", "edits", "ed
 
 
 def write_atomic(path: Path, text: str | bytes, *, private: bool = False, make_parent: bool = False,
-                 mode: int | None = None) -> None:
+                 mode: int | None = None, durable: bool = False) -> None:
     """Write ``text`` to a new temporary file beside ``path``, then rename it over ``path``.
 
     ``private``: readable by its owner only (the per-user cache); ``mode``: the new file's mode (an executable
-    script); ``make_parent``: create the folder first, as a private folder (:func:`private_dir`).  Raises
+    script); ``make_parent``: create the folder first, as a private folder (:func:`private_dir`); ``durable``: on
+    disk before this returns, the file and its new name both (a power loss leaves the old file or the new one, as
+    a journal needs), at the cost of two fsyncs.  Raises
     OSError, ELOOP when ``path`` is a symbolic link (callers decide whether a failed write matters)."""
     if make_parent:
         private_dir(path.parent)
@@ -53,8 +55,17 @@ def write_atomic(path: Path, text: str | bytes, *, private: bool = False, make_p
                 os.fchmod(fh.fileno(), mode)
             elif not private:
                 os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; other files keep the usual mode
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         _refuse_link(path)  # a link planted while the file was written
         os.replace(tmp, path)
+        if durable:
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -144,7 +144,8 @@ def required_uv(project: Project) -> tuple[str, str] | None:
 async def check_required_uv(project: Project, uv: str) -> None:
     """Refuse a project whose required-version excludes uvkernel's uv with a message about uv: uv's own refusal
     comes out of the dependency step and read as a problem with the project's dependencies."""
-    required = required_uv(project)
+    # off the loop: a uv.toml of a few megabytes (a long no-build-package list) takes seconds to parse
+    required = await off_loop("reading uv.toml", required_uv, project)
     if required is None:
         return
     try:

@@ -12,7 +12,8 @@ stays an ordinary uv project, portable to machines without a host stack.  What u
   start's DEPENDENCY_CONFLICT text.
 * **Nothing half-done.**  pyproject.toml and uv.lock are copied (into uvkernel's cache) before uv runs; when uv
   fails, or the env cannot be prepared afterwards, or Ctrl-C arrives, both are put back byte for byte (uv.lock
-  removed if there was none).
+  removed if there was none).  uv runs under a small watcher (``uv_watch.py``, its own session) that outlives a
+  killed uvkernel and records what uv left, so the next command can put back what uv wrote after uvkernel died.
 * The env is then prepared exactly as a kernel start would (:func:`pipeline.prepare`), never by ``uv sync``.
 """
 
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ from .files import read_input, write_atomic
 from .settings import UvKernelSettings
 from .shared import canonical
 from .terminal import summary as env_summary
+from .uv_watch import boot_id
 from .uvbin import find_uv, run_uv
 
 PROJECT_FILES = ("pyproject.toml", "uv.lock")
@@ -69,6 +72,7 @@ class Outcome:
 
 
 JOURNAL = "journal.json"
+WATCHER = Path(__file__).with_name("uv_watch.py")
 
 
 def _digest(data: bytes | None) -> str | None:
@@ -100,7 +104,10 @@ class Backup:
     The journal holds the digests of the files before the command and of every version uv left; a file is put
     back only while it still holds bytes uv wrote, so a save from the user's editor during the command is never
     overwritten.  A command killed half-way (SIGKILL, power loss) leaves the journal: the next uvkernel command
-    for the project rolls it back (:func:`recover`)."""
+    for the project rolls it back (:func:`recover`).  Each uv run gets a record file named in the journal before
+    uv starts, where uv's watcher writes what uv left even when this process is gone.  The copies, the journal and
+    the records reach the disk before they count (``durable``): after a power loss the journal names copies that
+    exist."""
 
     def __init__(self, root: Path, cache_root: Path, verb: str = "add") -> None:
         self.root = root
@@ -110,6 +117,7 @@ class Backup:
         self.written: dict[str, list[str | None]] = {name: [] for name in PROJECT_FILES}  # None: uv removed it
         self.notes: list[str] = []  # files left as the user changed them (EDIT_NOT_RESTORED)
         self.phase = "uv"  # "uv" while uv may write, "prepare" once every uv call returned
+        self.runs: list[str] = []  # the watchers' record files, one per uv run
         private_dir(self.folder)
         for name in PROJECT_FILES:
             data = _current(root / name)
@@ -117,18 +125,27 @@ class Backup:
             copy = self.folder / name
             if data is None:
                 copy.unlink(missing_ok=True)
-                write_atomic(self.folder / f"{name}.absent", "", private=True)
+                write_atomic(self.folder / f"{name}.absent", "", private=True, durable=True)
             else:
-                write_atomic(copy, data, private=True)
+                write_atomic(copy, data, private=True, durable=True)
                 (self.folder / f"{name}.absent").unlink(missing_ok=True)
-        write_atomic(self.folder / "project", str(root) + "\n", private=True)
+        write_atomic(self.folder / "project", str(root) + "\n", private=True, durable=True)
         self._journal()
 
     def _journal(self) -> None:
         write_atomic(self.folder / JOURNAL, json.dumps({
             "root": str(self.root), "verb": self.verb, "pid": os.getpid(), "start": process_start(os.getpid()),
-            "before": {n: _digest(d) for n, d in self.saved.items()}, "uv_wrote": self.written, "phase": self.phase}),
-                     private=True)
+            "boot": boot_id(),
+            "before": {n: _digest(d) for n, d in self.saved.items()}, "uv_wrote": self.written, "phase": self.phase,
+            "runs": self.runs}), private=True, durable=True)
+
+    def uv_starting(self) -> Path:
+        """The record file the next uv run's watcher writes, named in the journal before uv can write anything."""
+        record = self.folder / f"uv-{len(self.runs) + 1}.json"
+        record.unlink(missing_ok=True)  # one a killed command left: not this run's
+        self.runs.append(record.name)
+        self._journal()
+        return record
 
     def uv_wrote(self, last: bool = False) -> None:
         """What the files hold now is uv's (called right after each uv call, whatever its outcome); ``last``: uv
@@ -148,7 +165,57 @@ class Backup:
         return not self.notes
 
     def finish(self) -> None:
-        (self.folder / JOURNAL).unlink(missing_ok=True)
+        _forget(self.folder, self.runs)
+
+
+def _forget(folder: Path, runs: list[str]) -> None:
+    (folder / JOURNAL).unlink(missing_ok=True)  # first: a journal never names records that are gone
+    for name in runs:
+        (folder / name).unlink(missing_ok=True)
+
+
+def _alive(who: Any) -> bool:
+    """``who`` ([pid, start time], as a record holds it) still runs: the same pid with the same start time, so a
+    reused pid is not taken for the process, and not a zombie (one that ended, its parent not yet told)."""
+    if not (isinstance(who, list) and len(who) == 2 and isinstance(who[0], int) and who[1]):
+        return False
+    if process_start(who[0]) != who[1]:
+        return False
+    try:
+        with open(f"/proc/{who[0]}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return os.path.isdir("/proc/self") is False  # no procfs: the pid and its start time are all there is
+
+
+def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: float) -> dict[str, str | None]:
+    """What one uv run of an interrupted command left in the project files (name -> digest), from its watcher's
+    record; {} when nothing is known (uv never started, or uv and its watcher were killed together, or the power
+    went: a file that changed is then left to the user, never guessed).  Waits, until ``deadline``, for a watcher
+    or a uv that still runs; past it, EDIT_STILL_RUNNING."""
+    files = {str(root / name): name for name in PROJECT_FILES}
+    waited_for_uv = False
+    while True:
+        try:
+            data = json.loads(read_input(record))
+        except (OSError, ValueError, UvkernelError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        if data.get("state") == "done" and isinstance(data.get("digests"), dict):
+            return {files[p]: d for p, d in data["digests"].items() if p in files and (d is None or isinstance(d, str))}
+        uv = data.get("uv")
+        if data.get("boot") != boot_id():  # written before a reboot (a power loss): nothing of it runs now
+            return {}
+        if not _alive(data.get("watcher")) and not _alive(uv):
+            if waited_for_uv:  # uv ended just now, its watcher gone before it: what uv left is what is there now
+                return {name: _digest(_current(root / name)) for name in PROJECT_FILES}
+            return {}
+        waited_for_uv = waited_for_uv or _alive(uv)
+        if time.monotonic() > deadline:
+            who = uv[0] if isinstance(uv, list) and _alive(uv) else data["watcher"][0]
+            raise ProjectError("EDIT_STILL_RUNNING", pid=who, verb=verb, root=str(root), timeout=int(timeout))
+        time.sleep(0.05)
 
 
 def _roll_back(root: Path, folder: Path, verb: str, before: dict[str, Any], written: dict[str, list[str | None]]) -> list[str]:
@@ -178,10 +245,11 @@ def _roll_back(root: Path, folder: Path, verb: str, before: dict[str, Any], writ
     return notes
 
 
-def recover(root: Path, cache_root: Path) -> list[str]:
+def recover(root: Path, cache_root: Path, wait: float = 0.0) -> list[str]:
     """Finish what an interrupted ``uvkernel add``/``remove`` of ``root`` left: roll back the files that still
     hold what uv wrote, leave (and name) the ones changed since.  Returns the notices ([] when nothing was left).
-    A journal whose command still runs is left alone."""
+    A journal whose command still runs is left alone; a uv it started that still runs (with its watcher) is
+    waited for, ``wait`` seconds at most (then EDIT_STILL_RUNNING, the journal kept)."""
     folder = edits_folder(root, cache_root)
     try:
         data = json.loads(read_input(folder / JOURNAL))
@@ -190,14 +258,23 @@ def recover(root: Path, cache_root: Path) -> list[str]:
     if not isinstance(data, dict) or data.get("root") != str(root):
         return []
     pid = data.get("pid")
-    if isinstance(pid, int) and pid != os.getpid() and data.get("start") and process_start(pid) == data.get("start"):
+    if (isinstance(pid, int) and pid != os.getpid() and data.get("start") and data.get("boot") == boot_id()
+            and process_start(pid) == data.get("start")):
         return []  # that command is still running
     verb = str(data.get("verb") or "add")
     found_before, found_written = data.get("before"), data.get("uv_wrote")
     before: dict[str, Any] = found_before if isinstance(found_before, dict) else {}
-    written: dict[str, list[str | None]] = found_written if isinstance(found_written, dict) else {}
+    given: dict[str, Any] = found_written if isinstance(found_written, dict) else {}
+    written: dict[str, list[str | None]] = {name: [d for d in given.get(name) or [] if isinstance(d, str)]
+                                           for name in PROJECT_FILES}
+    runs = [r for r in data.get("runs") or [] if isinstance(r, str) and re.fullmatch(r"uv-\d+\.json", r)]
+    deadline = time.monotonic() + wait
+    for run in runs:  # what uv wrote after this command's last look: its watcher's record says
+        for name, digest in _uv_left(folder / run, root, verb, deadline, wait).items():
+            if digest is not None and digest != before.get(name) and digest not in written[name]:
+                written[name].append(digest)
     notes = _roll_back(root, folder, verb, before, written)
-    (folder / JOURNAL).unlink(missing_ok=True)
+    _forget(folder, runs)
     outcome = notice("EDIT_PARTLY_ROLLED_BACK") if notes else notice("EDIT_ROLLED_BACK")
     return [note("EDIT_RECOVERED", verb=verb, root=str(root), outcome=outcome, backup=str(folder)), *notes]
 
@@ -213,7 +290,7 @@ def recover_for_folder(settings: UvKernelSettings, folder: str) -> list[str]:
     lock = FileLock(str(edits_folder(root, cache_root) / "journal.lock"), thread_local=False)
     try:
         with lock.acquire(timeout=0):
-            return recover(root, cache_root)
+            return recover(root, cache_root, wait=settings.lock_timeout)
     except Timeout:
         return []  # an add or remove of this project runs now
 
@@ -293,11 +370,15 @@ async def bounds(change: Change, *, settings: UvKernelSettings, host: Any, proje
 
 
 async def _uv_change(uv: str, change: Change, specs: list[str], project: Any, env_python: Path,
-                     settings: UvKernelSettings) -> None:
+                     settings: UvKernelSettings, record: Path) -> None:
     argv = [uv, change.verb, "--no-sync", "--python", str(env_python), *change.flags(), *specs]
+    # uv writes the files under its watcher, which records what uv left in ``record`` even if uvkernel is killed
+    # meanwhile (-I: the watcher sees neither the user's site-packages nor PYTHONPATH)
+    watcher = [sys.executable, "-I", str(WATCHER), str(record), str(settings.uv_timeout),
+               *(str(project.root / name) for name in PROJECT_FILES), "--"]
     # UV_PROJECT_ENVIRONMENT: uv looks at the env uvkernel prepared (by absolute path) and never makes another
     done = await run_uv(argv, step=f"recorded the change (uv {change.verb} --no-sync)", timeout=settings.uv_timeout,
-                        cwd=project.root, check=False,
+                        cwd=project.root, check=False, via=watcher,
                         extra_env={"UV_PROJECT_ENVIRONMENT": str(project.env_path)})
     if done.returncode != 0:
         raise UvError("CHANGE_FAILED", verb=" ".join([change.verb, *change.flags(), *specs]),
@@ -333,15 +414,17 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
     private_dir(edits_folder(project.root, cache_root))
     journal_lock = FileLock(str(edits_folder(project.root, cache_root) / "journal.lock"), thread_local=False)
     with edit_lock.acquire(timeout=settings.lock_timeout), journal_lock.acquire(timeout=settings.lock_timeout):
-        for text in recover(project.root, cache_root):  # an earlier add/remove that was killed half-way
+        # an earlier add/remove that was killed half-way
+        for text in recover(project.root, cache_root, wait=settings.lock_timeout):
             log(text)
         backup = Backup(project.root, cache_root, change.verb)
         try:
             batches = ([pins] if pins else []) + [specs]  # the pins first: uv.lock gets these versions
             for i, batch in enumerate(batches, 1):
                 log("uv " + change.verb + " " + " ".join(batch))
+                record = backup.uv_starting()
                 try:
-                    await _uv_change(uv, change, batch, project, env_python, settings)
+                    await _uv_change(uv, change, batch, project, env_python, settings, record)
                 finally:
                     backup.uv_wrote(last=i == len(batches))
             if guarded:  # the user's own change to a project they trusted: still trusted as uv wrote it

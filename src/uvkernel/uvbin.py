@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from . import process, progress
 from .errors import EnvError, UvError
@@ -69,19 +69,20 @@ def no_space(text: str) -> bool:
 
 async def run_uv(args: list[str], *, step: str, timeout: float, cwd: "os.PathLike[str] | str | None" = None,
                  fix: str = GENERIC_FIX, check: bool = True, disk: str = "the env",
-                 extra_env: Mapping[str, str] | None = None):
+                 extra_env: Mapping[str, str] | None = None, via: Sequence[str] = ()):
     """Run uv (async, own process group) and turn its failures into uvkernel errors, in one place.
 
     ``step`` completes "uv failed while it ..."; ``check=False`` returns a failed run to the caller (which
     explains it better), but a time-out, an unrunnable binary and a full disk are always errors.
-    ``extra_env``: variables set for this uv run only (e.g. UV_PROJECT_ENVIRONMENT for `uv add`).
+    ``extra_env``: variables set for this uv run only (e.g. UV_PROJECT_ENVIRONMENT for `uv add`); ``via``: a
+    command uv runs under (the watcher of `uv add`), which takes uv's arguments after its own.
     """
     # the preparation's progress hears the command, then each line uv writes as it writes it ("Resolved N
     # packages", "Building X"), so a long build shows what it is doing while it runs
     on_line = progress.uv_started([str(a) for a in args], step)
     try:
-        done = await process.run(args, env={**uv_environment(), **(extra_env or {})}, timeout=timeout, cwd=cwd,
-                                 on_line=on_line)
+        done = await process.run([*via, *args], env={**uv_environment(), **(extra_env or {})}, timeout=timeout,
+                                 cwd=cwd, on_line=on_line)
     except OSError as exc:  # uv_path names something that cannot be executed
         raise UvError("UV_FAILED", step=step, returncode=exc.errno or -1, detail=f"{args[0]}: {exc.strerror or exc}",
                       fix="point uv_path at a working uv binary, or remove the setting") from None

@@ -171,7 +171,8 @@ def test_a_cache_env_that_is_a_link_is_refused(tmp_path, host_python):
 # --- 2. project files that block or never end, through a real jupyter_server ---------------------------------
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("special", ["fifo-uv.toml", "zero-uv.lock", "fifo-pyproject", "escaping-members"])
+@pytest.mark.parametrize("special", ["fifo-uv.toml", "zero-uv.lock", "fifo-pyproject", "escaping-members",
+                                     "huge-uv.toml"])
 def test_special_project_files_never_block_the_server(tmp_path, host_python, special):
     from e2e.support import install_kernel_spec, server_environment, start_server
 
@@ -188,6 +189,11 @@ def test_special_project_files_never_block_the_server(tmp_path, host_python, spe
         (project / "pyproject.toml").unlink()
         os.mkfifo(project / "pyproject.toml")
         (project / "uv.lock").write_text("version = 1\n")
+    elif special == "huge-uv.toml":
+        # valid for uv, and 4.4 MB of TOML: Python's parser takes seconds over it
+        names = ",".join(f'"p{i:07d}"' for i in range(400_000))
+        (project / "uv.toml").write_text(f'required-version = ">=0.1"\nno-build-package = [{names}]\n')
+        expected = ""
     else:
         # a parent folder's workspace whose members glob walks the whole disk
         (root / "pyproject.toml").write_text('[tool.uv.workspace]\nmembers = ["../../../../../../../../**"]\n')
@@ -219,6 +225,28 @@ def test_special_project_files_never_block_the_server(tmp_path, host_python, spe
             server.delete(f"/api/kernels/{r.json()['id']}")
         assert slowest[0] < 1.0, f"/api/status took {slowest[0]:.2f} s during the start"
         assert took < 60, f"the start took {took:.0f} s"
+    finally:
+        server.stop()
+
+
+@pytest.mark.e2e
+def test_the_provisioner_is_loaded_before_the_server_serves(tmp_path, host_python):
+    """jupyter_client imports a kernel provisioner on the server's event loop at the first start that names it:
+    uvkernel's modules took 0.2-0.4 s to import there (past 1 s on a loaded machine), and /api/status waited for
+    them.  The server extension loads them while the server starts, before it serves its first request."""
+    from e2e.support import server_environment, start_server
+
+    env = server_environment(tmp_path / "home", host_python)
+    root = tmp_path / "root"
+    root.mkdir()
+    log = tmp_path / "server.log"
+    server = start_server(root, env, log_path=log, extra_args=["--ServerApp.log_level=DEBUG"])
+    try:
+        assert server.get("/api/status").status_code == 200
+        text = log.read_text(errors="replace")
+        loaded, serving = text.find("uvkernel: kernel provisioner loaded in"), text.find("is running at")
+        assert loaded != -1, f"the server extension did not load the provisioner:\n{text[-3000:]}"
+        assert serving == -1 or loaded < serving, "the provisioner was loaded after the server started serving"
     finally:
         server.stop()
 

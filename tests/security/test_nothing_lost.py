@@ -1,25 +1,27 @@
-"""``uvkernel gc`` removes only what it can prove is gone, and never reaches through a
-link.  Real tmpfs mounts (root), real cache envs made by real uv, real locks."""
+"""Nothing the user has is lost: ``uvkernel gc`` removes only what it can prove is gone, and never reaches through
+a link (real tmpfs mounts (root), real cache envs made by real uv, real locks); an ``uvkernel add`` killed while
+uv itself still writes pyproject.toml and uv.lock is rolled back by the next command, and a file the user changed
+since is kept (real uv held mid-run by a source distribution whose build waits)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from hardening_support import assert_clear_error, tmpfs
-from helpers import uvkernel_cli
+from hardening_support import SLOW_BUILD, add_journal, assert_clear_error, slow_sdist, tmpfs
+from helpers import make_project, uvkernel_cli
 from test_cache_envs import cache_root, start
 
 from uvkernel import cache_envs
 from uvkernel.env import lock_for
-
-
 
 
 def decisions(*args: str) -> dict[str, dict]:
@@ -163,3 +165,166 @@ def test_legacy_records_without_a_device_keep_the_parent_rule(tmp_path, host_pyt
     assert cache_envs.folder_state(str(notes)) == "gone"
     subprocess.run(["rm", "-rf", str(tmp_path / "a")], check=True)
     assert state_of(env) == "unreachable"
+
+
+# --- `uvkernel add` killed while uv itself runs ------------------------------------------------------------------
+
+FILES = ("pyproject.toml", "uv.lock")
+
+
+def project_files(project: Path) -> dict[str, bytes | None]:
+    return {name: (project / name).read_bytes() if (project / name).exists() else None for name in FILES}
+
+
+def wait_until(what: str, condition, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} never happened in {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+def record(project: Path) -> dict:
+    """The record uv's watcher keeps for the first uv run of the add (``{}`` before it wrote one)."""
+    try:
+        return json.loads((add_journal(project).parent / "uv-1.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def add_held_in_uv(tmp_path: Path, host_python: str, new_session: bool = False):
+    """A synced project and a running `uvkernel add` of the slow-build package, held while uv builds its
+    metadata: uv has written pyproject.toml (the new requirement) and not yet uv.lock."""
+    project = make_project(tmp_path / "proj")
+    synced = uvkernel_cli("sync", "--project", str(project), "--host-python", host_python, check=False)
+    assert synced.returncode == 0, synced.stderr
+    before = project_files(project)
+    gate = tmp_path / "gate"
+    slow_sdist(tmp_path / "links", gate)
+    # offline: the package comes from the local find-links folder only, whatever the network does
+    env = {**os.environ, "UV_FIND_LINKS": str(tmp_path / "links"), "UV_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "uvkernel", "add", "--host-python", host_python,
+                             f"{SLOW_BUILD}==1.0"], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=new_session)
+
+    def held() -> bool:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        return (gate / "building").exists()
+
+    wait_until("uv building the slow package", held)
+    assert SLOW_BUILD.encode() in (project / "pyproject.toml").read_bytes(), "uv had not written pyproject.toml"
+    assert record(project).get("state") == "running", record(project)
+    return project, before, gate, proc
+
+
+def ended(pid: int) -> bool:
+    """Gone, or a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def next_command(project: Path, host_python: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "uvkernel", "check", str(project), "--host-python", host_python],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("target", ["process", "group"])
+def test_add_killed_while_uv_writes_is_rolled_back_by_the_next_command(tmp_path, host_python, target):
+    """SIGKILL to `uvkernel add` (alone, or with its whole process group, as a closed terminal's session) while
+    uv runs: uv goes on and writes uv.lock after uvkernel is gone.  The next command, started while uv is still
+    held, waits for it and puts pyproject.toml and uv.lock back byte for byte."""
+    project, before, gate, proc = add_held_in_uv(tmp_path, host_python, new_session=target == "group")
+    if target == "group":
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.kill()
+    proc.wait(30)
+    assert add_journal(project).exists()
+    assert record(project).get("state") == "running", "uv's watcher died with uvkernel"
+    check = next_command(project, host_python)
+    time.sleep(2)
+    assert check.poll() is None, f"the next command did not wait for uv: {check.communicate()}"
+    (gate / "go").touch()
+    _out, err = check.communicate(timeout=600)
+    assert "[EDIT_RECOVERED]" in err and "[EDIT_NOT_RESTORED]" not in err, err
+    assert project_files(project) == before, "what uv wrote after uvkernel was killed stayed"
+    assert not add_journal(project).exists()
+    assert not list(add_journal(project).parent.glob("uv-*.json")), "the watcher's record was left behind"
+
+
+def test_a_file_the_user_changed_after_the_kill_is_kept_and_the_copy_named(tmp_path, host_python):
+    """As above, but uv ends before the next command and the user then saves pyproject.toml: their save stays,
+    the copy from before the add is named; uv.lock, which still holds uv's bytes, is put back."""
+    project, before, gate, proc = add_held_in_uv(tmp_path, host_python)
+    proc.kill()
+    proc.wait(30)
+    (gate / "go").touch()
+    wait_until("uv's watcher recording what uv left", lambda: record(project).get("state") == "done")
+    assert (project / "uv.lock").exists() and SLOW_BUILD.encode() in (project / "uv.lock").read_bytes()
+    users = (project / "pyproject.toml").read_bytes() + b"# the user's own line\n"
+    (project / "pyproject.toml").write_bytes(users)
+    check = next_command(project, host_python)
+    _out, err = check.communicate(timeout=600)
+    assert "[EDIT_RECOVERED]" in err and "[EDIT_NOT_RESTORED]" in err, err
+    assert (project / "pyproject.toml").read_bytes() == users, "the user's save was overwritten"
+    assert project_files(project)["uv.lock"] == before["uv.lock"], "uv's uv.lock stayed"
+    kept = err.split("diff ", 1)[1].split(" ", 1)[0]
+    assert Path(kept).read_bytes() == before["pyproject.toml"]
+
+
+def test_sigterm_while_uv_writes_puts_the_files_back_at_once(tmp_path, host_python):
+    """SIGTERM takes Ctrl-C's way: uvkernel stops uv and its watcher (their own group) and puts the files back
+    itself, before it exits; nothing is left for the next command."""
+    project, before, gate, proc = add_held_in_uv(tmp_path, host_python)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode != 0, output
+    assert project_files(project) == before, output
+    assert not add_journal(project).exists()
+    (gate / "go").touch()  # a uv that survived would now write uv.lock
+    time.sleep(3)
+    assert project_files(project) == before, "uv went on writing after uvkernel stopped it"
+
+
+def test_uv_killed_with_its_watcher_leaves_the_file_and_names_the_copy(tmp_path, host_python):
+    """uv and its watcher killed together (their group), so nothing records what uv wrote: the next command
+    cannot tell uv's bytes from the user's, so it leaves pyproject.toml as it is and names the copy from
+    before; a file uv never touched stays as it was."""
+    project, before, gate, proc = add_held_in_uv(tmp_path, host_python)
+    proc.kill()
+    proc.wait(30)
+    watcher, uv = record(project)["watcher"][0], record(project)["uv"][0]
+    os.killpg(watcher, signal.SIGKILL)
+    wait_until("the end of uv and its watcher", lambda: all(ended(pid) for pid in (watcher, uv)))
+    uv_wrote = (project / "pyproject.toml").read_bytes()
+    _out, err = next_command(project, host_python).communicate(timeout=600)
+    (gate / "go").touch()
+    assert "[EDIT_RECOVERED]" in err and "[EDIT_NOT_RESTORED]" in err, err
+    assert (project / "pyproject.toml").read_bytes() == uv_wrote
+    assert project_files(project)["uv.lock"] == before["uv.lock"]
+    kept = err.split("diff ", 1)[1].split(" ", 1)[0]
+    assert Path(kept).read_bytes() == before["pyproject.toml"]
+
+
+def test_the_next_command_waits_for_uv_only_as_long_as_lock_timeout(tmp_path, host_python):
+    """uv still runs past the next command's lock_timeout: that command stops with EDIT_STILL_RUNNING, naming
+    uv's pid, and changes nothing; the one after uv ended rolls the add back."""
+    project, before, gate, proc = add_held_in_uv(tmp_path, host_python)
+    proc.kill()
+    proc.wait(30)
+    uv = record(project)["uv"][0]
+    env = {**os.environ, "UVKERNEL_SETTINGS": json.dumps({"lock_timeout": 2})}
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "uvkernel", "check", str(project), "--host-python", host_python],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1, done
+    assert_clear_error(done.stdout + done.stderr, "EDIT_STILL_RUNNING", f"uv (pid {uv})", str(project), f"kill {uv}")
+    assert time.monotonic() - t0 < 60
+    assert add_journal(project).exists(), "the journal of the add was dropped while uv still ran"
+    assert SLOW_BUILD.encode() in (project / "pyproject.toml").read_bytes()
+    (gate / "go").touch()
+    _out, err = next_command(project, host_python).communicate(timeout=600)
+    assert "[EDIT_RECOVERED]" in err and "[EDIT_NOT_RESTORED]" not in err, err
+    assert project_files(project) == before

@@ -40,7 +40,7 @@ from typing import AbstractSet, Any, Protocol, Sequence
 from packaging.version import InvalidVersion, Version
 
 from ..errors import DependencyError, ProjectError, UvError, note, notice
-from ..files import read_input, write_atomic
+from ..files import off_loop, read_input, write_atomic
 from ..host import HostPython
 from ..project import Project, member_folders
 from ..settings import UvKernelSettings
@@ -744,9 +744,10 @@ async def sync(project: Project, env: EnvPlace, host: dict[str, HostDist], host_
     result: SyncResult | None = None
     stale = False
     host_sig = protection.signature(host_python.site_packages)
-    key = resolution_key(project, host_sig, settings)
+    # off the loop: both read the project's files whole (uv.lock and uv.toml may be megabytes)
+    key = await off_loop("reading the project's files", resolution_key, project, host_sig, settings)
     if project.has_lock and project.lock_path is not None:  # has_lock: a lock_path that is a file
-        locked = read_lock(project.lock_path)
+        locked = await off_loop("reading uv.lock", read_lock, project.lock_path)
         cached = kept(cache_root, "fit", key)  # versions that replace locked ones, from an earlier start
         fitted, dropped = read_fit(cached)
         refitted = {canonical(requirements.line_name(line)) for line in fitted} | dropped
