@@ -452,8 +452,11 @@ def _recover_edits(settings: Any, folder: str) -> None:
     """An earlier ``uvkernel add``/``remove`` of this project that was killed half-way is rolled back first."""
     from . import project_edit
 
-    for text in project_edit.recover_for_folder(settings, folder):
-        print("uvkernel: " + text, file=sys.stderr)
+    def tell(text: str) -> None:
+        print("uvkernel: " + text, file=sys.stderr, flush=True)
+
+    for text in project_edit.recover_for_folder(settings, folder, log=tell):
+        tell(text)
 
 
 def cmd_change(args: argparse.Namespace) -> int:

@@ -548,6 +548,8 @@ NOTICES: dict[str, str] = {
     # --- uvkernel add / remove -----------------------------------------------------------------------------
     "EDIT_FILES_RESTORED": "pyproject.toml and uv.lock are back as they were before this command (byte for byte)",
     "EDIT_NOTHING_RECORDED": "nothing was recorded: pyproject.toml and uv.lock are unchanged",
+    "EDIT_WAITING_FOR_UV": "an earlier `uvkernel {verb}` in {root} was interrupted while uv (pid {pid}) still ran: "
+                           "waiting for it to end (at most {timeout} s) before putting the files back",
     "EDIT_ROLLED_BACK": "its changes were rolled back (pyproject.toml and uv.lock are as before it)",
     "EDIT_PARTLY_ROLLED_BACK": "what uv wrote was rolled back where the file still held it",
     # --- the listing commands (uvkernel list / envs) ---------------------------------------------------------

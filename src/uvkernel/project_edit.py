@@ -40,7 +40,7 @@ from .env import declarations, host_distributions, lock_for, private_dir, protec
 from .errors import DependencyError, ProjectError, UvError, UvkernelError, note, notice
 from .files import read_input, write_atomic
 from .settings import UvKernelSettings
-from .shared import canonical
+from .shared import Log, canonical
 from .terminal import summary as env_summary
 from .uv_watch import boot_id
 from .uvbin import find_uv, run_uv
@@ -188,13 +188,15 @@ def _alive(who: Any) -> bool:
         return os.path.isdir("/proc/self") is False  # no procfs: the pid and its start time are all there is
 
 
-def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: float) -> dict[str, str | None]:
+def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: float,
+             log: Log | None = None) -> dict[str, str | None]:
     """What one uv run of an interrupted command left in the project files (name -> digest), from its watcher's
     record; {} when nothing is known (uv never started, or uv and its watcher were killed together, or the power
     went: a file that changed is then left to the user, never guessed).  Waits, until ``deadline``, for a watcher
-    or a uv that still runs; past it, EDIT_STILL_RUNNING."""
+    or a uv that still runs; past it, EDIT_STILL_RUNNING.  ``log`` hears once that it waits, and for which pid."""
     files = {str(root / name): name for name in PROJECT_FILES}
     waited_for_uv = False
+    told = False
     while True:
         try:
             data = json.loads(read_input(record))
@@ -215,6 +217,10 @@ def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: floa
         if time.monotonic() > deadline:
             who = uv[0] if isinstance(uv, list) and _alive(uv) else data["watcher"][0]
             raise ProjectError("EDIT_STILL_RUNNING", pid=who, verb=verb, root=str(root), timeout=int(timeout))
+        if log is not None and not told:
+            told = True
+            who = uv[0] if isinstance(uv, list) and _alive(uv) else data["watcher"][0]
+            log(notice("EDIT_WAITING_FOR_UV", verb=verb, root=str(root), pid=who, timeout=int(timeout)))
         time.sleep(0.05)
 
 
@@ -245,7 +251,7 @@ def _roll_back(root: Path, folder: Path, verb: str, before: dict[str, Any], writ
     return notes
 
 
-def recover(root: Path, cache_root: Path, wait: float = 0.0) -> list[str]:
+def recover(root: Path, cache_root: Path, wait: float = 0.0, log: Log | None = None) -> list[str]:
     """Finish what an interrupted ``uvkernel add``/``remove`` of ``root`` left: roll back the files that still
     hold what uv wrote, leave (and name) the ones changed since.  Returns the notices ([] when nothing was left).
     A journal whose command still runs is left alone; a uv it started that still runs (with its watcher) is
@@ -270,7 +276,7 @@ def recover(root: Path, cache_root: Path, wait: float = 0.0) -> list[str]:
     runs = [r for r in data.get("runs") or [] if isinstance(r, str) and re.fullmatch(r"uv-\d+\.json", r)]
     deadline = time.monotonic() + wait
     for run in runs:  # what uv wrote after this command's last look: its watcher's record says
-        for name, digest in _uv_left(folder / run, root, verb, deadline, wait).items():
+        for name, digest in _uv_left(folder / run, root, verb, deadline, wait, log).items():
             if digest is not None and digest != before.get(name) and digest not in written[name]:
                 written[name].append(digest)
     notes = _roll_back(root, folder, verb, before, written)
@@ -279,7 +285,7 @@ def recover(root: Path, cache_root: Path, wait: float = 0.0) -> list[str]:
     return [note("EDIT_RECOVERED", verb=verb, root=str(root), outcome=outcome, backup=str(folder)), *notes]
 
 
-def recover_for_folder(settings: UvKernelSettings, folder: str) -> list[str]:
+def recover_for_folder(settings: UvKernelSettings, folder: str, log: Log | None = None) -> list[str]:
     """:func:`recover` for the project holding ``folder`` (the CLI calls it before check, sync and run)."""
     root, _data = project_mod.find_root(project_mod.notebook_folder(folder, {}))
     if root is None:
@@ -290,7 +296,7 @@ def recover_for_folder(settings: UvKernelSettings, folder: str) -> list[str]:
     lock = FileLock(str(edits_folder(root, cache_root) / "journal.lock"), thread_local=False)
     try:
         with lock.acquire(timeout=0):
-            return recover(root, cache_root, wait=settings.lock_timeout)
+            return recover(root, cache_root, wait=settings.lock_timeout, log=log)
     except Timeout:
         return []  # an add or remove of this project runs now
 
@@ -415,7 +421,7 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
     journal_lock = FileLock(str(edits_folder(project.root, cache_root) / "journal.lock"), thread_local=False)
     with edit_lock.acquire(timeout=settings.lock_timeout), journal_lock.acquire(timeout=settings.lock_timeout):
         # an earlier add/remove that was killed half-way
-        for text in recover(project.root, cache_root, wait=settings.lock_timeout):
+        for text in recover(project.root, cache_root, wait=settings.lock_timeout, log=log):
             log(text)
         backup = Backup(project.root, cache_root, change.verb)
         try:

@@ -243,12 +243,15 @@ def test_add_killed_while_uv_writes_is_rolled_back_by_the_next_command(tmp_path,
     proc.wait(30)
     assert add_journal(project).exists()
     assert record(project).get("state") == "running", "uv's watcher died with uvkernel"
+    uv = record(project)["uv"][0]
     check = next_command(project, host_python)
     time.sleep(2)
     assert check.poll() is None, f"the next command did not wait for uv: {check.communicate()}"
     (gate / "go").touch()
     _out, err = check.communicate(timeout=600)
     assert "[EDIT_RECOVERED]" in err and "[EDIT_NOT_RESTORED]" not in err, err
+    # it said what it waited for, rather than sitting silent
+    assert f"while uv (pid {uv}) still ran: waiting for it to end" in err, err
     assert project_files(project) == before, "what uv wrote after uvkernel was killed stayed"
     assert not add_journal(project).exists()
     assert not list(add_journal(project).parent.glob("uv-*.json")), "the watcher's record was left behind"
