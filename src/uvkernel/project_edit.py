@@ -189,10 +189,11 @@ def _alive(who: Any) -> bool:
 
 
 def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: float,
-             log: Log | None = None) -> dict[str, str | None]:
-    """What one uv run of an interrupted command left in the project files (name -> digest), from its watcher's
-    record; {} when nothing is known (uv never started, or uv and its watcher were killed together, or the power
-    went: a file that changed is then left to the user, never guessed).  Waits, until ``deadline``, for a watcher
+             log: Log | None = None) -> dict[str, list[str | None]]:
+    """What one uv run of an interrupted command wrote in the project files (name -> digests), from its watcher's
+    record: what uv left when it ended, and what the watcher saw uv write while it ran (so uv and its watcher
+    killed together, or a power loss, still leave it known).  A file uv changed in the last moment before such an
+    end, unseen, is left to the user, never guessed.  Waits, until ``deadline``, for a watcher
     or a uv that still runs; past it, EDIT_STILL_RUNNING.  ``log`` hears once that it waits, and for which pid."""
     files = {str(root / name): name for name in PROJECT_FILES}
     waited_for_uv = False
@@ -204,15 +205,20 @@ def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: floa
             return {}
         if not isinstance(data, dict):
             return {}
+        found = data.get("seen")
+        seen: dict[str, list[str | None]] = {
+            files[p]: [d for d in ds if d is None or isinstance(d, str)]
+            for p, ds in (found.items() if isinstance(found, dict) else ()) if p in files and isinstance(ds, list)}
         if data.get("state") == "done" and isinstance(data.get("digests"), dict):
-            return {files[p]: d for p, d in data["digests"].items() if p in files and (d is None or isinstance(d, str))}
+            left = {files[p]: d for p, d in data["digests"].items() if p in files and (d is None or isinstance(d, str))}
+            return _joined(seen, left)
         uv = data.get("uv")
         if data.get("boot") != boot_id():  # written before a reboot (a power loss): nothing of it runs now
-            return {}
+            return seen
         if not _alive(data.get("watcher")) and not _alive(uv):
             if waited_for_uv:  # uv ended just now, its watcher gone before it: what uv left is what is there now
-                return {name: _digest(_current(root / name)) for name in PROJECT_FILES}
-            return {}
+                return _joined(seen, {name: _digest(_current(root / name)) for name in PROJECT_FILES})
+            return seen
         waited_for_uv = waited_for_uv or _alive(uv)
         if time.monotonic() > deadline:
             who = uv[0] if isinstance(uv, list) and _alive(uv) else data["watcher"][0]
@@ -222,6 +228,14 @@ def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: floa
             who = uv[0] if isinstance(uv, list) and _alive(uv) else data["watcher"][0]
             log(notice("EDIT_WAITING_FOR_UV", verb=verb, root=str(root), pid=who, timeout=int(timeout)))
         time.sleep(0.05)
+
+
+def _joined(seen: dict[str, list[str | None]], left: dict[str, str | None]) -> dict[str, list[str | None]]:
+    out = {name: list(digests) for name, digests in seen.items()}
+    for name, digest in left.items():
+        if digest not in out.setdefault(name, []):
+            out[name].append(digest)
+    return out
 
 
 def _roll_back(root: Path, folder: Path, verb: str, before: dict[str, Any], written: dict[str, list[str | None]]) -> list[str]:
@@ -276,9 +290,10 @@ def recover(root: Path, cache_root: Path, wait: float = 0.0, log: Log | None = N
     runs = [r for r in data.get("runs") or [] if isinstance(r, str) and re.fullmatch(r"uv-\d+\.json", r)]
     deadline = time.monotonic() + wait
     for run in runs:  # what uv wrote after this command's last look: its watcher's record says
-        for name, digest in _uv_left(folder / run, root, verb, deadline, wait, log).items():
-            if digest is not None and digest != before.get(name) and digest not in written[name]:
-                written[name].append(digest)
+        for name, digests in _uv_left(folder / run, root, verb, deadline, wait, log).items():
+            for digest in digests:
+                if digest is not None and digest != before.get(name) and digest not in written[name]:
+                    written[name].append(digest)
     notes = _roll_back(root, folder, verb, before, written)
     _forget(folder, runs)
     outcome = notice("EDIT_PARTLY_ROLLED_BACK") if notes else notice("EDIT_ROLLED_BACK")

@@ -9,6 +9,8 @@ RECORD (a JSON file, written whole and flushed to disk before each step counts) 
 
 * ``{"state": "running", "watcher": [pid, start], "uv": null, "boot": id}`` before uv starts;
 * the same with ``"uv": [pid, start]`` once uv runs;
+* the same with ``"seen": {FILE: [sha256, ...]}`` each time uv changes a FILE while it runs (looked at every
+  50 ms): a power loss or a kill of the watcher's whole group still leaves what uv had written by then;
 * ``{"state": "done", ..., "returncode": N, "digests": {FILE: sha256 or null}}`` once uv ended: the bytes uv left
   in each FILE (null: absent).
 
@@ -31,6 +33,16 @@ import time
 from typing import Any
 
 LIMIT = 32 * 1024 * 1024  # larger than any real pyproject.toml or uv.lock
+POLL = 0.05  # seconds between two looks at the files while uv runs
+
+
+def _look(path: str) -> tuple[int, int, int, int] | None:
+    """What tells a rewrite of the file without reading it: inode, size, mtime and ctime (None: absent)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def process_start(pid: int) -> str | None:
@@ -130,13 +142,31 @@ def main(argv: list[str]) -> int:
     state["uv"] = [uv.pid, process_start(uv.pid)]
     write_durably(record, state)
     deadline = time.monotonic() + timeout
+    looks = {f: _look(f) for f in files}
+    firsts = {f: digest(f) for f in files}
+    seen: dict[str, list[str | None]] = {}
     while True:
         try:
-            code = uv.wait(timeout=max(0.0, deadline - time.monotonic()))
+            code = uv.wait(timeout=min(POLL, max(0.0, deadline - time.monotonic())))
             break
         except subprocess.TimeoutExpired:
-            uv.kill()  # the caller's time limit, kept even when the caller is gone
-            deadline = time.monotonic() + 30
+            if time.monotonic() >= deadline:
+                uv.kill()  # the caller's time limit, kept even when the caller is gone
+                deadline = time.monotonic() + 30
+        # what uv has written so far, on disk before uv can go on much further: what a power loss leaves is known
+        changed = False
+        for f in files:
+            now = _look(f)
+            if now == looks[f]:
+                continue
+            looks[f] = now
+            d = digest(f)
+            if d != firsts[f] and d not in seen.get(f, []):
+                seen.setdefault(f, []).append(d)
+                changed = True
+        if changed:
+            state["seen"] = seen
+            write_durably(record, state)
     state.update(state="done", returncode=code, digests={f: digest(f) for f in files})
     write_durably(record, state)
     return code if code >= 0 else 128 - code

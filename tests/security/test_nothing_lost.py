@@ -291,16 +291,46 @@ def test_sigterm_while_uv_writes_puts_the_files_back_at_once(tmp_path, host_pyth
     assert project_files(project) == before, "uv went on writing after uvkernel stopped it"
 
 
-def test_uv_killed_with_its_watcher_leaves_the_file_and_names_the_copy(tmp_path, host_python):
-    """uv and its watcher killed together (their group), so nothing records what uv wrote: the next command
-    cannot tell uv's bytes from the user's, so it leaves pyproject.toml as it is and names the copy from
-    before; a file uv never touched stays as it was."""
-    project, before, gate, proc = add_held_in_uv(tmp_path, host_python)
+def _kill_uv_and_its_watcher(project: Path, proc: subprocess.Popen) -> None:
     proc.kill()
     proc.wait(30)
     watcher, uv = record(project)["watcher"][0], record(project)["uv"][0]
     os.killpg(watcher, signal.SIGKILL)
     wait_until("the end of uv and its watcher", lambda: all(ended(pid) for pid in (watcher, uv)))
+
+
+def _record_file(project: Path) -> Path:
+    return add_journal(project).parent / "uv-1.json"
+
+
+@pytest.mark.parametrize("end", ["killed together", "power loss"])
+def test_uv_stopped_with_its_watcher_is_rolled_back_from_what_the_watcher_saw(tmp_path, host_python, end):
+    """uv and its watcher end together after uv wrote pyproject.toml: killed as one group, or a power loss (the
+    record then comes from an earlier boot, its pids naming nothing).  The watcher had recorded, while uv ran,
+    the bytes uv wrote, so the next command puts pyproject.toml back; uv.lock, never written, stays as it was."""
+    project, before, gate, proc = add_held_in_uv(tmp_path, host_python)
+    wait_until("the watcher recording what uv wrote", lambda: record(project).get("seen"))
+    _kill_uv_and_its_watcher(project, proc)
+    if end == "power loss":
+        data = record(project)
+        data["boot"] = "an-earlier-boot"
+        _record_file(project).write_text(json.dumps(data))
+    _out, err = next_command(project, host_python).communicate(timeout=600)
+    (gate / "go").touch()
+    assert "[EDIT_RECOVERED]" in err and "[EDIT_NOT_RESTORED]" not in err, err
+    assert project_files(project) == before
+
+
+def test_what_uv_wrote_unseen_in_its_last_moment_is_left_and_the_copy_named(tmp_path, host_python):
+    """The one case nothing records: uv wrote pyproject.toml in the instant before it and its watcher were killed
+    (or the power went), before the watcher's next look (stood for here by a record without that look).  The next
+    command cannot tell uv's bytes from the user's: it leaves the file and names the copy from before; a file uv
+    never touched stays as it was."""
+    project, before, gate, proc = add_held_in_uv(tmp_path, host_python)
+    _kill_uv_and_its_watcher(project, proc)
+    data = record(project)
+    data.pop("seen", None)
+    _record_file(project).write_text(json.dumps(data))
     uv_wrote = (project / "pyproject.toml").read_bytes()
     _out, err = next_command(project, host_python).communicate(timeout=600)
     (gate / "go").touch()
