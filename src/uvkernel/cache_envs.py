@@ -45,6 +45,7 @@ from .env import STATE_FILE, lock_for
 from .errors import CacheError
 from .files import write_atomic
 from .preflight import verdicts
+from .uv_watch import process_start  # one definition; the watcher must run without uvkernel's other modules
 
 META_FILE = ".uvkernel-env.json"
 STARTING_MAX_AGE = 3600.0  # a "starting" marker older than this belongs to a start that died without cleanup
@@ -87,24 +88,6 @@ def record_start(cache_root: Path, env_path: Path, *, folder: Path, in_cache: bo
 
 
 # --- liveness markers ------------------------------------------------------------------------------------
-def process_start(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            text = fh.read()
-        return text.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        pass
-    if not os.path.isdir("/proc/self"):  # no procfs (macOS): the pid alone
-        try:
-            os.kill(pid, 0)
-            return "?"
-        except PermissionError:
-            return "?"
-        except OSError:
-            return None
-    return None
-
 
 class Liveness:
     """One kernel's marker: written before its env is prepared, pointed at the kernel once launched, removed at

@@ -35,14 +35,13 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from . import pipeline, project as project_mod, trust
-from .cache_envs import process_start
 from .env import declarations, host_distributions, lock_for, private_dir, protection, resolve
 from .errors import DependencyError, ProjectError, UvError, UvkernelError, note, notice
 from .files import read_input, write_atomic
 from .settings import UvKernelSettings
 from .shared import Log, canonical
 from .terminal import summary as env_summary
-from .uv_watch import boot_id
+from .uv_watch import boot_id, process_start
 from .uvbin import find_uv, run_uv
 
 PROJECT_FILES = ("pyproject.toml", "uv.lock")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import websocket
 
@@ -174,3 +176,62 @@ def write_notebook(path: Path, *sources: str, kernel: str = "uvk", display_name:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
     return path
+
+
+# --- the browser tests (JupyterLab, Notebook 7, a JupyterHub user's Lab) -------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# uvkernel's notifications as the page shows them (Lab's toasts)
+TOASTS = ("() => [...document.querySelectorAll('.Toastify__toast')].map(t => t.innerText)"
+          ".filter(t => t.includes('uvkernel'))")
+STEP = re.compile(r"uvkernel: (.*) · (\d+):(\d\d)")
+
+
+def chromium(playwright: Any) -> Any:
+    """Debian's Chromium, headless, in a fresh profile; fails with the set-up command when it is missing."""
+    import pytest
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --e2e", pytrace=False)
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def quiet_lab_settings(folder: Path, env: dict[str, str]) -> None:
+    """Lab's settings for a test server: no news or update checks, whose notifications would crowd uvkernel's."""
+    target = folder / "@jupyterlab" / "apputils-extension"
+    target.mkdir(parents=True)
+    (target / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
+                                                                         "checkForUpdates": False}))
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(folder)
+
+
+@dataclass
+class Watched:
+    steps: list[str]  # each step the notification showed, in order (a repeat of the last one is not added)
+    clocks: list[int]  # every elapsed time it showed, in seconds
+    final: list[str]  # the notifications that ended the watch
+
+
+def watch_start_progress(page: Any, *, timeout: float = 240, end: str = "env ready in",
+                         on_step: Callable[[str], None] | None = None) -> Watched:
+    """Reads uvkernel's notification every 250 ms, as a user watching it would, until one says ``end``;
+    ``on_step`` hears each new step (to take a screenshot)."""
+    watched = Watched([], [], [])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        texts = page.evaluate(TOASTS)
+        for text in texts:
+            match = STEP.search(text)
+            if match:
+                if not watched.steps or watched.steps[-1] != match.group(1):
+                    watched.steps.append(match.group(1))
+                    if on_step is not None:
+                        on_step(match.group(1))
+                watched.clocks.append(int(match.group(2)) * 60 + int(match.group(3)))
+        watched.final = [t for t in texts if end in t]
+        if watched.final:
+            break
+        page.wait_for_timeout(250)
+    return watched

@@ -19,7 +19,6 @@ import signal
 import stat
 import subprocess
 import sys
-import re
 import tempfile
 import time
 import uuid
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from e2e.support import WsKernel, keep_log, write_notebook
+from e2e.support import TOASTS, WsKernel, chromium, keep_log, watch_start_progress, write_notebook
 from helpers import REPO, make_project
 from index_support import slow_sdist
 from servers import LoggedServer, free_port
@@ -334,9 +333,6 @@ def test_two_users_each_get_private_envs(hub, host_torch_file):
         assert set(json.loads(result.stdout.strip().splitlines()[-1]).values()) == {"denied"}
 
 
-CHROMIUM = "/usr/bin/chromium"
-TOASTS = ("() => [...document.querySelectorAll('.Toastify__toast')].map(t => t.innerText)"
-          ".filter(t => t.includes('uvkernel'))")
 
 
 def test_long_first_start_shows_its_progress_in_the_hub_users_lab(hub, screenshots):
@@ -345,8 +341,6 @@ def test_long_first_start_shows_its_progress_in_the_hub_users_lab(hub, screensho
     kernel answers."""
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --e2e", pytrace=False)
     user = hub.spawn(hub.users[0])
     version = f"4.0.{uuid.uuid4().int % 10**9}"  # uv caches built wheels: a version of its own each run
     sdist = slow_sdist(user.home / "wheels", "slowhub", version, 20)
@@ -356,8 +350,7 @@ def test_long_first_start_shows_its_progress_in_the_hub_users_lab(hub, screensho
     _give(user.home / "wheels", user)
     _give(project, user)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                                     "--no-first-run", "--disable-sync"])
+        browser = chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.set_default_timeout(120_000)
@@ -368,25 +361,15 @@ def test_long_first_start_shows_its_progress_in_the_hub_users_lab(hub, screensho
             page.wait_for_url("**/user/**")
             page.goto(f"{user.url}/lab/tree/slowhub/nb.ipynb?reset")
             page.wait_for_selector(".jp-Notebook")
-            seen: list[str] = []
-            clocks: list[int] = []
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                texts = page.evaluate(TOASTS)
-                for text in texts:
-                    match = re.search(r"uvkernel: (.*) · (\d+):(\d\d)", text)
-                    if match:
-                        if not seen or seen[-1] != match.group(1):
-                            seen.append(match.group(1))
-                            if "building slowhub" in match.group(1):
-                                page.screenshot(path=str(screenshots / "jupyterhub-start-progress-building.png"))
-                        clocks.append(int(match.group(2)) * 60 + int(match.group(3)))
-                if any("env ready in" in t for t in texts):
-                    break
-                page.wait_for_timeout(250)
+
+            def on_step(step: str) -> None:
+                if "building slowhub" in step:
+                    page.screenshot(path=str(screenshots / "jupyterhub-start-progress-building.png"))
+
+            watched = watch_start_progress(page, on_step=on_step)
+            seen, clocks = watched.steps, watched.clocks
             page.screenshot(path=str(screenshots / "jupyterhub-start-progress-ready.png"))
-            final = [t for t in page.evaluate(TOASTS) if "env ready in" in t]
-            assert final and "installed slowhub" in final[0], (seen, page.evaluate(TOASTS))
+            assert watched.final and "installed slowhub" in watched.final[0], (seen, page.evaluate(TOASTS))
             assert any("building slowhub" in step for step in seen), seen
             assert clocks and max(clocks) - min(clocks) >= 10, clocks  # the clock advanced during the build
             page.wait_for_function(

@@ -6,7 +6,6 @@ workspace (``?reset``) and leaves a screenshot in test-artifacts/screenshots/.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
@@ -15,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from e2e.support import (assert_readable, install_kernel_spec, keep_log, server_environment, start_server,
-                         write_notebook)
+from e2e.support import (TOASTS, assert_readable, chromium, install_kernel_spec, keep_log, quiet_lab_settings,
+                         server_environment, start_server, watch_start_progress, write_notebook)
 from helpers import make_project
 from index_support import slow_sdist
 
@@ -24,9 +23,6 @@ from index_support import slow_sdist
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-lab")]
 
 DISPLAY = "Python (uvkernel e2e)"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 120_000
 LOOP = "import time\nprint('looping', flush=True)\nfor _ in range(600):\n    time.sleep(0.1)"
 
@@ -37,11 +33,7 @@ def lab(tmp_path_factory, host_python):
     env = server_environment(base / "home", host_python)
     install_kernel_spec(env, "uvk", host_python, display_name=DISPLAY)
     # no "get notified about news?" toast over the screenshots; workspaces in a folder of our own
-    settings = base / "lab-settings"
-    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
-    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
+    quiet_lab_settings(base / "lab-settings", env)
     env["JUPYTERLAB_WORKSPACES_DIR"] = str(base / "workspaces")
     root = base / "root"
     root.mkdir()
@@ -55,10 +47,8 @@ def lab(tmp_path_factory, host_python):
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --e2e", pytrace=False)
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)  # a fresh profile each launch
+        b = chromium(p)  # a fresh profile each launch
         yield b
         b.close()
 
@@ -277,7 +267,6 @@ def test_interrupt_and_restart_reach_kernel(ui, lab):
     assert pids and pids[0] != first_pid
 
 
-TOASTS = "() => [...document.querySelectorAll('.Toastify__toast')].map(t => t.innerText).filter(t => t.includes('uvkernel'))"
 
 
 def test_long_first_start_shows_its_progress(ui, lab):
@@ -289,32 +278,22 @@ def test_long_first_start_shows_its_progress(ui, lab):
     write_notebook(project / "nb.ipynb", "import slowlab; print('built', slowlab.BUILT_SLOWLY)", kernel="uvk",
                    display_name=DISPLAY)
     ui.open("slow/nb.ipynb")
-    seen: list[str] = []
-    clocks: list[int] = []
-    shot = False
-    deadline = time.monotonic() + 110
-    while time.monotonic() < deadline:
-        texts = ui.page.evaluate(TOASTS)
-        for text in texts:
-            match = re.search(r"uvkernel: (.*) · (\d+):(\d\d)", text)
-            if match:
-                if not seen or seen[-1] != match.group(1):
-                    seen.append(match.group(1))
-                clocks.append(int(match.group(2)) * 60 + int(match.group(3)))
-                if "building slowlab" in match.group(1) and not shot:
-                    ui.page.wait_for_timeout(2500)  # the clock moves while nothing else does
-                    ui.shot("start-progress-building")
-                    shot = True
-        if any("env ready in" in t for t in texts):
-            break
-        ui.page.wait_for_timeout(250)
+    shots: list[str] = []
+
+    def on_step(step: str) -> None:
+        if "building slowlab" in step and not shots:
+            ui.page.wait_for_timeout(2500)  # the clock moves while nothing else does
+            ui.shot("start-progress-building")
+            shots.append(step)
+
+    watched = watch_start_progress(ui.page, timeout=110, on_step=on_step)
+    seen, clocks = watched.steps, watched.clocks
     ui.shot("start-progress-ready")
-    final = [t for t in ui.page.evaluate(TOASTS) if "env ready in" in t]
-    assert final, ui.page.evaluate(TOASTS)
+    assert watched.final, ui.page.evaluate(TOASTS)
     assert len(set(seen)) >= 3, seen
     assert any("building slowlab" in step for step in seen), seen
     assert clocks and max(clocks) - min(clocks) >= 10, clocks  # the elapsed time advanced during the build
-    assert shot
+    assert shots
     ui.wait_kernel()
     ui.run_cell(0)
     ui.wait_output("built True")

@@ -7,29 +7,22 @@ start, the summary at the end, the kernel answering; and a refused start's notif
 
 from __future__ import annotations
 
-import json
-import re
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from e2e.support import install_kernel_spec, keep_log, server_environment, start_server, write_notebook
+from e2e.support import (TOASTS, chromium, install_kernel_spec, keep_log, quiet_lab_settings, server_environment,
+                         start_server, watch_start_progress, write_notebook)
 from helpers import make_project
 from index_support import slow_sdist
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-notebook7")]
 
 DISPLAY = "Python (uvkernel nb7)"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 120_000
 BUILD_SECONDS = 20
-TOASTS = ("() => [...document.querySelectorAll('.Toastify__toast')].map(t => t.innerText)"
-          ".filter(t => t.includes('uvkernel'))")
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +34,7 @@ def notebook7(tmp_path_factory, host_python):
     base = tmp_path_factory.mktemp("nb7")
     env = server_environment(base / "home", host_python)
     install_kernel_spec(env, "uvk", host_python, display_name=DISPLAY)
-    settings = base / "settings"
-    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
-    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
+    quiet_lab_settings(base / "settings", env)
     root = base / "root"
     root.mkdir()
     server = start_server(root, env, app="notebook", log_path=base / "notebook.log")
@@ -58,10 +47,8 @@ def notebook7(tmp_path_factory, host_python):
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --e2e", pytrace=False)
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = chromium(p)  # a fresh profile each launch
         yield b
         b.close()
 
@@ -104,33 +91,23 @@ def test_long_first_start_shows_its_progress_in_notebook7(page, notebook7, scree
     write_notebook(project / "nb.ipynb", "import slownb7; print('built', slownb7.BUILT_SLOWLY)", kernel="uvk",
                    display_name=DISPLAY)
     _open(page, notebook7, "slow/nb.ipynb")
-    seen: list[str] = []
-    clocks: list[int] = []
-    shot = False
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        texts = page.evaluate(TOASTS)
-        for text in texts:
-            match = re.search(r"uvkernel: (.*) · (\d+):(\d\d)", text)
-            if match:
-                if not seen or seen[-1] != match.group(1):
-                    seen.append(match.group(1))
-                clocks.append(int(match.group(2)) * 60 + int(match.group(3)))
-                if "building slownb7" in match.group(1) and not shot:
-                    page.wait_for_timeout(2500)  # the clock moves while nothing else does
-                    _shot(page, screenshots, "start-progress-building")
-                    shot = True
-        if any("env ready in" in t for t in texts):
-            break
-        page.wait_for_timeout(250)
+    shots: list[str] = []
+
+    def on_step(step: str) -> None:
+        if "building slownb7" in step and not shots:
+            page.wait_for_timeout(2500)  # the clock moves while nothing else does
+            _shot(page, screenshots, "start-progress-building")
+            shots.append(step)
+
+    watched = watch_start_progress(page, on_step=on_step)
+    seen, clocks, final = watched.steps, watched.clocks, watched.final
     _shot(page, screenshots, "start-progress-ready")
-    final = [t for t in page.evaluate(TOASTS) if "env ready in" in t]
     assert final, (seen, page.evaluate(TOASTS))
     assert "installed slownb7" in final[0], final
     assert len(set(seen)) >= 3, seen
     assert any("building slownb7" in step for step in seen), seen
     assert clocks and max(clocks) - min(clocks) >= 10, clocks  # the clock advanced during the build
-    assert shot
+    assert shots
     _wait_kernel_idle(page)
     page.locator(".jp-Cell").first.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
