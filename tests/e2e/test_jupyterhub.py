@@ -235,7 +235,7 @@ def hub(host_python):
     suffix = secrets.token_hex(3)
     names = [f"uvkhub-a-{suffix}", f"uvkhub-b-{suffix}"]
     created: list[str] = []
-    saved_acls: dict[Path, str] = {}  # folder -> its ACL before the test (getfacl text), restored after
+    opened: list[Path] = []  # folders given the users' search entries, which are taken out again after
     hub = None
     try:
         for name in names:
@@ -248,8 +248,7 @@ def hub(host_python):
         import uv
 
         for folder in _dirs_to_open([host_python, sys.executable, str(REPO / "src"), uv.find_uv_bin()]):
-            saved_acls[folder] = subprocess.run(["getfacl", "--absolute-names", str(folder)], check=True,
-                                                capture_output=True, text=True).stdout
+            opened.append(folder)
             for name in names:
                 subprocess.run(["setfacl", "-m", f"u:{name}:x", str(folder)], check=True, capture_output=True)
         hub = Hub(base, names, host_python).start()
@@ -267,12 +266,24 @@ def hub(host_python):
             except KeyError:
                 pass
         _kill_user_processes(uids)
-        for folder, acl in saved_acls.items():  # exactly as before (no leftover mask entry)
-            subprocess.run(["setfacl", "-b", str(folder)], capture_output=True)
-            subprocess.run(["setfacl", "--set-file=-", str(folder)], input=acl, text=True, capture_output=True)
+        for folder in opened:
+            _close_again(folder, created)
         for name in created:
             subprocess.run(["userdel", "--remove", name], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _close_again(folder: Path, names: list[str]) -> None:
+    """Take this test's users out of ``folder``'s ACL, and nothing else: another run's users (a second suite on
+    the machine, with its own hub) keep theirs.  With no named entry left, the ACL goes altogether, so no
+    leftover mask entry remains."""
+    for name in names:
+        subprocess.run(["setfacl", "-x", f"u:{name}", str(folder)], capture_output=True)
+    listing = subprocess.run(["getfacl", "--absolute-names", "--omit-header", str(folder)], capture_output=True,
+                             text=True).stdout
+    if not any(line.split(":")[1] for line in listing.splitlines()
+               if line.startswith(("user:", "group:")) and line.count(":") >= 2):
+        subprocess.run(["setfacl", "-b", str(folder)], capture_output=True)
 
 
 def _tree_owned_by(folder: Path, uid: int) -> list[str]:
