@@ -185,7 +185,7 @@ def host_broken_by_env(env_dists: dict[str, EnvDist], host: dict[str, HostDist],
                 continue
             if hosts_own is not None and not satisfied(req.specifier, hosts_own.version):
                 continue  # broken in the host already: not the env's doing
-            broken.append((theirs, str(req), mine))
+            broken.append((theirs, f"{req.name}{req.specifier}", mine))  # the marker, already true here, left out
     return broken
 
 
