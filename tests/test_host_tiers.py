@@ -258,6 +258,10 @@ def test_a_host_package_outside_the_projects_graph_gets_an_env_copy_when_the_env
     report = json.dumps(prepared.report())
     assert f"httplib2 {mine['httplib2']} in the env over the host's 0.20.4" in report
     assert "HOST_PACKAGE_COPIED" in report
+    from uvkernel.kernel_extension import render_text
+
+    shown = render_text(prepared.report())  # what %uvkernel and `uvkernel check` print: each copy once
+    assert shown.count(f"httplib2 {mine['httplib2']} in the env over the host's 0.20.4") == 1, shown
     done = subprocess.run([str(env / "bin" / "python"), "-c",
                            "import httplib2, pyparsing; from importlib.metadata import requires, version;"
                            "print(httplib2.__file__, pyparsing.__version__)"],

@@ -187,8 +187,13 @@ def _rows(report):
         for item in deps.get("companion_builds") or []:
             rows.append(("env", "companion build", "%s %s replaced by %s from %s (the host torch's build)" % (
                 item.get("name"), item.get("from"), item.get("to"), item.get("index")), _NOTE))
+        # the env's own copies of host packages are listed once, as "own copy" rows below
+        own_copies = set("%s %s in the env over the host's %s" % (
+            item.get("name"), item.get("env_version"), item.get("host_version"))
+            for item in env.get("shadowing") or [] if item.get("protected") is False)
         for note in deps.get("notes") or []:
-            rows.append(("env", "note", note, _NOTE))
+            if note not in own_copies:
+                rows.append(("env", "note", note, _NOTE))
         for pin in deps.get("unmet_pins") or []:
             rows.append(("env", "unmet pin", "%s: the host's %s %s is used (host_version_conflicts = warn)" % (
                 pin.get("requirement"), pin.get("name"), pin.get("host_version")), _NOTE))
