@@ -84,7 +84,7 @@ class StartToast {
     this.receivedAt = Date.now();
     if (event.state === 'ready') {
       this.stop();
-      this.show(
+      this.replace(
         fit(`uvkernel: ${event.summary || 'env ready'}`, MAX_MESSAGE),
         'success',
         { autoClose: 8000 }
@@ -94,7 +94,7 @@ class StartToast {
     if (event.state === 'error') {
       this.stop();
       const head = `uvkernel [${event.code}]: ${event.step}`;
-      this.show(fit(head, MAX_MESSAGE), 'error', {
+      this.replace(fit(head, MAX_MESSAGE), 'error', {
         autoClose: false,
         actions: [
           {
@@ -137,6 +137,15 @@ class StartToast {
     } else {
       this.id = Notification.emit(message, type, options);
     }
+  }
+
+  /** The end of a start as a notification of its own: the progress one is dismissed rather than updated, since an
+   * update that changes the type and the auto-close of a toast on screen was seen to leave the old text showing. */
+  private replace(message: string, type: Notification.TypeOptions, options: Notification.IOptions<any>): void {
+    if (this.id) {
+      Notification.dismiss(this.id);
+    }
+    this.id = Notification.emit(message, type, options);
   }
 
   stop(): void {
