@@ -858,12 +858,14 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
                 result.notes.append(text)
             return
         result.installed += pins
+        copied = set()
         for line in pins:
             key = canonical(requirements.line_name(line))
+            copied.add(key)
             if key in host:
                 result.host_replaced[host[key].name] = {"env": line.split("==", 1)[1], "host": host[key].version}
         for theirs, wants, mine in broken:
-            if canonical(theirs.name) in {canonical(requirements.line_name(p)) for p in pins}:
+            if canonical(theirs.name) in copied:
                 result.notes.append(note("HOST_PACKAGE_COPIED", name=theirs.name, version=theirs.version,
                                          requirement=wants, dep=mine.name, dep_version=mine.version))
 
