@@ -49,13 +49,43 @@ def _start_check(project: Path, host: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _kill_group_after(proc: subprocess.Popen, delay: float) -> str:
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def _kill_tree_after(proc: subprocess.Popen, delay: float) -> str:
+    """SIGKILL `uvkernel check` and every process under it, uv included.
+
+    uvkernel runs uv in a session of its own, so a kill of uvkernel's group alone leaves uv finishing its work
+    (the next start then waits on uv's lock); this is the harsher fault, everything stopped mid-write. The tree
+    is frozen first (SIGSTOP), so nothing starts a child between the look and the kill, and the kill is waited
+    for: the next trial's reset must not race a dying uv still writing into the env."""
     time.sleep(delay)
     if proc.poll() is not None:
         return "finished before the kill"
+    os.killpg(proc.pid, signal.SIGSTOP)
+    tree = _children(proc.pid)
+    for pid in tree:  # uv and its workers: a group of their own
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGSTOP)
+        except ProcessLookupError:
+            pass
+    tree = sorted(set(tree) | set(_children(proc.pid)))
     os.killpg(proc.pid, signal.SIGKILL)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.communicate()
-    return f"killed uvkernel check and its children after {delay:.3f}s"
+    end = time.monotonic() + 30
+    while time.monotonic() < end and not all(_gone(pid) for pid in tree):
+        time.sleep(0.01)
+    assert all(_gone(pid) for pid in tree), f"processes {tree} outlived SIGKILL"
+    return f"killed uvkernel check and {len(tree)} processes under it after {delay:.3f}s"
 
 
 def _kill_uv_child(proc: subprocess.Popen, delay: float, deadline: float = 60) -> str:
@@ -91,7 +121,7 @@ def _healthy(project: Path, host: str) -> dict:
 
 @pytest.mark.slow
 def test_sigkill_during_env_creation_and_dependency_install(tmp_path, host_python, uv_bin):
-    """12 starts killed at random points (whole `uvkernel check` process group, or only its uv child); after
+    """12 starts killed at random points (`uvkernel check` with every process under it, or only its uv child); after
     each, the next start repairs the env, and the package the user installed by hand is never lost."""
     seed = int(os.environ.get("UVKERNEL_FAULT_SEED", time.time()))
     rng = random.Random(seed)
@@ -109,7 +139,7 @@ def test_sigkill_during_env_creation_and_dependency_install(tmp_path, host_pytho
             reset()
             proc = _start_check(project, host_python)
             if number % 2 == 0:
-                what = _kill_group_after(proc, rng.uniform(0.02, window))
+                what = _kill_tree_after(proc, rng.uniform(0.02, window))
             else:
                 what = _kill_uv_child(proc, rng.uniform(0, uv_window))
             left = sorted(os.listdir(env)) if env.is_dir() else "no env"
