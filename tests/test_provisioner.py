@@ -308,3 +308,42 @@ def test_preflight_failure_on_restart_gives_fallback_kernel_and_no_env_kernel(tm
     assert "LOCAL_MODULE_SHADOWS" in cell.stderr + str(cell.error)
     assert back == str(project / ".venv")
     assert not Path(f"/proc/{first_pid}").exists()
+
+
+def test_kernel_lists_answer_at_every_turn_of_a_start(tmp_path, install_spec):
+    """jupyter_server's kernel lists (GET /api/status, /api/kernels) read fields the server adds to a kernel's
+    manager only after the start returns, one loop turn after the kernel is listed; a list read at every turn
+    of a plain ipykernel start hits that turn (a TraitError, a 500 in the REST API), a uvkernel start's never
+    does.  The server's own managers, as jupyter server builds them."""
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+
+    import uvkernel.provisioner  # noqa: F401 - loaded before the start, as the server extension does
+
+    project = make_project(tmp_path / "proj")
+    name = install_spec()
+
+    async def failures_while_starting(kernel_name: str) -> tuple[list[str], int]:
+        mkm = AsyncMappingKernelManager(root_dir=str(project))
+        seen: list[str] = []
+        turns = 0
+        start = asyncio.ensure_future(mkm.start_kernel(kernel_name=kernel_name, path=""))
+        while not start.done():
+            try:
+                mkm.list_kernels()
+            except Exception as exc:  # what the status handler would turn into a 500
+                seen.append(f"{type(exc).__name__}: {exc}")
+            turns += 1
+            await asyncio.sleep(0)
+        kernel_id = start.result()
+        try:
+            assert [k["execution_state"] for k in mkm.list_kernels()] == ["starting"]
+        finally:
+            await mkm.shutdown_kernel(kernel_id, now=True)
+        return seen, turns
+
+    plain, plain_turns = run_async(failures_while_starting("python3"))
+    ours, our_turns = run_async(failures_while_starting(name))
+    assert plain and "last_activity" in plain[0], (
+        f"a plain start no longer shows the server's window ({plain_turns} turns read): the uvkernel "
+        "workaround in the provisioner's pre_launch may go")
+    assert our_turns > 100 and not ours, ours

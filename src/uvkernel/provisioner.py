@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import textwrap
 import traceback
+from datetime import datetime, timezone
 from string import Template
 from typing import Any
 
@@ -199,7 +200,29 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
         self.log.error("uvkernel: kernel not started:\n%s", error)
         return KernelStartError(error, kernel_name=getattr(self.parent, "kernel_name", "") or "")
 
+    def _listable_while_starting(self) -> None:
+        """Give the kernel manager the fields the server's kernel lists read, before the kernel is listed.
+
+        jupyter_server adds ``last_activity`` and ``execution_state`` to a kernel's manager only after the start
+        returns, one turn of the event loop after the manager is listed as running: a GET /api/status or
+        /api/kernels served in that turn fails with 500.  A uvkernel start is long and the front ends poll while
+        it runs, so the manager carries them from the start; the server overwrites them as before."""
+        km = self.parent
+        if km is None:
+            return
+        for name, value in (("last_activity", datetime.now(timezone.utc)), ("execution_state", "starting")):
+            try:
+                if getattr(km, name) is not None:
+                    continue  # a restart: the server's own value stands
+            except Exception:  # noqa: BLE001 - absent, or a trait with no valid default yet (the server's manager)
+                pass
+            try:
+                setattr(km, name, value)
+            except Exception:  # noqa: BLE001 - a manager that takes no such value is listed as before
+                return
+
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        self._listable_while_starting()
         restarting, self._restarting = self._restarting, False
         incoming_env = dict(kwargs.get("env") or os.environ)
         # the spec's env is applied by the base class later; the pipeline must see it now (UV_PROJECT_ENVIRONMENT…)
