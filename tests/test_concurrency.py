@@ -94,14 +94,9 @@ def _start_all(server: JupyterServer, paths: list[str]) -> list[dict[str, Any]]:
 
 def _ask(server: JupyterServer, kernel_id: str) -> dict[str, str]:
     """Run code in a kernel (through its connection file) and return what it answered."""
-    from jupyter_client import BlockingKernelClient
-
     path = Path(server.env["JUPYTER_RUNTIME_DIR"]) / f"kernel-{kernel_id}.json"
-    client = BlockingKernelClient(connection_file=str(path))
-    client.load_connection_file()
-    client.start_channels()
+    client = _ready_client(server, path)
     try:
-        _wait_for_kernel_info(client)
         msg_id = client.execute("import os, sys, tomli_w", silent=True,
                                 user_expressions={"prefix": "sys.prefix", "cwd": "os.getcwd()",
                                                   "dep": "tomli_w.__file__"})
@@ -117,21 +112,52 @@ def _ask(server: JupyterServer, kernel_id: str) -> dict[str, str]:
         client.stop_channels()
 
 
-def _wait_for_kernel_info(client: Any) -> None:
-    """kernel_info until answered (BlockingKernelClient.wait_for_ready gives up on a kernel whose heartbeat has
-    not started yet, which happens when many kernels start at once on two cores)."""
+def _connect(path: Path) -> Any:
+    from jupyter_client import BlockingKernelClient
+
+    client = BlockingKernelClient(connection_file=str(path))
+    client.load_connection_file()
+    client.start_channels()
+    return client
+
+
+def _ready_client(server: JupyterServer, path: Path) -> Any:
+    """A client whose kernel answered kernel_info, asked until it does (BlockingKernelClient.wait_for_ready
+    gives up on a kernel whose heartbeat has not started yet, which happens when many kernels start at once on
+    two cores).
+
+    A kernel that dies before it is first alive (a port it was given taken by another process before it bound
+    it, with 16 kernels and their connections opening at once) is started again by the server on new ports,
+    and its connection file rewritten: the file is read again whenever it changes, or the client would ask the
+    old ports forever."""
     from queue import Empty
 
     deadline = time.monotonic() + TIMEOUT
+    seen, client, reconnects = b"", None, 0
     while time.monotonic() < deadline:
+        now = path.read_bytes()
+        if now != seen:
+            try:
+                fresh = _connect(path)
+            except ValueError:  # caught half-written
+                time.sleep(0.2)
+                continue
+            if client is not None:
+                client.stop_channels()
+                reconnects += 1
+            seen, client = now, fresh
         client.kernel_info()
         try:
             while True:
                 if client.get_shell_msg(timeout=2)["msg_type"] == "kernel_info_reply":
-                    return
+                    return client
         except Empty:
             continue
-    pytest.fail("a kernel never answered kernel_info")
+    if client is not None:
+        client.stop_channels()
+    restarts = server.log_path.read_text(errors="replace").count("KernelRestarter: restarting kernel")
+    pytest.fail(f"the kernel of {path.name} never answered kernel_info ({reconnects} reconnections after its "
+                f"connection file changed; {restarts} kernel restarts in the server log)")
 
 
 def _creations(server: JupyterServer, env: Path) -> int:

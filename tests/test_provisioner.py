@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import Kernel, make_project, run_async
@@ -25,7 +29,8 @@ def _kernel_processes(python: Path) -> list[int]:
             state = (entry / "stat").read_text().split(")")[-1].split()[0]
         except OSError:
             continue
-        if argv and argv[0] == bytes(str(python), "utf-8") and b"ipykernel_launcher" in argv and state != "Z":
+        if argv and argv[0] == bytes(str(python), "utf-8") and any(b"ipykernel_launcher" in a for a in argv) \
+                and state != "Z":
             found.append(int(entry.name))
     return found
 
@@ -323,7 +328,7 @@ def test_kernel_lists_answer_at_every_turn_of_a_start(tmp_path, install_spec):
     name = install_spec()
 
     async def failures_while_starting(kernel_name: str) -> tuple[list[str], int]:
-        mkm = AsyncMappingKernelManager(root_dir=str(project))
+        mkm = AsyncMappingKernelManager(root_dir=str(project), connection_dir=str(tmp_path))
         seen: list[str] = []
         turns = 0
         start = asyncio.ensure_future(mkm.start_kernel(kernel_name=kernel_name, path=""))
@@ -347,3 +352,127 @@ def test_kernel_lists_answer_at_every_turn_of_a_start(tmp_path, install_spec):
         f"a plain start no longer shows the server's window ({plain_turns} turns read): the uvkernel "
         "workaround in the provisioner's pre_launch may go")
     assert our_turns > 100 and not ours, ours
+
+
+def _connection_file_with_a_taken_port(folder: Path) -> tuple[Path, socket.socket]:
+    """A connection file whose iopub port another process holds, as when a port jupyter_client picked is taken
+    before the kernel binds it."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    free = []
+    for _ in range(4):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free.append(probe.getsockname()[1])
+    path = folder / "kernel-taken-port.json"
+    path.write_text(json.dumps({"shell_port": free[0], "iopub_port": taken.getsockname()[1], "stdin_port": free[1],
+                                "control_port": free[2], "hb_port": free[3], "ip": "127.0.0.1", "key": "k",
+                                "transport": "tcp", "signature_scheme": "hmac-sha256", "kernel_name": ""}))
+    return path, taken
+
+
+def test_a_kernel_whose_port_is_taken_exits_so_the_server_restarts_it(tmp_path, host_python):
+    """ipykernel given a port that is already taken raises, then hangs in interpreter shutdown: the server sees
+    a live process and waits for it forever (the control below).  uvkernel's kernel command exits at once with
+    ipykernel's error, so the server's restarter starts it again on new ports."""
+    from uvkernel import launch
+
+    project = make_project(tmp_path / "proj")
+    env_python = project / ".venv" / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "uvkernel", "check", str(project), "--host-python", host_python],
+                   check=True, capture_output=True)
+    connection, taken = _connection_file_with_a_taken_port(tmp_path)
+    version = tuple(int(n) for n in subprocess.check_output(
+        [host_python, "-c", "import sys; print(*sys.version_info[:2])"], text=True).split())
+    ours = launch.kernel_command(env_python, str(connection), version)
+    plain = [str(env_python), "-m", "ipykernel_launcher", "-f", str(connection)]
+    try:
+        done = subprocess.run(ours, cwd=project, capture_output=True, text=True, timeout=60)
+        assert done.returncode == launch.START_FAILED_EXIT and "Address already in use" in done.stderr, \
+            done.stderr[-2000:]
+        control = subprocess.Popen(plain, cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            control.wait(10)
+            hung = False
+        except subprocess.TimeoutExpired:
+            hung = True
+        finally:
+            control.kill()
+            control.wait()
+        assert hung, ("a plain ipykernel now exits when its port is taken: the launcher's exit-at-once "
+                      "may go (ipykernel fixed it)")
+    finally:
+        taken.close()
+
+
+def test_the_kernel_command_keeps_what_python_m_gives(tmp_path, install_spec):
+    """The notebook's folder importable, sys.argv[0] and __main__ as `python -m ipykernel_launcher` leaves
+    them: the command that exits at once on a failed start changes nothing else."""
+    project = make_project(tmp_path / "proj")
+    (project / "localmod.py").write_text("VALUE = 42\n")
+    name = install_spec()
+
+    async def scenario():
+        async with Kernel(name, cwd=project) as k:
+            return await k.value("(__import__('localmod').VALUE, __import__('sys').argv[0].endswith("
+                                 "'ipykernel_launcher.py'), __name__, '' in __import__('sys').path)")
+
+    assert run_async(scenario()) == [42, True, "__main__", True]
+
+
+def test_a_kernel_that_lost_its_port_is_started_again_and_answers(tmp_path, install_spec, monkeypatch):
+    """Through the server's own managers: the first port handed to a uvkernel start is already taken (as when
+    another process grabs it before the kernel binds it); the kernel exits, the server's restarter starts it
+    again on new ports, and it answers."""
+    from jupyter_client.connect import LocalPortCache
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+
+    project = make_project(tmp_path / "proj")
+    name = install_spec()
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    taken = held.getsockname()[1]
+    handed: list[int] = []
+    original = LocalPortCache.find_available_port
+
+    def first_one_taken(self: Any, ip: str) -> int:
+        handed.append(taken if not handed else original(self, ip))
+        return handed[-1]
+
+    monkeypatch.setattr(LocalPortCache, "find_available_port", first_one_taken)
+
+    async def scenario() -> tuple[int, dict]:
+        mkm = AsyncMappingKernelManager(root_dir=str(project), connection_dir=str(tmp_path),
+                                        kernel_spec_manager=KernelSpecManager())
+        kernel_id = await mkm.start_kernel(kernel_name=name, path="")
+        km = mkm.get_kernel(kernel_id)
+        try:
+            client = km.client()
+            client.start_channels()
+            deadline = time.monotonic() + 120
+            reply: dict = {}
+            while not reply and time.monotonic() < deadline:
+                if km.shell_port == taken:  # still the first start: wait for the restarter
+                    await asyncio.sleep(0.5)
+                    continue
+                client.stop_channels()
+                client = km.client()  # the ports of the start now running
+                client.start_channels()
+                try:
+                    reply = await client.kernel_info(reply=True, timeout=10)
+                except TimeoutError:
+                    pass
+            client.stop_channels()
+            return km.shell_port, reply
+        finally:
+            await mkm.shutdown_kernel(kernel_id, now=True)
+
+    try:
+        port, reply = run_async(scenario())
+    finally:
+        held.close()
+    assert handed[0] == taken
+    assert port != taken and reply.get("content", {}).get("status") == "ok", (port, reply)

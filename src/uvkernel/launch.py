@@ -113,12 +113,36 @@ def tools_dir(cache_root: Path) -> Path | None:
     return folder
 
 
+# ipykernel_launcher run as `-m` runs it, except that a kernel whose start fails exits at once.  A port given in the
+# connection file can be taken by another process before the kernel binds it (jupyter_client picks free ports,
+# then the kernel binds them: many kernels starting at once hit it); ipykernel then raises, and its process hangs
+# in interpreter shutdown with its sockets still open, alive to the server, which waits for it forever.  Exited,
+# it is started again, on new ports (the provisioner reads this exit code), by the server's restarter.  sys.path[0] is the working folder, as with -m
+# (the launcher drops it when it is '', as -c leaves it, and the notebook's own modules must stay importable);
+# under PYTHONSAFEPATH neither adds one.
+START_FAILED_EXIT = 75  # EX_TEMPFAIL: the kernel never started, another try may work
+KERNEL_START = (
+    "import os, sys, runpy\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    sys.path[0] = os.getcwd()\n"
+    "try:\n"
+    "    runpy.run_module('ipykernel_launcher', run_name='__main__', alter_sys=True)\n"
+    "except SystemExit:\n"
+    "    raise\n"
+    "except BaseException:\n"
+    "    import traceback\n"
+    "    traceback.print_exc()\n"
+    "    sys.stderr.flush()\n"
+    f"    os._exit({START_FAILED_EXIT})\n"
+)
+
+
 def kernel_command(env_python: Path, connection_file: str, python_version: tuple[int, ...],
                    magic_stub: Path | None = MAGIC_STUB_FILE) -> list[str]:
     cmd = [str(env_python)]
     if tuple(python_version[:2]) >= (3, 11):
         cmd.append("-Xfrozen_modules=off")  # as `ipykernel install` does: the debugger needs it
-    cmd += ["-m", "ipykernel_launcher", "-f", connection_file]
+    cmd += ["-c", KERNEL_START, "-f", connection_file]
     if magic_stub is not None:
         # registers %uvkernel as a stub that reads the extension file on first use: compiling it at every start
         # would delay the kernel's first reply (run_path keeps no bytecode).  Both files are stdlib + IPython

@@ -17,13 +17,14 @@ from datetime import datetime, timezone
 from string import Template
 from typing import Any
 
+from jupyter_client.connect import LocalPortCache
 from jupyter_client.provisioning import LocalProvisioner
 from tornado.web import HTTPError
 from traitlets.config import Config, LazyConfigValue
 
 from . import cache_envs, fallback_kernel, pipeline, progress, start_events
 from .errors import SpecError, UvkernelError, debug_enabled, internal_error
-from .launch import KERNEL_VAR
+from .launch import KERNEL_VAR, START_FAILED_EXIT
 from .settings import SETTING_NAMES, validate_config
 from .settings_traits import UvKernelSettings
 
@@ -164,10 +165,35 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
                                         else f"the kernel spec {spec_path}")
         self._config_error = config_error
         self._restarting = False
+        self._last_exit: int | None = None  # the exit code of the kernel process this provisioner last waited for
         self._error_file = ""
         self.prepared: pipeline.Prepared | None = None
         self.last_error: UvkernelError | None = None
         self._liveness = cache_envs.Liveness()  # marks a cache env in use while this kernel runs (uvkernel gc)
+
+    async def wait(self) -> int | None:
+        had_process = self.process is not None
+        code = await super().wait()
+        if had_process:
+            self._last_exit = code
+        return code
+
+    def _new_ports_after_failed_start(self) -> None:
+        """A kernel that exited because it could not start (a port it was given taken by another process before
+        it bound it) is started again on new ports.  jupyter_client means its restarter to do this ("random
+        ports until alive"), but with its port cache on (the default) the restart reuses the ports it cached."""
+        km = self.parent
+        if km is None:
+            return
+        cache = LocalPortCache.instance()
+        for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+            port = getattr(km, name, 0)
+            if port:
+                cache.return_port(port)
+            setattr(km, name, 0)
+        self.ports_cached = False
+        km.cleanup_connection_file()  # written again, with the new ports, by the base class's pre_launch
+        self.log.warning("uvkernel: the kernel exited before it started; starting it again on new ports")
 
     async def cleanup(self, restart: bool = False) -> None:
         self._restarting = restart
@@ -224,6 +250,9 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         self._listable_while_starting()
         restarting, self._restarting = self._restarting, False
+        if restarting and self._last_exit == START_FAILED_EXIT:
+            self._new_ports_after_failed_start()
+        self._last_exit = None
         incoming_env = dict(kwargs.get("env") or os.environ)
         # the spec's env is applied by the base class later; the pipeline must see it now (UV_PROJECT_ENVIRONMENT…)
         spec_env = getattr(self.kernel_spec, "env", None) or {}
