@@ -118,8 +118,7 @@ def test_long_first_start_shows_its_progress_in_notebook7(page, notebook7, scree
 
 def test_failed_start_shows_the_error_and_its_fix_in_notebook7(page, notebook7, screenshots):
     """A start that fails after a while (a build that breaks): the progress notification turns into the coded
-    error, whose button opens the whole message with its fix.  (The failure comes after the page has subscribed
-    to the server's events: a start refused before that is shown by Notebook's own error dialog alone.)"""
+    error, whose button opens the whole message with its fix."""
     version = f"3.1.{uuid.uuid4().int % 10**9}"
     sdist = slow_sdist(notebook7.root / "wheels", "brokennb7", version, 6, fail="brokennb7 cannot be built here")
     project = make_project(notebook7.root / "broken", [f"brokennb7 @ {sdist.as_uri()}"])
@@ -145,3 +144,26 @@ def test_failed_start_shows_the_error_and_its_fix_in_notebook7(page, notebook7, 
     fix = fix_dialog.locator(".jp-uvkernel-error").inner_text()
     _shot(page, screenshots, "error-fix")
     assert "[BUILD_FAILED]" in fix and "How to fix:" in fix and "brokennb7 cannot be built here" in fix, fix
+
+
+def test_a_start_refused_at_once_still_shows_its_notification_in_notebook7(page, notebook7, screenshots):
+    """Notebook 7 opens the notebook's page and asks for its kernel at once: a start refused in a few
+    milliseconds (a pyproject.toml that is not TOML) still reaches the extension, which has subscribed to the
+    server's events by then, and shows the coded error with its fix, once."""
+    project = notebook7.root / "refused"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[project\nname = "refused"\n')
+    write_notebook(project / "nb.ipynb", "print('never')", kernel="uvk", display_name=DISPLAY)
+    _open(page, notebook7, "refused/nb.ipynb")
+    toast = page.locator(".Toastify__toast", has_text="[PYPROJECT_INVALID]")
+    toast.first.wait_for(timeout=30_000)
+    _shot(page, screenshots, "refused-at-once")
+    for _ in range(5):  # Notebook's own dialog, closed as a user would
+        if not page.locator(".jp-Dialog").count():
+            break
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+    toast.first.get_by_role("button", name="Show the fix").click()
+    fix = page.locator(".jp-uvkernel-error").inner_text()
+    assert "[PYPROJECT_INVALID]" in fix and "How to fix:" in fix, fix
+    assert page.locator(".Toastify__toast", has_text="[PYPROJECT_INVALID]").count() == 1, page.evaluate(TOASTS)
