@@ -9,12 +9,15 @@
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
-import { INotebookTracker } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Event } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
 export const SCHEMA_ID = 'https://jupyter-uvkernel.invalid/events/kernel-start/v1';
 const MAX_MESSAGE = 140; // JupyterLab cuts a notification's message there
+const LOST_EVERY_MS = 2000; // after a start's end: how often to look for a notebook that lost its kernel's answer
+const LOST_LOOKS = 90; // for 3 minutes: the server lists the session once the kernel has launched
+const RECONNECTED = "uvkernel: the page lost the server's answer to the kernel start; connected to the kernel the server started";
 
 interface IStartEvent {
   kernel_id: string;
@@ -188,6 +191,47 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return found;
     };
 
+    const panelFor = (path: string): NotebookPanel | null => {
+      let found: NotebookPanel | null = null;
+      tracker?.forEach(panel => {
+        if (!found && panel.context.path === path) {
+          found = panel;
+        }
+      });
+      return found;
+    };
+
+    /** After a start's env is ready: a notebook left without the kernel that start made lost the server's
+     * answer (a proxy in front of the server times out during a long first start: nginx answers 504 after 60 s
+     * by default) while the server went on and started the kernel. Once the server lists that kernel's session
+     * for the notebook, and the notebook still has no kernel two looks later, it is connected to it, as a
+     * reload of the page would do. */
+    const reconnectIfLost = async (event: IStartEvent): Promise<void> => {
+      if (!tracker || !event.kernel_id || !event.path) {
+        return;
+      }
+      let lost = 0;
+      for (let look = 0; look < LOST_LOOKS; look++) {
+        await new Promise(done => window.setTimeout(done, LOST_EVERY_MS));
+        const panel = panelFor(event.path);
+        if (!panel || panel.isDisposed || panel.sessionContext.session?.kernel) {
+          return; // closed, or it has a kernel (this one, or one the user chose)
+        }
+        await app.serviceManager.sessions.refreshRunning();
+        // by its kernel: the server names a notebook's session by a path of its own ("folder/<uuid>")
+        const listed = Array.from(app.serviceManager.sessions.running()).some(
+          model => model.kernel?.id === event.kernel_id
+        );
+        lost = listed ? lost + 1 : 0;
+        if (lost >= 2) {
+          // POST /api/sessions for a notebook that has a session answers that session: this one, its kernel
+          await panel.sessionContext.changeKernel({ id: event.kernel_id, name: event.kernel_name });
+          Notification.info(fit(RECONNECTED, MAX_MESSAGE), { autoClose: 10000 });
+          return;
+        }
+      }
+    };
+
     app.serviceManager.events.stream.connect((_sender, emission: Event.Emission) => {
       if (emission.schema_id !== SCHEMA_ID) {
         return;
@@ -205,6 +249,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       toast.update(event);
       if (event.state === 'ready' || event.state === 'error') {
         toasts.delete(key);
+      }
+      if (event.state === 'ready') {
+        void reconnectIfLost(event).catch(reason => console.warn('uvkernel: reconnecting the notebook', reason));
       }
     });
   }

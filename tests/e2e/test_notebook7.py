@@ -167,3 +167,43 @@ def test_a_start_refused_at_once_still_shows_its_notification_in_notebook7(page,
     fix = page.locator(".jp-uvkernel-error").inner_text()
     assert "[PYPROJECT_INVALID]" in fix and "How to fix:" in fix, fix
     assert page.locator(".Toastify__toast", has_text="[PYPROJECT_INVALID]").count() == 1, page.evaluate(TOASTS)
+
+
+def test_a_kernel_start_whose_answer_was_lost_is_connected_once_ready(page, notebook7, screenshots):
+    """A proxy in front of the server gives up on a long first start (nginx answers 504 after 60 s) while the
+    server goes on and starts the kernel: the page has no kernel, and a reload was the only way to it.  Here the
+    browser's first POST /api/sessions reaches the server, which makes the whole start, but the page gets a 504
+    in place of its answer.  The extension connects the notebook to the kernel the server started."""
+    project = make_project(notebook7.root / "lost", ["tomli-w"])
+    write_notebook(project / "nb.ipynb", "import tomli_w, sys; print('prefix', sys.prefix)", kernel="uvk",
+                   display_name=DISPLAY)
+    lost: list[int] = []
+
+    def lose_the_first_answer(route) -> None:
+        if route.request.method != "POST" or lost:
+            route.continue_()
+            return
+        real = route.fetch(timeout=TIMEOUT_MS)  # the server makes the whole start
+        lost.append(real.status)
+        route.fulfill(status=504, content_type="text/html",
+                      body="<html><head><title>504 Gateway Time-out</title></head></html>")
+
+    page.route("**/api/sessions*", lose_the_first_answer)
+    _open(page, notebook7, "lost/nb.ipynb")
+    page.locator(".Toastify__toast", has_text="connected to the kernel the server started").first.wait_for()
+    assert lost == [201], lost
+    for _ in range(5):  # the dialog Notebook showed for the 504, closed as a user would
+        if not page.locator(".jp-Dialog").count():
+            break
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+    _wait_kernel_idle(page)
+    _shot(page, screenshots, "lost-answer-reconnected")
+    # one kernel: the one the lost start made (the lost answer's session stays listed until that kernel ends)
+    kernels = notebook7.get("/api/kernels").json()
+    assert len(kernels) == 1, kernels
+    assert {s["kernel"]["id"] for s in notebook7.get("/api/sessions").json()} == {kernels[0]["id"]}
+    page.locator(".jp-Cell").first.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    page.wait_for_function("(prefix) => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                           ".some(o => o.innerText.includes('prefix ' + prefix))", arg=str(project / ".venv"))
