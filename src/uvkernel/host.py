@@ -43,6 +43,9 @@ try:
     extra = [p for p in site.getsitepackages() if p not in sp]
 except Exception:
     extra = []
+# where installers put the console scripts of this interpreter's packages (Debian's pip: /usr/local/bin), and
+# the interpreter's own folder
+dirs = [paths.get("scripts"), os.path.dirname(sys.executable)]
 print(json.dumps({
     "executable": sys.executable,
     "version": list(sys.version_info[:3]),
@@ -53,6 +56,7 @@ print(json.dumps({
     "site_packages": sp + extra,
     "conda": os.path.isdir(os.path.join(sys.prefix, "conda-meta")),
     "has_ipykernel": ipk,
+    "scripts": [d for i, d in enumerate(dirs) if d and d not in dirs[:i]],
 }))
 """
 
@@ -70,6 +74,7 @@ class HostPython:
     site_packages: list[str] = field(default_factory=list)
     conda: bool = False
     has_ipykernel: bool = False
+    scripts: list[str] = field(default_factory=list)  # its console scripts' folders (torchrun), first the installers'
 
     @property
     def is_venv(self) -> bool:
@@ -150,7 +155,8 @@ def _parse(path: str, reason: str, returncode: int, stdout: str, stderr: str) ->
                       implementation=data["implementation"], prefix=data["prefix"],
                       base_prefix=data["base_prefix"], base_executable=data["base_executable"],
                       site_packages=data["site_packages"], conda=data["conda"],
-                      has_ipykernel=data["has_ipykernel"])
+                      has_ipykernel=data["has_ipykernel"],
+                      scripts=[d for d in data.get("scripts") or [] if isinstance(d, str)])
     if version[:2] < MINIMUM_PYTHON:
         raise HostError("HOST_PYTHON_TOO_OLD", path=path, version=host.version_str,
                         minimum=".".join(map(str, MINIMUM_PYTHON)))
@@ -207,7 +213,7 @@ async def inspect(path: str, reason: str = "given", timeout: float = 30, cache_d
     return host
 
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: the console scripts' folders
 
 
 def _cache_file(cache_dir: Path, path: str) -> Path:

@@ -149,14 +149,44 @@ def summary(prepared: pipeline.Prepared, elapsed: float, title: str = "uvkernel 
 def run_environment(prepared: pipeline.Prepared) -> dict[str, str]:
     """The kernel's environment, plus the host's console scripts (torchrun and the like) after the env's own."""
     env = dict(prepared.kernel_env)
-    host_bin = os.path.dirname(prepared.host.executable)
-    env["PATH"] = launch.insert_after_env(env.get("PATH", os.defpath), prepared.env.path, prepared.tools, [host_bin])
+    host_bins = prepared.host.scripts or [os.path.dirname(prepared.host.executable)]
+    env["PATH"] = launch.insert_after_env(env.get("PATH", os.defpath), prepared.env.path, prepared.tools, host_bins)
     return env
 
 
+def _host_script(prepared: pipeline.Prepared, command: str, path: str) -> str | None:
+    """The file ``command`` names when it is a script of the host's interpreter outside the env (torchrun and the
+    other console scripts of the host's packages), else None.
+
+    Its shebang runs the host's python, which sees none of the env's packages: `torchrun train.py` would run
+    the training script, and every worker it starts, without the project's dependencies.  Run by the env's
+    python instead, the same script sees the host's packages and the env's, as `python train.py` does."""
+    found = command if os.sep in command else shutil.which(command, path=path)
+    if not found or os.path.realpath(found).startswith(os.path.realpath(prepared.env.path) + os.sep):
+        return None
+    try:
+        with open(found, "rb") as fh:
+            first = fh.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    words = first[2:].decode(errors="replace").split()
+    if not words:
+        return None
+    interpreter, host = words[0], prepared.host.executable
+    same = interpreter == host or (not prepared.host.is_venv
+                                   and os.path.realpath(interpreter) == os.path.realpath(host))
+    return found if same else None
+
+
 def exec_command(prepared: pipeline.Prepared, argv: Sequence[str]) -> NoReturn:
-    """Become ``argv`` (exec: its signals, stdin, tty and exit status are its own)."""
+    """Become ``argv`` (exec: its signals, stdin, tty and exit status are its own); a script of the host's
+    interpreter (torchrun) runs under the env's python."""
     env = run_environment(prepared)
+    script = _host_script(prepared, argv[0], env.get("PATH", os.defpath))
+    if script is not None:
+        argv = [str(prepared.env.python), script, *argv[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
     try:
