@@ -17,6 +17,9 @@ export const SCHEMA_ID = 'https://jupyter-uvkernel.invalid/events/kernel-start/v
 const MAX_MESSAGE = 140; // JupyterLab cuts a notification's message there
 const LOST_EVERY_MS = 2000; // after a start's end: how often to look for a notebook that lost its kernel's answer
 const LOST_LOOKS = 90; // for 3 minutes: the server lists the session once the kernel has launched
+// looks in a row with the session listed and the notebook without it: its answer would have come long before
+// (the server answers right after it lists the session), even on a loaded server
+const LOST_AFTER = 3;
 const RECONNECTED = "uvkernel: the page lost the server's answer to the kernel start; connected to the kernel the server started";
 
 interface IStartEvent {
@@ -204,8 +207,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     /** After a start's env is ready: a notebook left without the kernel that start made lost the server's
      * answer (a proxy in front of the server times out during a long first start: nginx answers 504 after 60 s
      * by default) while the server went on and started the kernel. Once the server lists that kernel's session
-     * for the notebook, and the notebook still has no kernel two looks later, it is connected to it, as a
-     * reload of the page would do. */
+     * for the notebook, and the notebook still has no kernel LOST_AFTER looks in a row, it is connected to it, as
+     * a reload of the page would do. */
     const reconnectIfLost = async (event: IStartEvent): Promise<void> => {
       if (!tracker || !event.kernel_id || !event.path) {
         return;
@@ -223,7 +226,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           model => model.kernel?.id === event.kernel_id
         );
         lost = listed ? lost + 1 : 0;
-        if (lost >= 2) {
+        if (lost >= LOST_AFTER) {
           // POST /api/sessions for a notebook that has a session answers that session: this one, its kernel
           await panel.sessionContext.changeKernel({ id: event.kernel_id, name: event.kernel_name });
           Notification.info(fit(RECONNECTED, MAX_MESSAGE), { autoClose: 10000 });
