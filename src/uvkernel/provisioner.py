@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from string import Template
 from typing import Any
 
-from jupyter_client.connect import LocalPortCache
+from jupyter_client.connect import LocalPortCache, port_names
 from jupyter_client.provisioning import LocalProvisioner
 from tornado.web import HTTPError
 from traitlets.config import Config, LazyConfigValue
@@ -186,7 +186,7 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
         if km is None:
             return
         cache = LocalPortCache.instance()
-        for name in ("shell_port", "iopub_port", "stdin_port", "hb_port", "control_port"):
+        for name in port_names:  # the ports jupyter_client's own "random ports" reset clears
             port = getattr(km, name, 0)
             if port:
                 cache.return_port(port)
