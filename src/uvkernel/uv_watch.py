@@ -131,6 +131,11 @@ def main(argv: list[str]) -> int:
     # a SIGTERM sent to it is passed to uv, and the watcher still records what uv left.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The files as they were before uv: taken after uv started, a write uv made in its first instant (uv add
+    # writes pyproject.toml early, and a loaded machine can hold the watcher that long) would pass for the
+    # starting state and never be recorded as uv's.
+    looks = {f: _look(f) for f in files}
+    firsts = {f: digest(f) for f in files}
     try:
         uv = subprocess.Popen(command)
     except OSError as exc:
@@ -142,8 +147,6 @@ def main(argv: list[str]) -> int:
     state["uv"] = [uv.pid, process_start(uv.pid)]
     write_durably(record, state)
     deadline = time.monotonic() + timeout
-    looks = {f: _look(f) for f in files}
-    firsts = {f: digest(f) for f in files}
     seen: dict[str, list[str | None]] = {}
     while True:
         try:

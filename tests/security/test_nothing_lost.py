@@ -5,6 +5,7 @@ since is kept (real uv held mid-run by a source distribution whose build waits).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -301,6 +302,25 @@ def _kill_uv_and_its_watcher(project: Path, proc: subprocess.Popen) -> None:
 
 def _record_file(project: Path) -> Path:
     return add_journal(project).parent / "uv-1.json"
+
+
+def test_a_write_in_uvs_first_instant_is_recorded_as_uvs(tmp_path):
+    """The watcher knows the files as they were before uv started: a command that writes pyproject.toml the
+    moment it starts (as `uv add` does, early) has that write in the record, however late the watcher looks."""
+    from uvkernel.project_edit import WATCHER
+
+    target, gate, rec = tmp_path / "pyproject.toml", tmp_path / "go", tmp_path / "uv-1.json"
+    target.write_text("[project]\nname = 'before'\n")
+    writes = "[project]\nname = 'written by the command'\n"
+    command = ["sh", "-c", f"printf %s \"$1\" > {target}; while [ ! -e {gate} ]; do sleep 0.02; done", "-", writes]
+    watcher = subprocess.Popen([sys.executable, "-I", str(WATCHER), str(rec), "60", str(target), "--", *command])
+    try:
+        wait_until("the watcher recording the command's write", lambda: json.loads(rec.read_text()).get("seen")
+                   if rec.exists() else None, timeout=30)
+    finally:
+        gate.touch()
+        watcher.wait(30)
+    assert json.loads(rec.read_text())["seen"] == {str(target): [hashlib.sha256(writes.encode()).hexdigest()]}
 
 
 @pytest.mark.parametrize("end", ["killed together", "power loss"])
