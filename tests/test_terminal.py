@@ -112,10 +112,14 @@ def test_run_uses_the_kernels_environment_and_passes_the_exit_status(tmp_path, h
     assert path[0] == str(env / "bin")
     assert path.index(host_bin) < path.index("/usr/bin")  # the host's console scripts (torchrun) after the env's
     assert (Path(path[1]) / "uvkernel").is_file()  # uvkernel itself, for nested use
-    # a command without `--`, found on the env's PATH: the host's console script runs under the env
+    # a command without `--`, found on the env's PATH: a shell in it finds the stand-in for the host's torchrun,
+    # which runs the host's script under the env's python
     which = uvk("run", "--project", str(project), "sh", "-c", "command -v python; command -v torchrun")
     assert which.returncode == 0, which.stderr
-    assert which.stdout.split() == [str(env / "bin" / "python"), os.path.join(host_bin, "torchrun")]
+    python, torchrun = which.stdout.split()
+    assert python == str(env / "bin" / "python")
+    assert path.index(os.path.dirname(torchrun)) < path.index(host_bin), path
+    assert os.path.join(host_bin, "torchrun") in Path(torchrun).read_text()
 
 
 def test_run_bad_input(tmp_path, host_env):
@@ -287,3 +291,33 @@ def test_uvkernel_add_from_a_notebook_cell(tmp_path, install_spec, host_python):
     assert "recorded tomli-w>=" in added.stdout, added.stdout + added.stderr
     assert "tomli-w>=" in (project / "pyproject.toml").read_text() and (project / "uv.lock").is_file()
     assert imported.stdout.strip().startswith(str(project / ".venv")), imported.error
+
+
+def test_the_hosts_console_scripts_get_stand_ins_that_follow_the_host(tmp_path):
+    """Only the host interpreter's scripts get a stand-in; it runs the script under $VIRTUAL_ENV's python (the
+    host's own script when no env is active); one whose host script is gone goes with it."""
+    from uvkernel import launch
+    from uvkernel.host import HostPython
+
+    bin_dir, python = tmp_path / "hostbin", tmp_path / "hostbin" / "python"
+    bin_dir.mkdir()
+    python.symlink_to(sys.executable)
+    host = HostPython(path=str(python), reason="test", executable=str(python), version=(3, 11, 7),
+                      implementation="cpython", prefix=str(tmp_path), base_prefix=sys.base_prefix,
+                      base_executable=sys.executable, scripts=[str(bin_dir)])
+    scripts = {"hostrun": f"#!{python}\nimport sys; print('ran by', sys.executable, sys.argv[1:])\n",
+               "shell-tool": "#!/bin/sh\necho shell\n", "not-executable": f"#!{python}\n"}
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o644 if name == "not-executable" else 0o755)
+    folder = launch.host_scripts_dir(tmp_path / "cache", host)
+    assert folder is not None and sorted(os.listdir(folder)) == ["hostrun"]
+    env_python = Path(sys.prefix) / "bin" / "python"
+    as_kernel = subprocess.run([str(folder / "hostrun"), "x"], capture_output=True, text=True, check=True,
+                               env={**os.environ, "VIRTUAL_ENV": sys.prefix})
+    assert as_kernel.stdout.split() == ["ran", "by", str(env_python), "['x']"], as_kernel.stdout
+    bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    alone = subprocess.run([str(folder / "hostrun")], capture_output=True, text=True, check=True, env=bare)
+    assert alone.stdout.split()[2] == str(python), alone.stdout
+    (bin_dir / "hostrun").unlink()
+    assert launch.host_scripts_dir(tmp_path / "cache", host) == folder and os.listdir(folder) == []

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 
 from .errors import UvkernelError
 from .files import private_dir, write_atomic
+from .host import HostPython
 from .settings import SETTING_NAMES, UvKernelSettings
 from .shared import LAUNCHER
 
@@ -44,6 +45,7 @@ def kernel_environment(
     excludes_file: Path | None = None,
     constraints_file: Path | None = None,
     tools_dir: Path | None = None,
+    host_scripts: Path | None = None,
     context: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in _DROP}
@@ -51,6 +53,8 @@ def kernel_environment(
     first = [str(env_path / "bin")]
     if tools_dir is not None:
         first.append(str(tools_dir))  # `!uvkernel add X` runs the uvkernel that started this kernel
+    if host_scripts is not None:
+        first.append(str(host_scripts))  # `!torchrun` runs the host's script under the env's python
     path_parts = first + [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p and p not in first]
     if uv_dir and uv_dir not in path_parts:
         path_parts.append(uv_dir)  # `!uv pip install` works even where uv is not on the server's PATH
@@ -78,10 +82,11 @@ def kernel_environment(
     return env
 
 
-def insert_after_env(path_value: str, env_path: Path, tools_dir: Path | None, dirs: Sequence[str]) -> str:
-    """PATH with ``dirs`` right after the env's bin (and uvkernel's tools folder), before the rest."""
+def insert_after_env(path_value: str, env_path: Path, ours: Sequence[Path | None], dirs: Sequence[str]) -> str:
+    """PATH with ``dirs`` right after the env's bin and uvkernel's own folders (``ours``), before the rest."""
     parts = [p for p in path_value.split(os.pathsep) if p]
-    keep = [p for p in parts if p in (str(env_path / "bin"), str(tools_dir or ""))]
+    first = {str(env_path / "bin")} | {str(d) for d in ours if d is not None}
+    keep = [p for p in parts if p in first]
     rest = [p for p in parts if p not in keep and p not in dirs]
     return os.pathsep.join(keep + [d for d in dirs if d not in keep] + rest)
 
@@ -110,6 +115,67 @@ def tools_dir(cache_root: Path) -> Path | None:
             write_atomic(script, text, mode=0o755)
     except (OSError, UvkernelError):
         return None  # a read-only cache: the kernel works, only `!uvkernel` needs the full path
+    return folder
+
+
+def runs_host_python(script: str, host: HostPython) -> bool:
+    """True when ``script``'s shebang runs the host's interpreter (a console script of a package installed into
+    the host: torchrun).  That python sees none of the env's packages."""
+    try:
+        with open(script, "rb") as fh:
+            first = fh.readline(512)
+    except OSError:
+        return False
+    words = first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
+    if not words:
+        return False
+    interpreter = words[0]
+    return interpreter == host.executable or (not host.is_venv
+                                              and os.path.realpath(interpreter) == os.path.realpath(host.executable))
+
+
+def host_scripts_dir(cache_root: Path, host: HostPython) -> Path | None:
+    """A folder of stand-ins for the host's console scripts, for the kernel's PATH after the env's own bin.
+
+    A console script of a host package (`torchrun`) starts the host's python, which sees none of the env's
+    packages: `!torchrun train.py` in a cell would run the training script, and every worker it starts, without
+    the project's dependencies.  Each stand-in runs the same script under the kernel's python (``$VIRTUAL_ENV``),
+    which sees the host's packages and the env's, as ``uvkernel run`` does.  Only the folder the host's installer
+    writes scripts into is mirrored (a venv's bin, Debian's /usr/local/bin): the distribution's own tools keep
+    their python.  None when the folder cannot be written (the kernel then finds the host's scripts as before).
+    """
+    if not host.scripts:
+        return None
+    source = host.scripts[0]
+    digest = hashlib.sha256(host.executable.encode()).hexdigest()[:16]
+    folder = cache_root / "bin" / f"host-{digest}"
+    wanted: dict[str, str] = {}
+    try:
+        names = sorted(os.listdir(source))
+    except OSError:
+        names = []
+    for name in names:
+        script = os.path.join(source, name)
+        if name.startswith(".") or not os.path.isfile(script) or not os.access(script, os.X_OK):
+            continue
+        if runs_host_python(script, host):
+            quoted = shlex.quote(script)
+            wanted[name] = ("#!/bin/sh\n"
+                            f'[ -x "${{VIRTUAL_ENV:-}}/bin/python" ] && exec "$VIRTUAL_ENV/bin/python" {quoted} "$@"\n'
+                            f'exec {quoted} "$@"\n')
+    try:
+        private_dir(folder, readable=True)  # never a folder others may write into
+        for name in set(os.listdir(folder)) - set(wanted):
+            try:
+                (folder / name).unlink()  # the host's script is gone: so is its stand-in
+            except OSError:
+                pass
+        for name, text in wanted.items():
+            script_path = folder / name
+            if not script_path.is_file() or script_path.read_text() != text:
+                write_atomic(script_path, text, mode=0o755)
+    except (OSError, UnicodeDecodeError, UvkernelError):
+        return None
     return folder
 
 

@@ -46,6 +46,7 @@ class Prepared:
     settings: UvKernelSettings | None = None  # the effective settings: the caller's, with [tool.uvkernel] below them
     context: dict[str, str] = field(default_factory=dict)  # UVKERNEL_SETTINGS (launch.settings_context)
     tools: Path | None = None  # the folder with the `uvkernel` command for the kernel's PATH
+    host_scripts: Path | None = None  # stand-ins for the host's console scripts (launch.host_scripts_dir)
 
     def environment_for(self, base: Mapping[str, str], context: Mapping[str, str] | None = None) -> dict[str, str]:
         """The kernel's environment built on ``base`` (a copy; ``base`` is not changed)."""
@@ -53,7 +54,7 @@ class Prepared:
             base, self.env.path, uv_dir=os.path.dirname(self.uv), report_file=self.env.path / REPORT_FILE,
             excludes_file=_existing(self.env.path / HOST_EXCLUDES),
             constraints_file=_existing(self.env.path / HOST_CONSTRAINTS),
-            tools_dir=self.tools, context={**self.context, **(context or {})},
+            tools_dir=self.tools, host_scripts=self.host_scripts, context={**self.context, **(context or {})},
         )
 
     def command(self, connection_file: str) -> list[str]:
@@ -216,8 +217,13 @@ async def prepare_env(
     timings["env"] = time.monotonic() - t0 - timings["find"]
     cache_envs.record_start(root, env.path, folder=project.root or project.notebook_dir, in_cache=project.in_cache,
                             host=host.executable)
+    try:
+        host_scripts = await off_loop("mirroring the host's console scripts", launch.host_scripts_dir, root, host)
+    except ProjectError:
+        host_scripts = None  # a host folder too slow to list: the kernel finds the host's own scripts, as before
     prepared = Prepared(host, project, env, preflight.PreflightResult(skipped=True), {}, uv, timings, root, settings,
-                        context=launch.settings_context(settings, host.path), tools=launch.tools_dir(root))
+                        context=launch.settings_context(settings, host.path), tools=launch.tools_dir(root),
+                        host_scripts=host_scripts)
     prepared.kernel_env = prepared.environment_for(environ)
     return prepared
 

@@ -150,7 +150,8 @@ def run_environment(prepared: pipeline.Prepared) -> dict[str, str]:
     """The kernel's environment, plus the host's console scripts (torchrun and the like) after the env's own."""
     env = dict(prepared.kernel_env)
     host_bins = prepared.host.scripts or [os.path.dirname(prepared.host.executable)]
-    env["PATH"] = launch.insert_after_env(env.get("PATH", os.defpath), prepared.env.path, prepared.tools, host_bins)
+    env["PATH"] = launch.insert_after_env(env.get("PATH", os.defpath), prepared.env.path,
+                                      [prepared.tools, prepared.host_scripts], host_bins)
     return env
 
 
@@ -164,20 +165,7 @@ def _host_script(prepared: pipeline.Prepared, command: str, path: str) -> str | 
     found = command if os.sep in command else shutil.which(command, path=path)
     if not found or os.path.realpath(found).startswith(os.path.realpath(prepared.env.path) + os.sep):
         return None
-    try:
-        with open(found, "rb") as fh:
-            first = fh.readline(512)
-    except OSError:
-        return None
-    if not first.startswith(b"#!"):
-        return None
-    words = first[2:].decode(errors="replace").split()
-    if not words:
-        return None
-    interpreter, host = words[0], prepared.host.executable
-    same = interpreter == host or (not prepared.host.is_venv
-                                   and os.path.realpath(interpreter) == os.path.realpath(host))
-    return found if same else None
+    return found if launch.runs_host_python(found, prepared.host) else None
 
 
 def exec_command(prepared: pipeline.Prepared, argv: Sequence[str]) -> NoReturn:
