@@ -341,7 +341,7 @@ async def bounds(change: Change, *, settings: UvKernelSettings, host: Any, proje
     Python that requires-python admits (pandas 2.3.3 for 3.10, 3.1.1 for 3.11 and later)."""
     root = project.root
     reqs = [_requirement(text, root) for text in change.packages]
-    host_dists = protection.mark(await host_distributions(host, cache_root), settings)
+    host_dists = await protection.marked(await host_distributions(host, cache_root), settings)
     # a requirement the host's version misses: refused as a kernel start refuses it, before anything is written
     resolve.plan(change.packages, host_dists, host.version, settings.allow_shadowing, root=str(root))
     open_ended = [r for r in reqs if not r.specifier and not r.url]

@@ -35,8 +35,8 @@ async def shadows(settings: UvKernelSettings, folder: str, environ: Mapping[str,
     """(host, project, host distributions, env distributions, [shadowing copies]) for the project holding ``folder``."""
     host, project, _root = await pipeline.locate(settings, folder, environ)
     site = stage2.site_packages_of(project.env_path, host.version)
-    host_dists = stage2.protection.mark(await stage2.list_host_distributions(host.executable, host.site_packages),
-                                        settings)
+    host_dists = await stage2.protection.marked(
+        await stage2.list_host_distributions(host.executable, host.site_packages), settings)
     env_dists = await stage2.env_distributions(site)
     return host, project, host_dists, env_dists, stage2.shadowing(env_dists, host_dists, settings.allow_shadowing)
 

@@ -44,6 +44,7 @@ uv cannot see inherited packages (it only reads the env's own site-packages), so
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hashlib
 import json
@@ -176,6 +177,12 @@ def mark(host: Mapping[str, HostDist], settings: UvKernelSettings, marker_env: M
     return {k: replace(d, protected=k in tiers.protected) for k, d in host.items()}
 
 
+async def marked(host: Mapping[str, HostDist], settings: UvKernelSettings) -> dict[str, HostDist]:
+    """:func:`mark` in a thread: it reads the ELF headers of the host's compiled packages (tens of ms on a CUDA
+    host), which must not hold the Jupyter server's event loop."""
+    return await asyncio.to_thread(mark, host, settings)
+
+
 def split(host: Mapping[str, Any], settings: UvKernelSettings, marker_env: Mapping[str, str] | None = None) -> Protection:
     """The host's distributions in two tiers (see the module's doc)."""
     rule = str(getattr(settings, "host_packages", "stack") or "stack").lower()
@@ -194,7 +201,7 @@ def split(host: Mapping[str, Any], settings: UvKernelSettings, marker_env: Mappi
     return result
 
 
-__all__ = ["Protection", "split", "stack_of", "closure", "is_companion", "matches", "canonical"]
+__all__ = ["Protection", "mark", "marked", "split", "stack_of", "closure", "is_companion", "matches", "canonical"]
 
 
 

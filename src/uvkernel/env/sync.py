@@ -875,7 +875,7 @@ async def refit_companions(project: Project, env: EnvPlace, host_python: HostPyt
     """Companions the preflight found not to load on the host's torch (``failed``: canonical names), replaced by
     the newest release the project admits, resolved against the host; one record per replacement ([] when none
     could be found, and the preflight's refusal stands)."""
-    host = protection.mark(await protection.host_distributions(host_python, cache_root), settings)
+    host = await protection.marked(await protection.host_distributions(host_python, cache_root), settings)
     keep = provided(host, settings.allow_shadowing)
     env_dists = await installed.env_distributions(env.site_packages)
     targets = [env_dists[n] for n in sorted(failed) if n in env_dists and not env_dists[n].editable]

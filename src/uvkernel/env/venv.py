@@ -601,7 +601,7 @@ async def _install_missing(env: Env, project: Project, host: HostPython, setting
     where the host has none; then the state file, last, so a start killed before it is resumed by the next."""
     env_path = env.path
     # the host's distributions in two tiers: the protected stack, and preferences (protection's doc)
-    host_dists: dict[str, HostDist] = protection.mark(await listing, settings)
+    host_dists: dict[str, HostDist] = await protection.marked(await listing, settings)
     install.write_host_files(env_path, host_dists, settings.allow_shadowing)
     extra: list[str] = []  # what the kernel needs and the host lacks
     if not host.has_ipykernel:
