@@ -171,6 +171,29 @@ def test_add_and_remove_in_a_group_keep_the_lock_portable(tmp_path, host_env):
     assert "tomli-w" not in (project / "uv.lock").read_text()
 
 
+def test_remove_takes_out_of_the_env_what_uv_lock_no_longer_holds(tmp_path, host_env, uv_bin):
+    """As `uv remove` and its sync: the removed package and what only it needed leave the env; a package another
+    requirement still needs stays, and so does what the user installed by hand (never in uv.lock)."""
+    project = make_project(tmp_path / "proj", ["tomli-w"])
+    added = uvk("add", "markdown-it-py", "mdurl", cwd=project)
+    assert added.returncode == 0, added.stderr
+    env = project / ".venv"
+    by_hand = subprocess.run([uv_bin, "pip", "install", "--python", str(env / "bin" / "python"), "tomli"],
+                             capture_output=True, text=True)
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert {"markdown-it-py", "mdurl", "tomli", "tomli-w"} <= set(env_dists(env))
+    still_needed = uvk("remove", "mdurl", cwd=project)  # markdown-it-py requires it
+    assert still_needed.returncode == 0, still_needed.stderr
+    assert "uninstalled" not in still_needed.stdout and "mdurl" in env_dists(env)
+    gone = uvk("remove", "markdown-it-py", cwd=project)
+    assert gone.returncode == 0, gone.stderr
+    dists = env_dists(env)
+    assert "markdown-it-py" not in dists and "mdurl" not in dists, dists
+    assert "tomli" in dists and "tomli-w" in dists, dists
+    line = [x for x in gone.stdout.splitlines() if "uninstalled from the env" in x]
+    assert line and "markdown-it-py" in line[0] and "mdurl" in line[0], gone.stdout
+
+
 def test_add_conflicting_with_a_host_package_is_refused_with_the_kernel_start_text(tmp_path, host_env):
     project = make_project(tmp_path / "proj", ["tomli-w"])
     before = files(project)

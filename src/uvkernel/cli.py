@@ -480,7 +480,7 @@ def cmd_change(args: argparse.Namespace) -> int:
         left = getattr(exc, "left", [])
         for text in left:  # files the user changed while the command ran: left as they are now
             print("uvkernel: " + text, file=sys.stderr)
-        if not left:
+        if not left and not getattr(exc, "recorded", False):
             print("uvkernel: " + (notice("EDIT_FILES_RESTORED") if getattr(exc, "restored", False)
                                   else notice("EDIT_NOTHING_RECORDED")), file=sys.stderr)
         return 1

@@ -254,6 +254,11 @@ MESSAGES: dict[str, Message] = {
         "check the spelling (the names pip and uv take, as listed on https://pypi.org), then run "
         "`uvkernel add` again",
     ),
+    "REMOVE_UNINSTALL_FAILED": Message(
+        "uv recorded the removal, but could not uninstall {names} from the env {env} (exit status {returncode}); "
+        "pyproject.toml and uv.lock no longer name them",
+        "read uv's message above, then uninstall them yourself: `uv pip uninstall --python {python} {names}`",
+    ),
     "CHANGE_FAILED": Message(
         "uv refused to record the change (`uv {verb}` exited with status {returncode}); nothing was recorded",
         "read uv's message above; pyproject.toml and uv.lock are as they were before",

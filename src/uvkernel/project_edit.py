@@ -35,7 +35,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from . import pipeline, project as project_mod, trust
-from .env import declarations, host_distributions, lock_for, private_dir, protection, resolve
+from .env import (declarations, env_distributions, host_distributions, lock_for, locked, private_dir, protection,
+                  read_lock, resolve, site_packages_of)
 from .errors import DependencyError, ProjectError, UvError, UvkernelError, note, notice
 from .files import read_input, write_atomic
 from .settings import UvKernelSettings
@@ -68,6 +69,7 @@ class Outcome:
     prepared: pipeline.Prepared
     recorded: list[str] = field(default_factory=list)  # what uv recorded (the bounded requirements for add)
     pyproject: Path = field(default_factory=Path)
+    uninstalled: list[str] = field(default_factory=list)  # remove: "name version" taken out of the env
 
 
 JOURNAL = "journal.json"
@@ -438,6 +440,7 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
         for text in recover(project.root, cache_root, wait=settings.lock_timeout, log=log):
             log(text)
         backup = Backup(project.root, cache_root, change.verb)
+        was_locked = _lock_names(project.root) if change.verb == "remove" else set()
         try:
             batches = ([pins] if pins else []) + [specs]  # the pins first: uv.lock gets these versions
             for i, batch in enumerate(batches, 1):
@@ -460,7 +463,44 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
             raise
         backup.finish()
     recorded = _recorded(project.root, specs) if change.verb == "add" else specs
-    return Outcome(prepared, recorded, project.root / "pyproject.toml")
+    outcome = Outcome(prepared, recorded, project.root / "pyproject.toml")
+    if change.verb == "remove":
+        dropped = was_locked - _lock_names(project.root)
+        outcome.uninstalled = await _uninstall(dropped, prepared, uv, settings, cache_root)
+    return outcome
+
+
+def _lock_names(root: Path) -> set[str]:
+    """The canonical names uv.lock holds (none without a lock)."""
+    try:
+        return set(read_lock(root / "uv.lock")) if (root / "uv.lock").is_file() else set()
+    except UvkernelError:
+        return set()
+
+
+async def _uninstall(dropped: set[str], prepared: pipeline.Prepared, uv: str, settings: UvKernelSettings,
+                     cache_root: Path) -> list[str]:
+    """Take out of the env what `uv remove` dropped from uv.lock (the package, and what only it needed), as the
+    `uv sync` after a `uv remove` does; ["name version", ...].  Only the env's own copies: the host is never
+    touched, and a package uv.lock still holds (another requirement needs it) stays."""
+    env = prepared.env
+    site = site_packages_of(env.path, prepared.host.version)
+    if not dropped:
+        return []
+    async with locked(env.path, cache_root, settings.lock_timeout):  # no kernel start prepares the env meanwhile
+        present = await env_distributions(site)
+        names = sorted(k for k in present if k in dropped)
+        if not names:
+            return []
+        done = await run_uv([uv, "pip", "uninstall", "--python", str(env.python), *names],
+                            step=f"uninstalled what uv remove dropped from uv.lock ({', '.join(names)})",
+                            timeout=settings.uv_timeout, check=False, disk=str(env.path))
+    if done.returncode != 0:
+        error = UvError("REMOVE_UNINSTALL_FAILED", names=" ".join(names), env=str(env.path),
+                        python=str(env.python), returncode=done.returncode, detail=done.output[-3000:])
+        error.recorded = True  # type: ignore[attr-defined]  # the files keep the change: the CLI says no restore
+        raise error
+    return [f"{present[k].name} {present[k].version}" for k in names]
 
 
 def _recorded(root: Path, specs: list[str]) -> list[str]:
@@ -487,4 +527,7 @@ def summary(change: Change, outcome: Outcome, elapsed: float) -> str:
     what = ", ".join(outcome.recorded)
     where = "removed" if change.verb == "remove" else "recorded"
     first = f"uvkernel {change.verb}: {where} {what} in {outcome.pyproject} (uv.lock updated by uv)"
-    return first + "\n" + env_summary(outcome.prepared, elapsed, title=f"uvkernel {change.verb}")
+    text = first + "\n" + env_summary(outcome.prepared, elapsed, title=f"uvkernel {change.verb}")
+    if outcome.uninstalled:
+        text += "\n  uninstalled from the env (no longer in uv.lock): " + ", ".join(outcome.uninstalled)
+    return text

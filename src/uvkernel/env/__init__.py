@@ -15,6 +15,7 @@ and by the terminal commands (``add``/``remove``, ``unshadow``, ``gc``) and the 
     declared(project, settings), locked_pins(project, uv, timeout)
     env_distributions(site_packages), shadowing(...), broken_requirements(...)
     variant(torch_version), index_for(setting, torch_version)  # the host torch's build, its companions' index
+    read_lock(path)                                            # uv.lock's names: canonical name -> source, version
     refit_companions(project, env, host, settings, ...)        # companions that did not load: the newest that may
     companions.unavailable_error(records, failed)              # the refusal naming the variant's index
 
@@ -42,10 +43,10 @@ from .installed import broken_requirements, env_distributions, shadowing
 from .protection import HostDist, host_distributions, list_host_distributions
 from .resolve import InstallPlan
 from . import companions, protection
-from .sync import refit_companions
+from .sync import read_lock, refit_companions
 from .venv import STATE_FILE, Env, lock_for, locked, prepare, private_dir, site_packages_of
 
 __all__ = ["Env", "HOST_CONSTRAINTS", "HOST_EXCLUDES", "HostDist", "InstallPlan", "Log", "STATE_FILE",
            "broken_requirements", "declared", "env_distributions", "host_distributions", "index_for",
-           "list_host_distributions", "lock_for", "locked", "locked_pins", "prepare", "private_dir",
+           "list_host_distributions", "lock_for", "locked", "locked_pins", "prepare", "private_dir", "read_lock",
            "shadowing", "site_packages_of", "variant", "companions", "protection", "refit_companions"]
