@@ -334,7 +334,7 @@ def test_the_hosts_console_scripts_get_stand_ins_that_follow_the_host(tmp_path):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o644 if name == "not-executable" else 0o755)
     folder = launch.host_scripts_dir(tmp_path / "cache", host)
-    assert folder is not None and sorted(os.listdir(folder)) == ["hostrun"]
+    assert folder is not None and sorted(os.listdir(folder)) == ["hostrun"]  # a folder just changed: no stamp
     env_python = Path(sys.prefix) / "bin" / "python"
     as_kernel = subprocess.run([str(folder / "hostrun"), "x"], capture_output=True, text=True, check=True,
                                env={**os.environ, "VIRTUAL_ENV": sys.prefix})
@@ -342,5 +342,12 @@ def test_the_hosts_console_scripts_get_stand_ins_that_follow_the_host(tmp_path):
     bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     alone = subprocess.run([str(folder / "hostrun")], capture_output=True, text=True, check=True, env=bare)
     assert alone.stdout.split()[2] == str(python), alone.stdout
+    # a settled folder is stamped, and a warm start reads only the stamp; a change to the folder is seen
+    old = time.time_ns() - 60_000_000_000
+    os.utime(bin_dir, ns=(old, old))
+    assert launch.host_scripts_dir(tmp_path / "cache", host) == folder and (folder / ".source").is_file()
+    (folder / "hostrun").write_text("#!/bin/sh\necho edited\n")
+    assert launch.host_scripts_dir(tmp_path / "cache", host) == folder
+    assert "edited" in (folder / "hostrun").read_text(), "an unchanged folder was read again"
     (bin_dir / "hostrun").unlink()
     assert launch.host_scripts_dir(tmp_path / "cache", host) == folder and os.listdir(folder) == []

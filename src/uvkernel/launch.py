@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -149,6 +150,21 @@ def host_scripts_dir(cache_root: Path, host: HostPython) -> Path | None:
     source = host.scripts[0]
     digest = hashlib.sha256(host.executable.encode()).hexdigest()[:16]
     folder = cache_root / "bin" / f"host-{digest}"
+    # A warm start reads one stamp: an installer adds, removes or replaces scripts by renaming, which changes the
+    # folder's own mtime, so an unchanged folder has the stand-ins it had.  A folder changed in the last seconds
+    # gets no stamp (a change within the same clock tick would leave the mtime as it was): it is read again.
+    try:
+        st = os.stat(source)
+        settled = time.time_ns() - st.st_mtime_ns > 2_000_000_000
+        stamp = json.dumps([source, host.executable, st.st_ino, st.st_mtime_ns]) if settled else ""
+    except OSError:
+        stamp = ""
+    stamp_file = folder / ".source"
+    try:
+        if stamp and stamp_file.read_text() == stamp:
+            return folder
+    except (OSError, UnicodeDecodeError):
+        pass
     wanted: dict[str, str] = {}
     try:
         names = sorted(os.listdir(source))
@@ -165,7 +181,7 @@ def host_scripts_dir(cache_root: Path, host: HostPython) -> Path | None:
                             f'exec {quoted} "$@"\n')
     try:
         private_dir(folder, readable=True)  # never a folder others may write into
-        for name in set(os.listdir(folder)) - set(wanted):
+        for name in set(os.listdir(folder)) - set(wanted) - {stamp_file.name}:
             try:
                 (folder / name).unlink()  # the host's script is gone: so is its stand-in
             except OSError:
@@ -174,6 +190,10 @@ def host_scripts_dir(cache_root: Path, host: HostPython) -> Path | None:
             script_path = folder / name
             if not script_path.is_file() or script_path.read_text() != text:
                 write_atomic(script_path, text, mode=0o755)
+        if stamp:
+            write_atomic(stamp_file, stamp)
+        elif stamp_file.exists():
+            stamp_file.unlink()
     except (OSError, UnicodeDecodeError, UvkernelError):
         return None
     return folder
