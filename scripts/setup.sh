@@ -13,7 +13,7 @@
 #   - with --pythons: the other Pythons the test command runs on (scripts/test-pythons.sh), pyenv's 3.9, 3.10, 3.12
 #     and 3.13: a host of each under build/hosts/ (a hard-linked copy of the pyenv installation, so pyenv's own
 #     stays untouched, with ipykernel and the fake torch double: no torch wheel is on disk for those Pythons) and
-#     a dev env of uvkernel itself on 3.10 and on 3.13 (.venv-py3.10, .venv-py3.13).
+#     a dev env of uvkernel itself on 3.10, 3.12 and 3.13 (.venv-py3.10, .venv-py3.12, .venv-py3.13).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 E2E=0
@@ -186,14 +186,14 @@ if [ "$PYTHONS" = 1 ]; then
     fi
     site="$("$host_python" -I -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
     .venv/bin/python tests/doubles/fake_torch.py "$site" --version 2.13.0+cpu --cuda none | sed 's/^/setup: /'
-    # uvkernel itself on the oldest and the newest Python it supports: the fast tests' own tools only
-    if [ "$short" = 3.10 ] || [ "$short" = 3.13 ]; then
+    # uvkernel itself on each Python it supports but the standard host's: the fast tests' own tools only
+    if [ "$short" != 3.9 ]; then
       dev=".venv-py$short"
       [ -x "$dev/bin/python" ] || "$UV" venv -q "$dev" --python "$base"
       "$UV" pip install -q --python "$dev/bin/python" -e . --group test-core
     fi
   done
-  echo "setup: other Pythons ready (hosts under build/hosts, dev envs .venv-py3.10 .venv-py3.13)"
+  echo "setup: other Pythons ready (hosts under build/hosts, dev envs .venv-py3.10 .venv-py3.12 .venv-py3.13)"
 fi
 echo "$HOST" > .venv/uvkernel-test-host
 echo "setup: done (dev env .venv, host $HOST)"

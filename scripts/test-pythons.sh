@@ -6,7 +6,7 @@
 #     (not on 3.9: that project needs 3.10), the probe and the preflight (deep import of the host's torch, a copy in
 #     the env that shadows it), a kernel started through the provisioner. 3.9 is the oldest host uvkernel accepts,
 #     though uvkernel itself needs 3.10;
-#   - uvkernel itself on 3.10 and 3.13 (.venv-py3.10, .venv-py3.13; the standard host): the settings table, the
+#   - uvkernel itself on 3.10, 3.12 and 3.13 (.venv-py3.10, .venv-py3.12, .venv-py3.13; the standard host): the settings table, the
 #     message catalogue, project parsing, the layering rules, the CLI refusing a bad host at `install` and a real
 #     `uvkernel check`, and a kernel started by the provisioner running on that Python.
 # Extra arguments go to every pytest run.
@@ -35,7 +35,7 @@ missing=()
 for short in 3.9 3.10 3.12 3.13; do
   [ -x "build/hosts/py$short/bin/python$short" ] || missing+=("build/hosts/py$short")
 done
-for short in 3.10 3.13; do
+for short in 3.10 3.12 3.13; do
   [ -x ".venv-py$short/bin/python" ] || missing+=(".venv-py$short")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -49,7 +49,7 @@ for short in 3.9 3.10 3.12 3.13; do
   UVKERNEL_TEST_HOST="$PWD/build/hosts/py$short/bin/python$short" \
     .venv/bin/python -m pytest -q -p no:cacheprovider -n "$WORKERS" "${skip[@]}" "$@" "${HOST_TESTS[@]}"
 done
-for short in 3.10 3.13; do
+for short in 3.10 3.12 3.13; do
   echo "test-pythons: uvkernel on Python $short"
   ".venv-py$short/bin/python" -m pytest -q -p no:cacheprovider -n "$WORKERS" "$@" "${DEV_TESTS[@]}"
 done

@@ -12,7 +12,7 @@ mkdir -p test-artifacts
 # loadgroup: tests marked xdist_group (each e2e module, sharing one server or browser) stay on one worker
 status=0
 .venv/bin/python -m pytest -n "${UVKERNEL_TEST_WORKERS:-2}" --dist loadgroup "$@" || status=$?
-# then the fast tests on the other Pythons (hosts 3.9 to 3.13; uvkernel itself on 3.10 and 3.13), a few
+# then the fast tests on the other Pythons (hosts 3.9 to 3.13; uvkernel itself on 3.10, 3.12 and 3.13), a few
 # minutes; run even when the suite failed, so one run reports both
 bash scripts/test-pythons.sh || status=$((status ? status : 1))
 exit "$status"
