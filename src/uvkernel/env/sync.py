@@ -835,12 +835,14 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
                 pins.append(f"{req.name}=={version}")
             if len(group) == len(names):
                 break
-        for key in sorted(unfixable & set(names)):
-            theirs, wants, mine = next(b for b in broken if canonical(b[0].name) == key)
+        def left_broken(theirs: Any, wants: str, mine: Any) -> None:
             text = note("HOST_PACKAGE_BROKEN_BY_ENV", name=theirs.name, version=theirs.version, requirement=wants,
                         dep=mine.name, dep_version=mine.version)
             log("notice: " + text)
             result.notes.append(text)
+
+        for key in sorted(unfixable & set(names)):
+            left_broken(*next(b for b in broken if canonical(b[0].name) == key))
         if not pins:
             return
         pins = sorted(set(pins))
@@ -851,11 +853,8 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
                                          what="installed env copies of host packages the env's copies would break")
         except (UvError, DependencyError):
             # the project's own packages are in place: a host package it never named does not stop the start
-            for theirs, wants, mine in broken:
-                text = note("HOST_PACKAGE_BROKEN_BY_ENV", name=theirs.name, version=theirs.version,
-                            requirement=wants, dep=mine.name, dep_version=mine.version)
-                log("notice: " + text)
-                result.notes.append(text)
+            for item in broken:
+                left_broken(*item)
             return
         result.installed += pins
         copied = set()
