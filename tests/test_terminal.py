@@ -244,6 +244,32 @@ def test_an_env_failure_after_the_change_restores_the_files(tmp_path, install_sp
     assert files(project) == before and not (project / "uv.lock").exists()
 
 
+def _workspace(tmp_path: Path, uv_bin: str, host: str) -> tuple[Path, Path]:
+    """A workspace root project and its member `pkg`, locked: the one uv.lock is the root's."""
+    top = make_project(tmp_path / "ws", ["pkg"], requires_python=">=3.11",
+                       extra='\n[tool.uv.workspace]\nmembers = ["pkg"]\n\n[tool.uv.sources]\npkg = { workspace = true }\n')
+    member = make_project(top / "pkg", [], requires_python=">=3.11", name="pkg",
+                          extra='\n[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n')
+    (member / "src" / "pkg").mkdir(parents=True)
+    (member / "src" / "pkg" / "__init__.py").write_text("")
+    subprocess.run([uv_bin, "lock", "--python", host], cwd=top, check=True, capture_output=True)
+    return top, member
+
+
+def test_an_env_failure_after_a_change_in_a_workspace_member_restores_the_workspaces_lock(tmp_path, install_spec,
+                                                                                         uv_bin, host_python):
+    """uv writes the member's pyproject.toml and the workspace's uv.lock (at the workspace root): both are put
+    back, byte for byte, and the message saying so is true."""
+    name = install_spec("uvk-strict", required_packages=["torch", "uvkernel_no_such_module"])
+    top, member = _workspace(tmp_path, uv_bin, host_python)
+    before = (top / "uv.lock").read_bytes(), (member / "pyproject.toml").read_bytes()
+    done = uvk("add", "--kernel", name, "tomli-w", cwd=member)
+    assert done.returncode == 1 and "uvkernel_no_such_module" in done.stderr, done.stderr
+    assert "back as they were before this command (byte for byte)" in done.stderr
+    assert ((top / "uv.lock").read_bytes(), (member / "pyproject.toml").read_bytes()) == before
+    assert not (member / "uv.lock").exists()
+
+
 def test_add_outside_a_project(tmp_path, host_env):
     folder = tmp_path / "loose"
     folder.mkdir()

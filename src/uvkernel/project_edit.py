@@ -95,6 +95,26 @@ def _put_back(path: Path, data: bytes | None) -> None:
             fh.write(data)
 
 
+def files_of(project: Any) -> dict[str, Path]:
+    """The files uv writes for a change to ``project``, by name: its pyproject.toml, and the uv.lock it uses (a
+    workspace member's is the workspace's, at the workspace root)."""
+    root = project.root
+    return {"pyproject.toml": root / "pyproject.toml", "uv.lock": project.lock_path or root / "uv.lock"}
+
+
+def _files_in_journal(root: Path, given: Any) -> dict[str, Path]:
+    """The paths a journal names, kept only where they can be this project's files: its own pyproject.toml, and a
+    uv.lock in its folder or a folder above (a workspace's); anything else, or a journal without paths (an older
+    uvkernel's), gives the project folder's own."""
+    files = {name: root / name for name in PROJECT_FILES}
+    if isinstance(given, dict) and isinstance(given.get("uv.lock"), str):
+        lock = Path(given["uv.lock"])
+        if lock.name == "uv.lock" and lock.is_absolute() and ".." not in lock.parts and \
+                (lock.parent == root or lock.parent in root.parents):
+            files["uv.lock"] = lock
+    return files
+
+
 def edits_folder(root: Path, cache_root: Path) -> Path:
     return cache_root / "edits" / hashlib.sha256(str(root).encode()).hexdigest()[:24]
 
@@ -110,8 +130,9 @@ class Backup:
     the records reach the disk before they count (``durable``): after a power loss the journal names copies that
     exist."""
 
-    def __init__(self, root: Path, cache_root: Path, verb: str = "add") -> None:
+    def __init__(self, root: Path, cache_root: Path, verb: str = "add", files: dict[str, Path] | None = None) -> None:
         self.root = root
+        self.files = files or {name: root / name for name in PROJECT_FILES}
         self.verb = verb
         self.folder = edits_folder(root, cache_root)
         self.saved: dict[str, bytes | None] = {}
@@ -121,7 +142,7 @@ class Backup:
         self.runs: list[str] = []  # the watchers' record files, one per uv run
         private_dir(self.folder)
         for name in PROJECT_FILES:
-            data = _current(root / name)
+            data = _current(self.files[name])
             self.saved[name] = data
             copy = self.folder / name
             if data is None:
@@ -135,7 +156,8 @@ class Backup:
 
     def _journal(self) -> None:
         write_atomic(self.folder / JOURNAL, json.dumps({
-            "root": str(self.root), "verb": self.verb, "pid": os.getpid(), "start": process_start(os.getpid()),
+            "root": str(self.root), "files": {n: str(p) for n, p in self.files.items()}, "verb": self.verb,
+            "pid": os.getpid(), "start": process_start(os.getpid()),
             "boot": boot_id(),
             "before": {n: _digest(d) for n, d in self.saved.items()}, "uv_wrote": self.written, "phase": self.phase,
             "runs": self.runs}), private=True, durable=True)
@@ -153,7 +175,7 @@ class Backup:
         is done, the env is prepared next."""
         self.phase = "prepare" if last else "uv"
         for name in PROJECT_FILES:
-            digest = _digest(_current(self.root / name))
+            digest = _digest(_current(self.files[name]))
             if digest != _digest(self.saved[name]) and digest not in self.written[name]:
                 self.written[name].append(digest)
         self._journal()
@@ -161,7 +183,7 @@ class Backup:
     def restore(self) -> bool:
         """Put back what uv changed; True when every file is as before.  Files changed since uv wrote them are
         left, their pre-command copy kept under another name and named in :attr:`notes`."""
-        self.notes = _roll_back(self.root, self.folder, self.verb, self.saved, self.written)
+        self.notes = _roll_back(self.files, self.folder, self.verb, self.saved, self.written)
         self.finish()
         return not self.notes
 
@@ -189,14 +211,14 @@ def _alive(who: Any) -> bool:
         return os.path.isdir("/proc/self") is False  # no procfs: the pid and its start time are all there is
 
 
-def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: float,
+def _uv_left(record: Path, root: Path, paths: dict[str, Path], verb: str, deadline: float, timeout: float,
              log: Log | None = None) -> dict[str, list[str | None]]:
     """What one uv run of an interrupted command wrote in the project files (name -> digests), from its watcher's
     record: what uv left when it ended, and what the watcher saw uv write while it ran (so uv and its watcher
     killed together, or a power loss, still leave it known).  A file uv changed in the last moment before such an
     end, unseen, is left to the user, never guessed.  Waits, until ``deadline``, for a watcher
     or a uv that still runs; past it, EDIT_STILL_RUNNING.  ``log`` hears once that it waits, and for which pid."""
-    files = {str(root / name): name for name in PROJECT_FILES}
+    files = {str(paths[name]): name for name in PROJECT_FILES}
     waited_for_uv = False
     told = False
     while True:
@@ -218,7 +240,7 @@ def _uv_left(record: Path, root: Path, verb: str, deadline: float, timeout: floa
             return seen
         if not _alive(data.get("watcher")) and not _alive(uv):
             if waited_for_uv:  # uv ended just now, its watcher gone before it: what uv left is what is there now
-                return _joined(seen, {name: _digest(_current(root / name)) for name in PROJECT_FILES})
+                return _joined(seen, {name: _digest(_current(paths[name])) for name in PROJECT_FILES})
             return seen
         waited_for_uv = waited_for_uv or _alive(uv)
         if time.monotonic() > deadline:
@@ -239,12 +261,13 @@ def _joined(seen: dict[str, list[str | None]], left: dict[str, str | None]) -> d
     return out
 
 
-def _roll_back(root: Path, folder: Path, verb: str, before: dict[str, Any], written: dict[str, list[str | None]]) -> list[str]:
+def _roll_back(paths: dict[str, Path], folder: Path, verb: str, before: dict[str, Any],
+               written: dict[str, list[str | None]]) -> list[str]:
     """Put each file back when it holds what uv wrote; ``before`` maps names to bytes (a live command) or to
     digests (a journal), the bytes then coming from the copies in ``folder``."""
     notes = []
     for name in PROJECT_FILES:
-        path = root / name
+        path = paths[name]
         try:
             now = _digest(_current(path))
         except (OSError, UvkernelError):
@@ -289,13 +312,14 @@ def recover(root: Path, cache_root: Path, wait: float = 0.0, log: Log | None = N
     written: dict[str, list[str | None]] = {name: [d for d in given.get(name) or [] if isinstance(d, str)]
                                            for name in PROJECT_FILES}
     runs = [r for r in data.get("runs") or [] if isinstance(r, str) and re.fullmatch(r"uv-\d+\.json", r)]
+    paths = _files_in_journal(root, data.get("files"))
     deadline = time.monotonic() + wait
     for run in runs:  # what uv wrote after this command's last look: its watcher's record says
-        for name, digests in _uv_left(folder / run, root, verb, deadline, wait, log).items():
+        for name, digests in _uv_left(folder / run, root, paths, verb, deadline, wait, log).items():
             for digest in digests:
                 if digest is not None and digest != before.get(name) and digest not in written[name]:
                     written[name].append(digest)
-    notes = _roll_back(root, folder, verb, before, written)
+    notes = _roll_back(paths, folder, verb, before, written)
     _forget(folder, runs)
     outcome = notice("EDIT_PARTLY_ROLLED_BACK") if notes else notice("EDIT_ROLLED_BACK")
     return [note("EDIT_RECOVERED", verb=verb, root=str(root), outcome=outcome, backup=str(folder)), *notes]
@@ -397,7 +421,7 @@ async def _uv_change(uv: str, change: Change, specs: list[str], project: Any, en
     # uv writes the files under its watcher, which records what uv left in ``record`` even if uvkernel is killed
     # meanwhile (-I: the watcher sees neither the user's site-packages nor PYTHONPATH)
     watcher = [sys.executable, "-I", str(WATCHER), str(record), str(settings.uv_timeout),
-               *(str(project.root / name) for name in PROJECT_FILES), "--"]
+               *(str(files_of(project)[name]) for name in PROJECT_FILES), "--"]
     # UV_PROJECT_ENVIRONMENT: uv looks at the env uvkernel prepared (by absolute path) and never makes another
     done = await run_uv(argv, step=f"recorded the change (uv {change.verb} --no-sync)", timeout=settings.uv_timeout,
                         cwd=project.root, check=False, via=watcher,
@@ -439,8 +463,8 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
         # an earlier add/remove that was killed half-way
         for text in recover(project.root, cache_root, wait=settings.lock_timeout, log=log):
             log(text)
-        backup = Backup(project.root, cache_root, change.verb)
-        was_locked = _lock_names(project.root) if change.verb == "remove" else set()
+        backup = Backup(project.root, cache_root, change.verb, files_of(project))
+        was_locked = _lock_names(project.lock_path) if change.verb == "remove" else set()
         try:
             batches = ([pins] if pins else []) + [specs]  # the pins first: uv.lock gets these versions
             for i, batch in enumerate(batches, 1):
@@ -465,15 +489,15 @@ async def apply(change: Change, settings: UvKernelSettings, folder: str, environ
     recorded = _recorded(project.root, specs) if change.verb == "add" else specs
     outcome = Outcome(prepared, recorded, project.root / "pyproject.toml")
     if change.verb == "remove":
-        dropped = was_locked - _lock_names(project.root)
+        dropped = was_locked - _lock_names(project.lock_path)
         outcome.uninstalled = await _uninstall(dropped, prepared, uv, settings, cache_root)
     return outcome
 
 
-def _lock_names(root: Path) -> set[str]:
-    """The canonical names uv.lock holds (none without a lock)."""
+def _lock_names(lock: Path | None) -> set[str]:
+    """The canonical names uv.lock (the workspace's, for a member) holds; none without a lock."""
     try:
-        return set(read_lock(root / "uv.lock")) if (root / "uv.lock").is_file() else set()
+        return set(read_lock(lock)) if lock is not None and lock.is_file() else set()
     except UvkernelError:
         return set()
 

@@ -304,6 +304,49 @@ def _record_file(project: Path) -> Path:
     return add_journal(project).parent / "uv-1.json"
 
 
+def _member_files(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    top, member = tmp_path / "ws", tmp_path / "ws" / "pkg"
+    member.mkdir(parents=True)
+    (top / "uv.lock").write_text("version = 1\n# the workspace's lock\n")
+    (member / "pyproject.toml").write_text("[project]\nname = 'pkg'\n")
+    return member, {"pyproject.toml": member / "pyproject.toml", "uv.lock": top / "uv.lock"}
+
+
+def test_a_killed_change_in_a_workspace_member_puts_the_workspaces_lock_back(tmp_path):
+    """A member's change writes the workspace's uv.lock, one folder up: the journal names it, and the next command
+    puts it back after a kill (here: a Backup never finished, as a killed command leaves it)."""
+    from uvkernel.project_edit import Backup, recover
+
+    member, files = _member_files(tmp_path)
+    before = {n: p.read_bytes() for n, p in files.items()}
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "uvkernel"
+    backup = Backup(member, cache, "add", files)
+    for path in files.values():
+        path.write_bytes(path.read_bytes() + b"# uv's\n")
+    backup.uv_wrote()
+    notes = recover(member, cache)
+    assert notes and "[EDIT_RECOVERED]" in notes[0] and "[EDIT_NOT_RESTORED]" not in "".join(notes), notes
+    assert {n: p.read_bytes() for n, p in files.items()} == before
+    assert not (member / "uv.lock").exists()
+
+
+def test_a_journal_naming_a_lock_outside_the_project_is_not_followed(tmp_path):
+    """A journal whose uv.lock path leads elsewhere (not the project's folder or one above it) is not followed:
+    the file there is never written, whatever digests the journal claims."""
+    from uvkernel.project_edit import Backup, recover
+
+    member, files = _member_files(tmp_path)
+    victim = tmp_path / "elsewhere" / "uv.lock"
+    victim.parent.mkdir()
+    victim.write_bytes(b"someone else's file\n")
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "uvkernel"
+    backup = Backup(member, cache, "add", {**files, "uv.lock": victim})
+    victim.write_bytes(b"changed\n")
+    backup.uv_wrote()  # the journal says uv wrote these bytes into the victim
+    assert recover(member, cache)
+    assert victim.read_bytes() == b"changed\n", "a path the journal named outside the project was written"
+
+
 def test_a_write_in_uvs_first_instant_is_recorded_as_uvs(tmp_path):
     """The watcher knows the files as they were before uv started: a command that writes pyproject.toml the
     moment it starts (as `uv add` does, early) has that write in the record, however late the watcher looks."""
