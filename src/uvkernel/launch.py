@@ -177,7 +177,7 @@ def host_scripts_dir(cache_root: Path, host: HostPython) -> Path | None:
         if runs_host_python(script, host):
             quoted = shlex.quote(script)
             wanted[name] = ("#!/bin/sh\n"
-                            f'[ -x "${{VIRTUAL_ENV:-}}/bin/python" ] && exec "$VIRTUAL_ENV/bin/python" {quoted} "$@"\n'
+                            f'[ -n "${{VIRTUAL_ENV:-}}" ] && [ -x "$VIRTUAL_ENV/bin/python" ] && exec "$VIRTUAL_ENV/bin/python" {quoted} "$@"\n'
                             f'exec {quoted} "$@"\n')
     try:
         private_dir(folder, readable=True)  # never a folder others may write into
