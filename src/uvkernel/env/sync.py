@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AbstractSet, Any, Protocol, Sequence
 
+from packaging.markers import InvalidMarker, Marker, UndefinedComparison, UndefinedEnvironmentName
 from packaging.version import InvalidVersion, Version
 
 from ..errors import DependencyError, ProjectError, UvError, note, notice
@@ -107,8 +108,8 @@ def selection(project: Project, settings: UvKernelSettings) -> list[str]:
     return args
 
 
-_LOCK_PACKAGE = re.compile(r'^\[\[package\]\]\nname = "([^"]+)"\n(?:version = "([^"]*)"\n)?source = \{ (\w+) =',
-                           re.M)
+_LOCK_PACKAGE = re.compile(r'^\[\[package\]\]\nname = "([^"]+)"\n(?:version = "([^"]*)"\n)?source = \{ (\w+) =[^\n]*\n'
+                           r'(?:resolution-markers = \[\n((?:[ \t]+"[^\n]*",?\n)*)\])?', re.M)
 
 
 @dataclass
@@ -117,33 +118,60 @@ class Locked:
     version: str
 
 
-def read_lock(path: Path) -> dict[str, Locked]:
+def _fork_applies(markers: Sequence[str], marker_env: dict[str, str] | None) -> bool:
+    """Whether one of a locked version's resolution markers holds for the env's Python and platform.  A universal
+    lock holds one version per fork (numpy 2.2.6 for Python 3.10, 2.4.6 for 3.11); without markers, or without an
+    environment to judge them by, a version applies."""
+    if not markers or marker_env is None:
+        return True
+    for text in markers:
+        try:
+            if Marker(text).evaluate({**marker_env, "extra": ""}):
+                return True
+        except (InvalidMarker, UndefinedEnvironmentName, UndefinedComparison):
+            return True  # a marker this parser cannot judge: do not rule the version out
+    return False
+
+
+def read_lock(path: Path, python_version: tuple[int, ...] | None = None) -> dict[str, Locked]:
     """canonical name -> its source kind and version in uv.lock.
 
-    uv writes uv.lock in a fixed layout (each ``[[package]]`` starts with name, version and source), so the names
-    and sources are read with one pattern: a full TOML parse of a 100-dependency lock takes a second here.
+    With ``python_version``, a name locked at several versions (a universal lock's forks) gets the one whose
+    resolution markers hold for that Python on this platform, the one ``uv sync`` installs here; without it,
+    or when none holds, the first.
+
+    uv writes uv.lock in a fixed layout (each ``[[package]]`` starts with name, version, source and, for a forked
+    version, its resolution markers), so they are read with one pattern: a full TOML parse of a 100-dependency
+    lock takes a second here.
     """
     try:
         text = read_input(path).decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError("LOCK_INVALID", path=str(path), detail=str(exc)[:500]) from None
+    marker_env = requirements.marker_environment(python_version) if python_version else None
+    entries: list[tuple[str, Locked, list[str]]] = [
+        (canonical(name), Locked(kind, version), re.findall(r'"([^"\n]*)"', markers))
+        for name, version, kind, markers in _LOCK_PACKAGE.findall(text)]
+    if not entries and "[[package]]" in text:
+        try:  # a layout this pattern does not know: the slow, exact way
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ProjectError("LOCK_INVALID", path=str(path), detail=str(exc)[:500]) from None
+        for table in data.get("package") or []:
+            if isinstance(table, dict) and isinstance(table.get("name"), str):
+                given = table.get("source")
+                source: dict[str, Any] = given if isinstance(given, dict) else {}
+                forks = table.get("resolution-markers")
+                entries.append((canonical(table["name"]),
+                                Locked(next(iter(source), "registry"), str(table.get("version", ""))),
+                                [m for m in forks if isinstance(m, str)] if isinstance(forks, list) else []))
     found: dict[str, Locked] = {}
-    for name, version, kind in _LOCK_PACKAGE.findall(text):
-        found.setdefault(canonical(name), Locked(kind, version))
-    if found or "[[package]]" not in text:
-        return found
-    try:  # a layout this pattern does not know: the slow, exact way
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProjectError("LOCK_INVALID", path=str(path), detail=str(exc)[:500]) from None
-    out: dict[str, Locked] = {}
-    for table in data.get("package") or []:
-        if isinstance(table, dict) and isinstance(table.get("name"), str):
-            given = table.get("source")
-            source: dict[str, Any] = given if isinstance(given, dict) else {}
-            out.setdefault(canonical(table["name"]), Locked(next(iter(source), "registry"),
-                                                            str(table.get("version", ""))))
-    return out
+    first: dict[str, Locked] = {}
+    for key, entry, markers in entries:
+        first.setdefault(key, entry)
+        if _fork_applies(markers, marker_env):
+            found.setdefault(key, entry)
+    return {key: found.get(key, entry) for key, entry in first.items()}
 
 
 def is_local(locked: Locked) -> bool:
@@ -747,7 +775,7 @@ async def sync(project: Project, env: EnvPlace, host: dict[str, HostDist], host_
     # off the loop: both read the project's files whole (uv.lock and uv.toml may be megabytes)
     key = await off_loop("reading the project's files", resolution_key, project, host_sig, settings)
     if project.has_lock and project.lock_path is not None:  # has_lock: a lock_path that is a file
-        locked = await off_loop("reading uv.lock", read_lock, project.lock_path)
+        locked = await off_loop("reading uv.lock", read_lock, project.lock_path, host_python.version)
         cached = kept(cache_root, "fit", key)  # versions that replace locked ones, from an earlier start
         fitted, dropped = read_fit(cached)
         refitted = {canonical(requirements.line_name(line)) for line in fitted} | dropped
