@@ -20,7 +20,7 @@ def _record_line(path: str, data: bytes) -> str:
 
 
 def make_wheel(folder: Path, name: str, version: str, *, requires: list[str] = (), module: str | None = None,
-               code: str | None = None, extra: dict[str, bytes] | None = None) -> Path:
+               code: str | None = None, extra: dict[str, bytes] | None = None, requires_python: str = "") -> Path:
     """A wheel ``name-version-py3-none-any.whl`` whose module records where it came from; ``extra``: more files
     (relative path -> bytes), e.g. a shared object that makes it a compiled companion."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -31,6 +31,7 @@ def make_wheel(folder: Path, name: str, version: str, *, requires: list[str] = (
         f"{module}/__init__.py": (code if code is not None else
                                   f"BUILD = {version!r}\nFROM = 'test index wheel {name} {version}'\n").encode(),
         f"{info}/METADATA": ("Metadata-Version: 2.1\n" f"Name: {name}\nVersion: {version}\n"
+                             + (f"Requires-Python: {requires_python}\n" if requires_python else "")
                              + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: uvkernel-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         f"{info}/top_level.txt": f"{module}\n".encode(),

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from deps_support import assert_no_stack, cli, dists, host_dists, uv
+from deps_support import assert_no_stack, cli, dists, host_dists, torch_wheel_file, uv
 from helpers import make_project
 from index_support import make_wheel, simple_index, tiny_shared_object, torch_linked_object
 
@@ -269,6 +269,108 @@ def test_a_host_package_outside_the_projects_graph_gets_an_env_copy_when_the_env
     assert done.returncode == 0, done.stderr
     assert str(env) in done.stdout.split()[0]  # the env's own copy, not apt's
     assert_no_stack(env)
+
+
+@pytest.fixture(scope="module")
+def aws_shaped_host(tmp_path_factory, host_python) -> Path:
+    """A venv host holding what the default test host's awscli/botocore stack looks like, made small: awsish
+    1.5.0 requires dateish<3 (botocore 1.43 and python-dateutil<3), its neighbour 2.0.0 is another host package,
+    and forkpkg 2.0.0 is the newest release, for Python 3.11 and later only."""
+    wheels = tmp_path_factory.mktemp("host-wheels")
+    base = subprocess.run([host_python, "-I", "-c", "import sys; print(sys._base_executable)"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    host = tmp_path_factory.mktemp("aws-host") / ".venv"
+    uv("venv", "-q", "--python", base, str(host))
+    uv("pip", "install", "-q", "--python", str(host / "bin" / "python"), str(torch_wheel_file(host_python)),
+       "ipykernel",
+       str(make_wheel(wheels, "awsish", "1.5.0", requires=["dateish<3", "neighbour>=2"])),
+       str(make_wheel(wheels, "dateish", "2.9.0")), str(make_wheel(wheels, "neighbour", "2.0.0")),
+       str(make_wheel(wheels, "forkpkg", "2.0.0", requires_python=">=3.11")))
+    return host
+
+
+def _aws_index(tmp_path: Path, *more: Path) -> str:
+    """The index the project sees before PyPI (which serves the rest, pip for one): dateish 3 (which the host's awsish rejects) and the older releases uv could
+    reach for: awsish 0.1.0 from another era, which accepts anything; awsish 1.2.0, which accepts dateish 3 but
+    only with the host's neighbour moved back to 1.0.0."""
+    wheels = tmp_path / "wheels"
+    made = [make_wheel(wheels, "dateish", "2.9.0"), make_wheel(wheels, "dateish", "3.0.0"),
+            make_wheel(wheels, "awsish", "0.1.0"), make_wheel(wheels, "awsish", "1.5.0",
+                                                               requires=["dateish<3", "neighbour>=2"]),
+            make_wheel(wheels, "awsish", "1.2.0", requires=["dateish>=2", "neighbour<2"]),
+            make_wheel(wheels, "neighbour", "1.0.0"), make_wheel(wheels, "neighbour", "2.0.0"),
+            make_wheel(wheels, "forkpkg", "1.0.0"), make_wheel(wheels, "forkpkg", "2.0.0", requires_python=">=3.11"),
+            *more]
+    return simple_index(tmp_path / "index", made)
+
+
+def test_a_host_package_that_nothing_recent_fits_gets_a_note_not_a_copy_from_another_era(tmp_path, aws_shaped_host,
+                                                                                         monkeypatch):
+    # the default test host's awscli stack met python-dateutil 4: uvkernel installed botocore 0.76.0, boto3 0.0.3
+    # and awscli 1.6.5, which broke moto and s3transfer in turn, in 4.5 minutes.  A copy from another major version
+    # is not a working answer, and a copy must not move the host's other packages (neighbour) either
+    monkeypatch.setenv("UV_INDEX", _aws_index(tmp_path))
+    python = str(aws_shaped_host / "bin" / "python")
+    project = make_project(tmp_path / "proj", ["dateish>=3"])
+    prepared = prepare(python, project)
+    mine = dists(project / ".venv")
+    assert mine.get("dateish") == "3.0.0"
+    assert "awsish" not in mine and "neighbour" not in mine, mine
+    report = json.dumps(prepared.report())
+    assert "HOST_PACKAGE_BROKEN_BY_ENV" in report and "HOST_PACKAGE_COPIED" not in report
+    notes = [n for n in prepared.env.plan["notes"] if "HOST_PACKAGE_BROKEN_BY_ENV" in n]
+    assert len(notes) == 1 and "awsish 1.5.0" in notes[0], notes
+    assert "uvkernel add 'dateish<3'" in notes[0], notes[0]  # the command that makes the project take one it accepts
+    # the answer is kept: the next cold env of the same inputs does not ask uv again
+    kept = list((Path(os.environ["XDG_CACHE_HOME"]) / "uvkernel" / "resolutions").glob("hostcopies-*.txt"))
+    assert [json.loads(k.read_text()) for k in kept] == [{"pins": [], "unfixable": ["awsish"]}]
+
+
+def test_uv_taking_too_long_over_a_host_packages_copy_is_a_note_that_is_not_kept(tmp_path, aws_shaped_host,
+                                                                                  monkeypatch):
+    # ruling botocore out takes uv half a minute; an optional step must never hold the start for uv's whole timeout
+    from uvkernel.env import sync
+
+    monkeypatch.setattr(sync, "HOST_COPY_TIMEOUT", 0.05)
+    monkeypatch.setenv("UV_INDEX", _aws_index(tmp_path))
+    project = make_project(tmp_path / "proj", ["dateish>=3"])
+    prepared = prepare(str(aws_shaped_host / "bin" / "python"), project)
+    assert dists(project / ".venv").get("dateish") == "3.0.0"
+    assert any("HOST_PACKAGE_BROKEN_BY_ENV" in n and "awsish" in n for n in prepared.env.plan["notes"])
+    assert not list((Path(os.environ["XDG_CACHE_HOME"]) / "uvkernel" / "resolutions").glob("hostcopies-*.txt"))
+
+
+def test_a_host_package_gets_an_older_copy_in_its_own_major_version_that_leaves_the_rest_as_it_is(
+        tmp_path, aws_shaped_host, monkeypatch):
+    # aws-sam-translator 1.110.0 requires pydantic~=2.13.3; its 1.106.0 accepts the project's pydantic 2.14
+    wheels = tmp_path / "more"
+    monkeypatch.setenv("UV_INDEX", _aws_index(tmp_path, make_wheel(wheels, "awsish", "1.1.0",
+                                                                           requires=["dateish>=2"])))
+    python = str(aws_shaped_host / "bin" / "python")
+    project = make_project(tmp_path / "proj", ["dateish>=3"])
+    prepared = prepare(python, project)
+    mine = dists(project / ".venv")
+    assert (mine.get("dateish"), mine.get("awsish")) == ("3.0.0", "1.1.0"), mine
+    assert "neighbour" not in mine
+    assert prepared.env.plan["host_replaced"]["awsish"] == {"env": "1.1.0", "host": "1.5.0"}
+    assert "HOST_PACKAGE_COPIED" in json.dumps(prepared.report())
+
+
+def test_a_universal_locks_fork_for_the_hosts_python_is_the_one_compared_with_the_host(tmp_path, aws_shaped_host,
+                                                                                       monkeypatch):
+    # uv.lock holds forkpkg 1.0.0 for Python 3.10 and 2.0.0 for 3.11 and later; the 3.11 host's 2.0.0 is the
+    # locked version here, so it serves.  Read as the first entry, the env got its own 2.0.0 and the report said
+    # "forkpkg 1.0.0 in the env over the host's 2.0.0"
+    monkeypatch.setenv("UV_INDEX", _aws_index(tmp_path))
+    python = str(aws_shaped_host / "bin" / "python")
+    project = make_project(tmp_path / "proj", ["forkpkg"])
+    uv("lock", "--python", python, cwd=project)
+    lock = (project / "uv.lock").read_text()
+    assert 'name = "forkpkg"\nversion = "1.0.0"' in lock and 'name = "forkpkg"\nversion = "2.0.0"' in lock, lock
+    prepared = prepare(python, project)
+    assert "forkpkg" not in dists(project / ".venv")
+    assert prepared.env.plan["from_host"].get("forkpkg") == "2.0.0", prepared.env.plan
+    assert "forkpkg" not in prepared.env.plan["host_replaced"]
 
 
 def test_a_locked_package_that_does_not_fit_the_host_moves_and_the_rest_of_the_lock_stays(tmp_path, host_python):

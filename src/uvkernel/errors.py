@@ -490,10 +490,10 @@ MESSAGES: dict[str, Message] = {
     ),
     "HOST_PACKAGE_BROKEN_BY_ENV": Message(
         "the host's {name} {version} requires {requirement}, but the env holds {dep} {dep_version} for the "
-        "project, and the env could not get a release of {name} that accepts it (none fits, or it did not "
-        "install): importing {name} in this kernel may fail",
-        "if the notebook needs {name}, loosen the project's requirement on {dep} (`uvkernel add '{dep}'` records "
-        "what uv would), or add {name} to the project so that uv resolves both",
+        "project, and no release of {name} in the host's major version accepts it with the rest of the env as it "
+        "is (or uv could not say in time, or it did not install): importing {name} in this kernel may fail",
+        "if the notebook needs {name}, `uvkernel add '{requirement}'` makes the project take a {dep} that {name} "
+        "accepts (uv says so if the project cannot), or add {name} to the project so that uv resolves both",
     ),
     "EDIT_NOT_RESTORED": Message(
         "{path} changed while uvkernel {verb} ran (not by uv): it was left as it is now, not put back",

@@ -222,9 +222,11 @@ async def resolve(
     root: str = "",
     cwd: Path | None = None,
     timeout: float = 900,
+    diagnose: bool = True,
 ) -> list[tuple[Requirement, str]]:
     """Pinned versions for ``requirements`` that work with the host's packages (step 2 of the module doc): the
-    protected ones at the host's versions, the others preferred where they fit."""
+    protected ones at the host's versions, the others preferred where they fit.  ``diagnose=False``: a failure
+    is DEPENDENCIES_UNRESOLVABLE with uv's explanation, without the resolutions that say whose fault it is."""
     keep = provided(host, allow_shadowing)
     locked_rest = [line for line in locked if canonical(line_name(line)) not in keep]
     with tempfile.TemporaryDirectory(prefix="uvkernel-resolve-") as tmp_name:
@@ -237,6 +239,8 @@ async def resolve(
         built = build_failure(done.output)
         if built is not None:
             raise built
+        if not diagnose:
+            raise DependencyError("DEPENDENCIES_UNRESOLVABLE", root=root or ".", detail=explanation)
         marker_env = marker_environment(python_version)
         # Diagnose: is it the lock, the host, or are the requirements unresolvable anyway?
         if locked_rest:

@@ -57,6 +57,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+# seconds uv may take to find env copies for host packages the project never names: an optional step, whose
+# failure is a note, must not hold a kernel start for uv's whole timeout
+HOST_COPY_TIMEOUT = 120
 LOCAL_SOURCES = ("editable", "path", "directory", "virtual", "git", "url")
 STALE_LOCK = "needs to be updated"
 
@@ -457,6 +460,14 @@ async def fit_to_host(project: Project, env_python: Path, site_packages: Path, h
                                                       "earlier start)")})
 
 
+def _major(version: str) -> int:
+    """The leading number of a release (1 for 1.43.11, 2026 for 2026.5.9); 0 for a 0.x release or no version."""
+    try:
+        return Version(version).release[0]
+    except (InvalidVersion, IndexError):
+        return 0
+
+
 def _plain_version(version: str) -> bool:
     try:
         Version(version)
@@ -578,6 +589,19 @@ async def sync_resolved(project: Project, env_python: Path, env_path: Path, host
                                                    what=f"installed {project.root}'s dependencies", host=host,
                                                    cache_root=cache_root)
     return result
+
+
+def _read_host_copies(path: Path) -> tuple[list[str], list[str]] | None:
+    """An earlier start's answer for the host packages the env's copies break: (versions to install, names for
+    which none fits); None when there is none."""
+    try:
+        data = json.loads(path.read_text())
+        pins, unfixable = data["pins"], data["unfixable"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(pins, list) and isinstance(unfixable, list) and all(isinstance(x, str) for x in pins + unfixable):
+        return pins, unfixable
+    return None
 
 
 def _keep(path: Path, text: str) -> None:
@@ -801,7 +825,8 @@ async def sync(project: Project, env: EnvPlace, host: dict[str, HostDist], host_
         project.root, env.python, env.site_packages, host, settings, uv,
         declared={canonical(s.name) for s in declared_sources(project)},
         cached=kept(cache_root, "companions", key), log=log)
-    await keep_host_packages_working(project, env, host, settings, uv=uv, result=result, log=log)
+    await keep_host_packages_working(project, env, host, settings, uv=uv, result=result, log=log,
+                                     cache_root=cache_root, key=key)
     result.own_code_shadows.update(shadows)
     result.shadowed_on_purpose = direct.shadowed_on_purpose
     result.unmet_pins = direct.unmet_pins
@@ -811,8 +836,8 @@ async def sync(project: Project, env: EnvPlace, host: dict[str, HostDist], host_
 
 
 async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict[str, HostDist],
-                                     settings: UvKernelSettings, *,
-                                     uv: str, result: SyncResult, log: Log, rounds: int = 3) -> None:
+                                     settings: UvKernelSettings, *, uv: str, result: SyncResult, log: Log,
+                                     cache_root: Path | None = None, key: str = "", rounds: int = 3) -> None:
     """Host packages outside the stack that the env's own copies would break get env copies of their own.
 
     The env still sees every host distribution it holds no copy of.  When the project needs another version of
@@ -822,10 +847,21 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
     holds fixed; a new copy's own dependencies can break others in turn, hence a few rounds.  A protected host
     package is never replaced (its requirements took part in every resolution already); one for which no
     release fits gets a note and stays as it is.
+
+    A copy disturbs nothing else: everything the env sees (its own copies and the host's other packages) is held
+    at its version while the broken ones resolve, so a copy never drags the host's other packages back in turn.
+    A copy also stays in the host's major version (``botocore>=1`` for the host's 1.43.11): the host's code was
+    written against that API, and a release from another era (botocore 0.76.0, the last to accept
+    python-dateutil 4) is not a working answer.  Where nothing fits, the note says so and names the fix.
+
+    Ruling a package out can take uv half a minute (botocore has two thousand releases), so the broken ones are
+    resolved side by side, and the answer for the same host, env versions and broken packages is kept in
+    uvkernel's cache for the next cold start.
     """
     keep = provided(host, settings.allow_shadowing)
     python_version = _python_version(env.python, env.site_packages)
     unfixable: set[str] = set()
+    unsure: set[str] = set()  # names uv could not answer for in time: their "none fits" is not kept
     for _round in range(rounds):
         env_dists = await installed.env_distributions(env.site_packages)
         broken = [b for b in installed.host_broken_by_env(env_dists, host, python_version, skip=keep)
@@ -838,18 +874,26 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
                       for theirs, req, mine in broken))
         fixed = [f"{d.name}=={d.version}" for k, d in sorted(env_dists.items())
                  if k not in keep and not d.editable and _plain_version(d.version)]
-        pins: list[str] = []
-        # together first (one resolution); one at a time when that fails, so one that cannot fit spoils no other
-        for group in ([names] + [[n] for n in names] if len(names) > 1 else [names]):
+
+        async def copies_for(group: list[str], env_dists: dict[str, Any] = env_dists, fixed: list[str] = fixed
+                             ) -> list[str] | None:
+            """The versions that give ``group`` working env copies with all else held; None when none fits."""
+            held = fixed + [f"{d.name}=={d.version}" for k, d in sorted(host.items())
+                            if k not in keep and k not in env_dists and k not in group and _plain_version(d.version)]
+            held += [f"{host[n].name}>={major}" for n in group if (major := _major(host[n].version))]
             try:
                 resolved = await resolve.resolve([host[n].name for n in group], uv=uv, env_python=str(env.python),
                                                  host=host, python_version=python_version,
-                                                 allow_shadowing=settings.allow_shadowing, locked=fixed,
-                                                 root=_where(project), cwd=project.root, timeout=settings.uv_timeout)
+                                                 allow_shadowing=settings.allow_shadowing, locked=held,
+                                                 root=_where(project), cwd=project.root,
+                                                 timeout=min(settings.uv_timeout, HOST_COPY_TIMEOUT), diagnose=False)
             except DependencyError:
-                if len(group) == 1:
-                    unfixable.add(group[0])
-                continue
+                return None
+            except UvError as exc:  # uv took too long or could not run: the same note, but not kept as an answer
+                log(f"no env copy of {', '.join(group)}: {exc}")
+                unsure.update(group)
+                return None
+            out = []
             for req, _via in resolved:
                 key = canonical(req.name)
                 version = requirements.exact_versions([req]).get(key)
@@ -860,20 +904,36 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
                     continue
                 if have is None and key in host and requirements.normal_version(host[key].version) == version:
                     continue  # the host's copy is that version
-                pins.append(f"{req.name}=={version}")
-            if len(group) == len(names):
-                break
+                out.append(f"{req.name}=={version}")
+            return out
+
+        # the same question (this host, these env versions, these broken packages) was answered by an earlier start
+        cached = kept(cache_root, "hostcopies", hashlib.sha256(
+            json.dumps([key, names, fixed]).encode()).hexdigest()[:24]) if cache_root and key else None
+        answer = _read_host_copies(cached) if cached is not None else None
+        if answer is None:
+            # one at a time, side by side (a package with two thousand releases takes uv half a minute to rule
+            # out), so one that cannot fit spoils no other; then the ones that fit together, for one consistent set
+            singles = await asyncio.gather(*(copies_for([n]) for n in names))
+            fits = [n for n, got in zip(names, singles) if got is not None]
+            together = await copies_for(fits) if len(fits) > 1 else None
+            pins = together if together is not None else [p for got in singles if got for p in got]
+            answer = (sorted(set(pins)), sorted(set(names) - set(fits)))
+            if cached is not None and not unsure:
+                _keep(cached, json.dumps({"pins": answer[0], "unfixable": answer[1]}))
+        pins, nothing_fits = answer
+        unfixable.update(nothing_fits)
+
         def left_broken(theirs: Any, wants: str, mine: Any) -> None:
             text = note("HOST_PACKAGE_BROKEN_BY_ENV", name=theirs.name, version=theirs.version, requirement=wants,
                         dep=mine.name, dep_version=mine.version)
             log("notice: " + text)
             result.notes.append(text)
 
-        for key in sorted(unfixable & set(names)):
-            left_broken(*next(b for b in broken if canonical(b[0].name) == key))
+        for name in sorted(unfixable & set(names)):
+            left_broken(*next(b for b in broken if canonical(b[0].name) == name))
         if not pins:
             return
-        pins = sorted(set(pins))
         try:
             await install.install_pinned(pins, uv=uv, env_python=str(env.python), host=host,
                                          allow_shadowing=settings.allow_shadowing, cwd=project.root,
@@ -887,10 +947,10 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
         result.installed += pins
         copied = set()
         for line in pins:
-            key = canonical(requirements.line_name(line))
-            copied.add(key)
-            if key in host:
-                result.host_replaced[host[key].name] = {"env": line.split("==", 1)[1], "host": host[key].version}
+            name = canonical(requirements.line_name(line))
+            copied.add(name)
+            if name in host:
+                result.host_replaced[host[name].name] = {"env": line.split("==", 1)[1], "host": host[name].version}
         for theirs, wants, mine in broken:
             if canonical(theirs.name) in copied:
                 result.notes.append(note("HOST_PACKAGE_COPIED", name=theirs.name, version=theirs.version,
