@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import textwrap
@@ -331,7 +332,7 @@ def test_uv_taking_too_long_over_a_host_packages_copy_is_a_note_that_is_not_kept
     # ruling botocore out takes uv half a minute; an optional step must never hold the start for uv's whole timeout
     from uvkernel.env import sync
 
-    monkeypatch.setattr(sync, "HOST_COPY_TIMEOUT", 0.05)
+    monkeypatch.setattr(sync, "HOST_COPY_TIMEOUT", 0.001)  # less than uv takes to start
     monkeypatch.setenv("UV_INDEX", _aws_index(tmp_path))
     project = make_project(tmp_path / "proj", ["dateish>=3"])
     prepared = prepare(str(aws_shaped_host / "bin" / "python"), project)
@@ -354,6 +355,54 @@ def test_a_host_package_gets_an_older_copy_in_its_own_major_version_that_leaves_
     assert "neighbour" not in mine
     assert prepared.env.plan["host_replaced"]["awsish"] == {"env": "1.1.0", "host": "1.5.0"}
     assert "HOST_PACKAGE_COPIED" in json.dumps(prepared.report())
+
+
+def test_uv_answers_a_host_packages_copy_from_its_cache_and_asks_the_index_only_for_what_it_lacks(
+        tmp_path, aws_shaped_host, monkeypatch):
+    # where the index's files come without caching headers, uv asks again about every release it considers (24 s
+    # for botocore's two thousand); from its cache, the same answer takes a tenth of a second
+    import functools
+    import http.server
+    import threading
+
+    wheels = tmp_path / "more"
+    _aws_index(tmp_path, make_wheel(wheels, "awsish", "1.1.0", requires=["dateish>=2"]))
+    asked: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        """Serves as the registry mirror here does: no Last-Modified, no Cache-Control."""
+
+        def send_header(self, keyword, value):
+            if keyword.lower() != "last-modified":
+                super().send_header(keyword, value)
+
+        def log_message(self, *args, **kwargs):
+            asked.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Handler, directory=str(tmp_path / "index")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("UV_INDEX", f"http://127.0.0.1:{server.server_address[1]}/")
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))  # empty: the cache lacks it, the index has it
+    python = str(aws_shaped_host / "bin" / "python")
+    project = make_project(tmp_path / "proj", ["dateish>=3"])
+    try:
+        first = prepare(python, project)
+        assert dists(project / ".venv").get("awsish") == "1.1.0", first.env.plan["notes"]
+        assert any(path.startswith("/awsish/") for path in asked)  # the cache lacked it: the index was asked
+        # the kept answer and the env removed: uv's cache alone gives the same copy
+        for kept in (Path(os.environ["XDG_CACHE_HOME"]) / "uvkernel" / "resolutions").glob("hostcopies-*.txt"):
+            kept.unlink()
+        shutil.rmtree(project / ".venv")
+        asked.clear()
+        prepared = prepare(python, project)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert dists(project / ".venv").get("awsish") == "1.1.0"
+    assert prepared.env.plan["host_replaced"]["awsish"] == {"env": "1.1.0", "host": "1.5.0"}
+    # no question about awsish's releases (installing the copy may still read its page)
+    assert not [path for path in asked if path.startswith("/awsish/awsish-")], asked
 
 
 def test_a_universal_locks_fork_for_the_hosts_python_is_the_one_compared_with_the_host(tmp_path, aws_shaped_host,

@@ -881,12 +881,16 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
             held = fixed + [f"{d.name}=={d.version}" for k, d in sorted(host.items())
                             if k not in keep and k not in env_dists and k not in group and _plain_version(d.version)]
             held += [f"{host[n].name}>={major}" for n in group if (major := _major(host[n].version))]
+            # no placeholder for what may not stay at the host's version (the broken ones, the names the env
+            # holds its own copies of): every placeholder left is pinned, so uv's cache can answer first
+            seen = {k: d for k, d in host.items() if k in keep or (k not in group and k not in env_dists)}
             try:
                 resolved = await resolve.resolve([host[n].name for n in group], uv=uv, env_python=str(env.python),
-                                                 host=host, python_version=python_version,
+                                                 host=seen, python_version=python_version,
                                                  allow_shadowing=settings.allow_shadowing, locked=held,
                                                  root=_where(project), cwd=project.root,
-                                                 timeout=min(settings.uv_timeout, HOST_COPY_TIMEOUT), diagnose=False)
+                                                 timeout=min(settings.uv_timeout, HOST_COPY_TIMEOUT), diagnose=False,
+                                                 cache_first=True)
             except DependencyError:
                 return None
             except UvError as exc:  # uv took too long or could not run: the same note, but not kept as an answer
