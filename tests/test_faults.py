@@ -97,6 +97,8 @@ def _kill_uv_child(proc: subprocess.Popen, delay: float, deadline: float = 60) -
             try:
                 os.kill(uv[0], signal.SIGKILL)
             except ProcessLookupError:
+                # the start goes on without this uv: waited for, so the next reset does not race it in the env
+                proc.communicate()
                 return "uv finished before the kill"
             proc.communicate()
             return f"killed uv (pid {uv[0]}) {delay:.3f}s after it appeared"
