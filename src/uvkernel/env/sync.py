@@ -60,6 +60,7 @@ else:  # pragma: no cover
 # seconds uv may take to find env copies for host packages the project never names: an optional step, whose
 # failure is a note, must not hold a kernel start for uv's whole timeout
 HOST_COPY_TIMEOUT = 120
+HOST_COPY_PARALLEL = 4  # resolutions at once: a distro host may have dozens of packages an old pin breaks
 LOCAL_SOURCES = ("editable", "path", "directory", "virtual", "git", "url")
 STALE_LOCK = "needs to be updated"
 
@@ -916,9 +917,16 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
             json.dumps([key, names, fixed]).encode()).hexdigest()[:24]) if cache_root and key else None
         answer = _read_host_copies(cached) if cached is not None else None
         if answer is None:
-            # one at a time, side by side (a package with two thousand releases takes uv half a minute to rule
-            # out), so one that cannot fit spoils no other; then the ones that fit together, for one consistent set
-            singles = await asyncio.gather(*(copies_for([n]) for n in names))
+            # one at a time, a few side by side (ruling out a package with two thousand releases can take uv
+            # half a minute online), so one that cannot fit spoils no other; then the ones that fit together, for
+            # one consistent set
+            limit = asyncio.Semaphore(HOST_COPY_PARALLEL)
+
+            async def single(name: str) -> list[str] | None:
+                async with limit:
+                    return await copies_for([name])
+
+            singles = await asyncio.gather(*(single(n) for n in names))
             fits = [n for n, got in zip(names, singles) if got is not None]
             together = await copies_for(fits) if len(fits) > 1 else None
             pins = together if together is not None else [p for got in singles if got for p in got]
