@@ -122,18 +122,21 @@ class Locked:
     version: str
 
 
-def _fork_applies(markers: Sequence[str], marker_env: dict[str, str] | None) -> bool:
+def _fork_applies(markers: Sequence[str], marker_env: dict[str, str] | None, verdicts: dict[str, bool]) -> bool:
     """Whether one of a locked version's resolution markers holds for the env's Python and platform.  A universal
     lock holds one version per fork (numpy 2.2.6 for Python 3.10, 2.4.6 for 3.11); without markers, or without an
-    environment to judge them by, a version applies."""
+    environment to judge them by, a version applies.  ``verdicts``: each marker judged once per lock (its forks
+    repeat the same dozen markers on every forked package)."""
     if not markers or marker_env is None:
         return True
     for text in markers:
-        try:
-            if Marker(text).evaluate({**marker_env, "extra": ""}):
-                return True
-        except (InvalidMarker, UndefinedEnvironmentName, UndefinedComparison):
-            return True  # a marker this parser cannot judge: do not rule the version out
+        if text not in verdicts:
+            try:
+                verdicts[text] = Marker(text).evaluate(marker_env)
+            except (InvalidMarker, UndefinedEnvironmentName, UndefinedComparison):
+                verdicts[text] = True  # a marker this parser cannot judge: do not rule the version out
+        if verdicts[text]:
+            return True
     return False
 
 
@@ -152,7 +155,7 @@ def read_lock(path: Path, python_version: tuple[int, ...] | None = None) -> dict
         text = read_input(path).decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError("LOCK_INVALID", path=str(path), detail=str(exc)[:500]) from None
-    marker_env = requirements.marker_environment(python_version) if python_version else None
+    marker_env = {**requirements.marker_environment(python_version), "extra": ""} if python_version else None
     entries: list[tuple[str, Locked, list[str]]] = [
         (canonical(name), Locked(kind, version), re.findall(r'"([^"\n]*)"', markers))
         for name, version, kind, markers in _LOCK_PACKAGE.findall(text)]
@@ -171,9 +174,10 @@ def read_lock(path: Path, python_version: tuple[int, ...] | None = None) -> dict
                                 [m for m in forks if isinstance(m, str)] if isinstance(forks, list) else []))
     found: dict[str, Locked] = {}
     first: dict[str, Locked] = {}
+    verdicts: dict[str, bool] = {}
     for key, entry, markers in entries:
         first.setdefault(key, entry)
-        if _fork_applies(markers, marker_env):
+        if _fork_applies(markers, marker_env, verdicts):
             found.setdefault(key, entry)
     return {key: found.get(key, entry) for key, entry in first.items()}
 
@@ -838,7 +842,7 @@ async def sync(project: Project, env: EnvPlace, host: dict[str, HostDist], host_
 
 async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict[str, HostDist],
                                      settings: UvKernelSettings, *, uv: str, result: SyncResult, log: Log,
-                                     cache_root: Path | None = None, key: str = "", rounds: int = 3) -> None:
+                                     cache_root: Path, key: str, rounds: int = 3) -> None:
     """Host packages outside the stack that the env's own copies would break get env copies of their own.
 
     The env still sees every host distribution it holds no copy of.  When the project needs another version of
@@ -913,9 +917,8 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
             return out
 
         # the same question (this host, these env versions, these broken packages) was answered by an earlier start
-        cached = kept(cache_root, "hostcopies", hashlib.sha256(
-            json.dumps([key, names, fixed]).encode()).hexdigest()[:24]) if cache_root and key else None
-        answer = _read_host_copies(cached) if cached is not None else None
+        cached = kept(cache_root, "hostcopies", hashlib.sha256(json.dumps([key, names, fixed]).encode()).hexdigest()[:24])
+        answer = _read_host_copies(cached)
         if answer is None:
             # one at a time, a few side by side (ruling out a package with two thousand releases can take uv
             # half a minute online), so one that cannot fit spoils no other; then the ones that fit together, for
@@ -931,7 +934,7 @@ async def keep_host_packages_working(project: Project, env: EnvPlace, host: dict
             together = await copies_for(fits) if len(fits) > 1 else None
             pins = together if together is not None else [p for got in singles if got for p in got]
             answer = (sorted(set(pins)), sorted(set(names) - set(fits)))
-            if cached is not None and not unsure:
+            if not unsure:
                 _keep(cached, json.dumps({"pins": answer[0], "unfixable": answer[1]}))
         pins, nothing_fits = answer
         unfixable.update(nothing_fits)
