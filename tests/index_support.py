@@ -8,8 +8,11 @@ own (real wheels: a dist-info with METADATA, WHEEL and RECORD, and a module) and
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import http.server
 import re
+import threading
 import zipfile
 from pathlib import Path
 
@@ -67,6 +70,17 @@ def simple_index(root: Path, wheels: list[Path]) -> str:
     (root / "index.html").write_text("<html><body>\n" + "\n".join(
         f'<a href="{p}/">{p}</a>' for p in sorted(projects)) + "\n</body></html>\n")
     return root.as_uri()
+
+
+def serve(folder: Path, handler: type[http.server.SimpleHTTPRequestHandler] = http.server.SimpleHTTPRequestHandler
+          ) -> http.server.ThreadingHTTPServer:
+    """A loopback HTTP server for ``folder`` (in a thread, stopped by the caller); ``handler`` may change what it
+    sends.  Its requests are not logged unless ``handler`` logs them."""
+    quiet = handler if "log_message" in vars(handler) else type("Quiet", (handler,), {
+        "log_message": lambda *a, **k: None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def tiny_shared_object(folder: Path) -> bytes:

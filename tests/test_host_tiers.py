@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from deps_support import assert_no_stack, cli, dists, host_dists, torch_wheel_file, uv
 from helpers import make_project
-from index_support import make_wheel, simple_index, tiny_shared_object, torch_linked_object
+from index_support import make_wheel, serve, simple_index, tiny_shared_object, torch_linked_object
 
 from uvkernel import pipeline
 from uvkernel.errors import DependencyError, EnvError, ProjectError
@@ -361,9 +361,7 @@ def test_uv_answers_a_host_packages_copy_from_its_cache_and_asks_the_index_only_
         tmp_path, aws_shaped_host, monkeypatch):
     # where the index's files come without caching headers, uv asks again about every release it considers (24 s
     # for botocore's two thousand); from its cache, the same answer takes a tenth of a second
-    import functools
     import http.server
-    import threading
 
     wheels = tmp_path / "more"
     _aws_index(tmp_path, make_wheel(wheels, "awsish", "1.1.0", requires=["dateish>=2"]))
@@ -379,9 +377,7 @@ def test_uv_answers_a_host_packages_copy_from_its_cache_and_asks_the_index_only_
         def log_message(self, *args, **kwargs):
             asked.append(self.path)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(Handler, directory=str(tmp_path / "index")))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve(tmp_path / "index", Handler)
     monkeypatch.setenv("UV_INDEX", f"http://127.0.0.1:{server.server_address[1]}/")
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))  # empty: the cache lacks it, the index has it
     python = str(aws_shaped_host / "bin" / "python")

@@ -18,7 +18,7 @@ import pytest
 from deps_support import assert_no_stack, dists, host_dists, uv
 from hardening_support import assert_clear_error, check, snapshot
 from helpers import Kernel, run_async
-from index_support import make_wheel, simple_index
+from index_support import make_wheel, serve, simple_index
 
 HATCH = '\n[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
 
@@ -225,7 +225,7 @@ def test_git_and_url_sources_from_local_repositories(tmp_path, install_spec, hos
     (pkg / "src" / "gitpkg" / "__init__.py").write_text("TAG = 'after v1'\n")
     subprocess.run(git + ["commit", "-qam", "later"], check=True)
     wheel = make_wheel(tmp_path / "wheels", "urlpkg", "3.0.0")
-    server = _serve(tmp_path / "wheels")  # uv takes url sources over http(s) only
+    server = serve(tmp_path / "wheels")  # uv takes url sources over http(s) only
     url = f"http://127.0.0.1:{server.server_address[1]}/{wheel.name}"
     app = write(tmp_path / "app", '[project]\nname = "app"\nversion = "0.1.0"\nrequires-python = ">=3.10"\n'
                 'dependencies = ["gitpkg", "urlpkg", "torch"]\n[tool.uv.sources]\n'
@@ -238,19 +238,6 @@ def test_git_and_url_sources_from_local_repositories(tmp_path, install_spec, hos
         server.shutdown()
     assert tag == "v1" and build == "3.0.0"
     assert_no_stack(app / ".venv")
-
-
-def _serve(folder: Path):
-    """A loopback HTTP server for ``folder`` (in a thread, stopped by the caller)."""
-    import functools
-    import http.server
-    import threading
-
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 # --- locks ---------------------------------------------------------------------------------------------------
