@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -14,10 +15,31 @@ from typing import Any, Callable
 import requests
 
 
+# Ports handed to a server that binds them later, after this process let go. They come from below the kernel's
+# ephemeral range: a port that bind(0) hands out can be taken in between by any outgoing connection or ZeroMQ
+# socket on the machine (the CI once lost a JupyterHub proxy that way), while one below the range is only ever
+# taken by someone who asked for it by number.
+def _below_ephemeral() -> range:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(10000, low - 12000), low) if low > 11000 else range(low, 65536)
+
+
+_PORTS = _below_ephemeral()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on now, outside the range the kernel gives out by itself."""
+    for port in random.Random().sample(_PORTS, 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
