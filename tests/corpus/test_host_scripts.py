@@ -30,8 +30,11 @@ def test_torchrun_from_the_host_runs_its_workers_with_the_projects_dependencies(
     _assert_workers(done.stdout, project)
 
 
+# each worker's line in one write(2): with PYTHONUNBUFFERED, print() writes word by word, and two workers on the
+# cell's terminal interleaved ("workerworker 1 …")
 TRAIN = ("import os, sys, tomli_w, torch\n"
-         "print('worker', os.environ['LOCAL_RANK'], sys.prefix, tomli_w.__file__, torch.__file__)\n")
+         "line = ' '.join(['worker', os.environ['LOCAL_RANK'], sys.prefix, tomli_w.__file__, torch.__file__])\n"
+         "os.write(1, (line + '\\n').encode())\n")
 
 
 def _assert_workers(stdout: str, project) -> None:
