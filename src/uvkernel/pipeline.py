@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import platformdirs
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -172,13 +172,15 @@ async def prepare(
     log: Log | None = None,
     base_cwd: str | None = None,
     liveness: cache_envs.Liveness | None = None,
+    notices: Sequence[str] = (),
 ) -> Prepared:
     """Run every stage; raise a UvkernelError with the user-facing message when one fails.
 
     ``liveness``: marks the env as in use by this start (``uvkernel gc`` leaves it alone) from before it is
-    prepared; the caller clears it when the kernel ends."""
+    prepared; the caller clears it when the kernel ends.  ``notices``: the caller's own lines for the report
+    (what it did before the start, such as rolling back an interrupted ``uvkernel add``)."""
     prepared = await prepare_env(settings, cwd=cwd, environ=environ, log=log, base_cwd=base_cwd, liveness=liveness)
-    await verify(prepared, prepared.settings or settings, recheck=recheck, log=log)
+    await verify(prepared, prepared.settings or settings, recheck=recheck, log=log, notices=notices)
     return prepared
 
 
@@ -229,7 +231,7 @@ async def prepare_env(
 
 
 async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: bool = False,
-                 log: Log | None = None) -> preflight.PreflightResult:
+                 log: Log | None = None, notices: Sequence[str] = ()) -> preflight.PreflightResult:
     """Stage 3: the preflight, with the kernel's exact environment; writes the report the kernel shows.
 
     Raises the preflight's error (carrying the whole report) when the kernel must not start.
@@ -252,7 +254,7 @@ async def verify(prepared: Prepared, settings: UvKernelSettings, *, recheck: boo
                 result = await _preflight(prepared, settings, True)
     else:
         result = preflight.PreflightResult(skipped=True, notices=[notice("PREFLIGHT_DISABLED")])
-    result.notices[0:0] = unmet_pin_notices(env.plan)
+    result.notices[0:0] = [*notices, *unmet_pin_notices(env.plan)]
     prepared.preflight = result
     prepared.timings["preflight"] = time.monotonic() - t0
     prepared.timings["total"] = sum(v for k, v in prepared.timings.items() if k != "total")

@@ -325,9 +325,11 @@ def recover(root: Path, cache_root: Path, wait: float = 0.0, log: Log | None = N
     return [note("EDIT_RECOVERED", verb=verb, root=str(root), outcome=outcome, backup=str(folder)), *notes]
 
 
-def recover_for_folder(settings: UvKernelSettings, folder: str, log: Log | None = None) -> list[str]:
-    """:func:`recover` for the project holding ``folder`` (the CLI calls it before check, sync and run)."""
-    root, _data = project_mod.find_root(project_mod.notebook_folder(folder, {}))
+def recover_for_folder(settings: UvKernelSettings, folder: str | None, log: Log | None = None,
+                       environ: Mapping[str, str] | None = None) -> list[str]:
+    """:func:`recover` for the project holding ``folder`` (the CLI calls it before check, sync and run; the
+    provisioner before a kernel start, with the start's ``environ``).  Blocks for lock_timeout at most."""
+    root, _data = project_mod.find_root(project_mod.notebook_folder(folder, environ or {}))
     if root is None:
         return []
     cache_root = pipeline.cache_root(settings)

@@ -10,6 +10,7 @@ and runs no code.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import textwrap
 import traceback
@@ -267,8 +268,9 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
         if error is None:
             try:
                 with reporter.observing():
+                    recovered = await self._recover_edits(cwd, incoming_env, reporter)
                     self.prepared = await pipeline.prepare(self, cwd=cwd, environ=incoming_env, log=reporter,
-                                                           liveness=self._liveness)
+                                                           liveness=self._liveness, notices=recovered)
             except UvkernelError as exc:
                 error = exc
             except Exception as exc:  # the last line of defence: never a bare exception in the dialog
@@ -300,6 +302,19 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
         if cwd is None:
             kwargs["cwd"] = str(self.prepared.project.notebook_dir)
         return kwargs
+
+    async def _recover_edits(self, cwd: str | None, environ: dict[str, str], reporter: progress.Reporter
+                             ) -> list[str]:
+        """An earlier ``uvkernel add``/``remove`` of this project that was killed half-way is rolled back first,
+        as the terminal commands do, so the kernel never starts from uv's half of a change; in a thread, since it
+        may wait for the uv that command left running (lock_timeout at most)."""
+        from . import project_edit  # the command's journal: imported by the start that needs it
+
+        recovered = await asyncio.to_thread(project_edit.recover_for_folder, self, cwd, log=reporter,
+                                            environ=environ)
+        for text in recovered:
+            reporter(text)
+        return recovered
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         try:

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pytest
 from hardening_support import SLOW_BUILD, add_journal, assert_clear_error, slow_sdist, tmpfs
-from helpers import make_project, uvkernel_cli
+from deps_support import dists
+from helpers import Kernel, make_project, run_async, uvkernel_cli
 from test_cache_envs import cache_root, start
 
 from uvkernel import cache_envs
+from uvkernel.shared import canonical
 from uvkernel.env import lock_for
 
 
@@ -276,6 +278,32 @@ def test_a_file_the_user_changed_after_the_kill_is_kept_and_the_copy_named(tmp_p
     assert project_files(project)["uv.lock"] == before["uv.lock"], "uv's uv.lock stayed"
     kept = err.split("diff ", 1)[1].split(" ", 1)[0]
     assert Path(kept).read_bytes() == before["pyproject.toml"]
+
+
+def test_a_kernel_start_rolls_back_an_add_killed_half_way_before_it_syncs(tmp_path, host_python, install_spec):
+    """A notebook opened after `uvkernel add` was SIGKILLed, with uv's half of the add in pyproject.toml and
+    uv.lock, starts from the project as it was before the add: the start rolls the add back first, as the
+    terminal commands do, and its report says so.  Before, the kernel synced the half-made change into its env."""
+    project, before, gate, proc = add_held_in_uv(tmp_path, host_python)
+    proc.kill()
+    proc.wait(30)
+    (gate / "go").touch()
+    wait_until("uv's watcher recording what uv left", lambda: record(project).get("state") == "done")
+    assert SLOW_BUILD.encode() in (project / "uv.lock").read_bytes(), "uv had not finished its half of the add"
+    name = install_spec(host=host_python)
+    env = {k: v for k, v in os.environ.items() if k not in ("UVKERNEL_SETTINGS", "UVKERNEL_KERNEL", "VIRTUAL_ENV")}
+
+    async def go():
+        async with Kernel(name, cwd=project, env=env) as k:
+            return await k.value("__import__('sys').prefix")
+
+    assert run_async(go()) == str(project / ".venv")
+    assert project_files(project) == before, "the kernel started from uv's half of the add"
+    assert not add_journal(project).exists()
+    assert canonical(SLOW_BUILD) not in dists(project / ".venv")
+    report = json.loads((project / ".venv" / ".uvkernel-report.json").read_text())
+    assert any("[EDIT_RECOVERED]" in line and str(project) in line for line in report["preflight"]["notices"]), \
+        report["preflight"]["notices"]
 
 
 def test_sigterm_while_uv_writes_puts_the_files_back_at_once(tmp_path, host_python):
