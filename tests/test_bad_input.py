@@ -56,6 +56,22 @@ def test_kernel_json_config_wrong_types_and_unknown_keys_refused_at_a_real_start
     assert snapshot(project) == before and not (project / ".venv").exists()
 
 
+def test_kernel_json_config_keys_named_like_jupyters_own_options_are_refused_with_a_code(tmp_path, install_spec):
+    # the spec's config reaches the provisioner as keywords: "config" and "log" would replace jupyter's own and
+    # end the start with a bare TraitError (TypeError for a bool) instead of a message that says where
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    name = install_spec("uvk-posing")
+    spec_file = Path(KernelSpecManager().get_kernel_spec(name).resource_dir) / "kernel.json"
+    spec = json.loads(spec_file.read_text())
+    spec["metadata"]["kernel_provisioner"]["config"].update({"config": True, "log": 5})
+    spec_file.write_text(json.dumps(spec, indent=1))
+    project = make_project(tmp_path / "proj")
+    message = start_refusal(name, project)
+    assert_clear_error(message, "CONFIG_INVALID", str(spec_file), "config = True is not a uvkernel setting",
+                       "log = 5 is not a uvkernel setting")
+
+
 def _old_python() -> str:
     for pattern in ("/root/.pyenv/versions/3.[5678].*/bin/python3.[5678]", "/usr/bin/python3.[5678]",
                     "/usr/local/bin/python3.[5678]"):

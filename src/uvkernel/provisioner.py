@@ -11,6 +11,7 @@ and runs no code.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import textwrap
 import traceback
@@ -146,8 +147,18 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
         base = {k: kwargs.pop(k) for k in list(kwargs) if k in _BASE_KEYS}
         config_error: UvkernelError | None = None
         unexpected: Exception | None = None
+        # the spec's config arrives as keywords, so a key named like one of jupyter's own options replaces it
+        # ({"config": true} in kernel.json): only the real thing is taken, anything else is a coded error, never
+        # a bare TraitError out of the constructor
+        posing = {k: base.pop(k) for k, kind in (("config", Config), ("log", (logging.Logger, logging.LoggerAdapter)))
+                  if base.get(k) is not None and not isinstance(base[k], kind)}
         try:
             validate_config(kwargs, spec=_spec_path(base.get("kernel_spec")))
+            if posing:
+                raise SpecError("CONFIG_INVALID", spec=_spec_path(base.get("kernel_spec")),
+                                detail="\n".join(f"{k} = {v!r} is not a uvkernel setting (it is jupyter's own "
+                                                 "option, which kernel.json cannot set)" for k, v in posing.items()),
+                                facts=[("valid settings", ", ".join(SETTING_NAMES))])
         except SpecError as exc:
             config_error = exc
             kwargs = {}
