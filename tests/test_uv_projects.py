@@ -287,6 +287,21 @@ def test_offline_wheelhouse_from_uv_variables_is_used(tmp_path, host_python, mon
     assert_clear_error(report["message"], "PACKAGE_NOT_AVAILABLE_OFFLINE", "not-in-the-house", "UV_FIND_LINKS")
 
 
+def test_offline_a_git_source_missing_from_uvs_cache_is_an_offline_miss_not_a_bad_address(tmp_path, host_python,
+                                                                                          monkeypatch):
+    # an air-gapped GPU server: uv refuses the clone because it is offline; "check the address and your network"
+    # sent the user after the wrong cause
+    project = write(tmp_path / "proj", '[project]\nname = "proj"\nversion = "0.1.0"\n'
+                    'dependencies = ["gitonly"]\n\n[tool.uv.sources]\n'
+                    'gitonly = { git = "https://github.com/example/uvkernel-offline-gitonly" }\n')
+    monkeypatch.setenv("UV_OFFLINE", "1")
+    status, report, _ = check(project, "--host-python", host_python)
+    assert status != 0
+    assert_clear_error(report["message"], "PACKAGE_NOT_AVAILABLE_OFFLINE", "gitonly",
+                       f"{project / 'pyproject.toml'}:7", "declared in: the project's dependencies", "UV_OFFLINE")
+    assert "SOURCE_UNREACHABLE" not in report["message"]
+
+
 # --- bad input: named, located, nothing changed -------------------------------------------------------------------
 
 def _refused(project: Path, code: str, *must: str, cwd: Path | None = None, host_python: str) -> None:

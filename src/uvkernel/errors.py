@@ -162,9 +162,10 @@ MESSAGES: dict[str, Message] = {
         "add the member to [tool.uv.workspace] members in {root}/pyproject.toml, or correct the source",
     ),
     "PACKAGE_NOT_AVAILABLE_OFFLINE": Message(
-        "uv is offline and a package the project needs is not in the cache, the find-links folders or the local "
-        "index (uv's message below names it); this is not a version conflict",
-        "add its wheel to your wheelhouse (UV_FIND_LINKS), or run once with network access so uv's cache holds it",
+        "uv is offline and a package or source the project needs is not in uv's cache, the find-links folders or "
+        "the local index (uv's message below names it); this is not a version conflict",
+        "add its wheel to your wheelhouse (UV_FIND_LINKS), or run once with network access (without UV_OFFLINE or "
+        "--offline) so uv's cache holds it",
     ),
     "UV_CONFIG_INVALID": Message(
         "uv refuses the project's {path}",

@@ -137,7 +137,15 @@ def conflict_error(conflicts: list[tuple[Requirement, HostDist]], root: str) -> 
 
 
 # what uv says when an answer needs something its cache does not hold (--offline)
-OFFLINE_MISS = ("not found in the cache", "network was disabled", "Network connectivity is disabled")
+OFFLINE_MISS = ("not found in the cache", "network was disabled", "network connectivity is disabled")
+
+
+def offline_miss(text: str) -> bool:
+    """uv's output says it was offline and lacked something (an index page, a wheel, a git source's clone)."""
+    lowered = " ".join(text.split()).lower()  # uv wraps its causes to the terminal's width
+    return any(phrase in lowered for phrase in OFFLINE_MISS)
+
+
 UNREACHABLE = ("Failed to fetch", "Git operation failed", "failed to clone", "Failed to clone", "failed to fetch")
 
 
@@ -244,7 +252,7 @@ async def resolve(
         tmp = Path(tmp_name)
         compile_ = _Compile(uv, env_python, tmp, cwd, timeout)
         done, output = await compile_(requirements, host=host, keep=keep, locked=locked_rest, offline=cache_first)
-        if cache_first and done.returncode != 0 and any(s in done.output for s in OFFLINE_MISS):
+        if cache_first and done.returncode != 0 and offline_miss(done.output):
             done, output = await compile_(requirements, host=host, keep=keep, locked=locked_rest)
         if done.returncode == 0:
             return _parse_compiled(output)

@@ -336,8 +336,10 @@ def _uv_failure(project: Project, output: str, returncode: int, what: str) -> Uv
     parsed = re.search(r"Failed to parse:? `?([^`\n]*(?:uv\.toml|pyproject\.toml))`?", text)
     if parsed:
         return ProjectError("UV_CONFIG_INVALID", path=parsed.group(1), root=_where(project), detail=tail(text))
-    if "not found in the cache" in text or "network was disabled" in text:
-        return DependencyError("PACKAGE_NOT_AVAILABLE_OFFLINE", root=_where(project), detail=tail(text))
+    if resolve.offline_miss(text):  # before the source checks: a git clone refused offline is no bad address
+        facts, _how = _declaring_selection(project, where, text)
+        return DependencyError("PACKAGE_NOT_AVAILABLE_OFFLINE", root=_where(project), detail=tail(text),
+                               facts=([("source", where)] if where else []) + facts)
     if "No solution found" in text and what != "uv pip compile":
         return DependencyError("DEPENDENCIES_UNRESOLVABLE", root=_where(project), detail=tail(text))
     if "Distribution not found at" in text:
