@@ -145,6 +145,7 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
         # jupyter_client passes kernel_id, kernel_spec and parent, then the spec's config as keywords;
         # it only warns about unknown keys, uvkernel refuses them at start with a clear message.
         base = {k: kwargs.pop(k) for k in list(kwargs) if k in _BASE_KEYS}
+        spec_path = _spec_path(base.get("kernel_spec"))
         config_error: UvkernelError | None = None
         unexpected: Exception | None = None
         # the spec's config arrives as keywords, so a key named like one of jupyter's own options replaces it
@@ -153,9 +154,9 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
         posing = {k: base.pop(k) for k, kind in (("config", Config), ("log", (logging.Logger, logging.LoggerAdapter)))
                   if base.get(k) is not None and not isinstance(base[k], kind)}
         try:
-            validate_config(kwargs, spec=_spec_path(base.get("kernel_spec")))
+            validate_config(kwargs, spec=spec_path)
             if posing:
-                raise SpecError("CONFIG_INVALID", spec=_spec_path(base.get("kernel_spec")),
+                raise SpecError("CONFIG_INVALID", spec=spec_path,
                                 detail="\n".join(f"{k} = {v!r} is not a uvkernel setting (it is jupyter's own "
                                                  "option, which kernel.json cannot set)" for k, v in posing.items()),
                                 facts=[("valid settings", ", ".join(SETTING_NAMES))])
@@ -172,7 +173,6 @@ class UvKernelProvisioner(UvKernelSettings, LocalProvisioner):
         super().__init__(**base, **kwargs)
         if unexpected is not None:
             config_error = self._internal(unexpected, "read the kernel spec's provisioner config", os.environ)
-        spec_path = _spec_path(base.get("kernel_spec"))
         self.setting_sources = _sources(self, spec_keys=list(kwargs), spec=spec_path if spec_path == "the kernel spec"
                                         else f"the kernel spec {spec_path}")
         self._config_error = config_error
